@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sodec-pipeline",
+    version="0.1.0",
+    description=(
+        "SODEC (Steering One-Step Diffusion Model with Fidelity-Rich Decoder for Fast Image Compression) "
+        "as a diffusers pipeline with real entropy-coded bitstreams"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sodec_pipeline", "sodec_pipeline.*"]) + ["sodec_pipeline.hub_configs_data"],
+    package_dir={"sodec_pipeline.hub_configs_data": "hub_configs"},
+    package_data={"sodec_pipeline.hub_configs_data": ["*/*.json", "*/*/*.json"]},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "compressai>=1.2.7",
+        "diffusers>=0.35",
+        "transformers>=4.45",
+        "huggingface_hub",
+        "safetensors",
+        "accelerate>=0.30",
+        "peft>=0.13",
+        "numpy",
+        "Pillow",
+        "pytorch-msssim",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+        "eval": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["sodec=sodec_pipeline.cli:main"]},
+)

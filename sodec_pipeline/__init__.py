@@ -1,0 +1,36 @@
+"""sodec-pipeline: SODEC (Chen et al., AAAI 2026) as a diffusers pipeline with real bitstreams."""
+
+import diffusers as _diffusers
+
+# diffusers' loader resolves a component recorded as ["sodec_pipeline", "CompressionVAE"] by looking its
+# base classes up in this namespace: keep them importable from here.
+from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+
+from .bitstream import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, BitstreamError, SODECBitstream, decode_bitstream, encode_bitstream
+from .models import CompressionVAE, CompressionVAEOutput, FidelityGuidanceEncoder
+from .pipelines import SODECPipeline, SODECPipelineOutput
+from .schedulers import SODECScheduler, SODECSchedulerOutput
+
+__version__ = "0.1.0"
+
+# `DiffusionPipeline.from_pretrained(dir)` looks the `_class_name` of model_index.json up in the
+# diffusers namespace: make SODECPipeline resolvable there once this package is imported.
+for _name, _obj in (("SODECPipeline", SODECPipeline),):
+    if not hasattr(_diffusers, _name):
+        setattr(_diffusers, _name, _obj)
+
+__all__ = [
+    "BitstreamError",
+    "CompressionVAE",
+    "CompressionVAEOutput",
+    "FidelityGuidanceEncoder",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "SODECBitstream",
+    "SODECPipeline",
+    "SODECPipelineOutput",
+    "SODECScheduler",
+    "SODECSchedulerOutput",
+    "decode_bitstream",
+    "encode_bitstream",
+]

@@ -1,0 +1,161 @@
+"""The SODEC bitstream: one image per stream, specified in docs/bitstream.md.
+
+Layout (version 1)::
+
+    magic            2 bytes   b"S\\xdc"
+    version          1 byte    1
+    fingerprint      4 bytes   CompressionVAE.fingerprint() of the model that wrote it
+    height           varint    original image height, 1 … MAX_IMAGE_SIDE
+    width            varint    original image width,  1 … MAX_IMAGE_SIDE, height·width ≤ MAX_IMAGE_PIXELS
+    z_length         varint    length of the z string in bytes
+    z string         z_length bytes
+    y string         the bytes up to the checksum
+    crc32            4 bytes   CRC-32 (zlib) of every byte before it, little-endian
+
+Every check happens before anything proportional to the announced image size is allocated.
+"""
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+MAGIC = b"S\xdc"
+FORMAT_VERSION = 1
+FINGERPRINT_SIZE = 4
+CHECKSUM_SIZE = 4
+#: Largest height or width a stream may announce (and the pipeline will compress).
+MAX_IMAGE_SIDE = 16384
+#: Largest number of pixels a stream may announce (and the pipeline will compress): 64 Mpx.
+MAX_IMAGE_PIXELS = 1 << 26
+_MAX_VARINT_BYTES = 5
+_MIN_STREAM_SIZE = len(MAGIC) + 1 + FINGERPRINT_SIZE + 3 + CHECKSUM_SIZE
+
+
+class BitstreamError(ValueError):
+    """A SODEC bitstream is malformed, truncated, corrupted, from another model, or announces an image
+    beyond the documented limits."""
+
+
+@dataclass(frozen=True)
+class SODECBitstream:
+    """The parsed content of one stream."""
+
+    fingerprint: bytes
+    height: int
+    width: int
+    z_string: bytes
+    y_string: bytes
+    version: int = FORMAT_VERSION
+
+    @property
+    def num_pixels(self) -> int:
+        return self.height * self.width
+
+
+def check_image_size(height: int, width: int) -> None:
+    """Raises ``ValueError`` if an image of this size cannot be represented in a stream."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image of size {height}×{width} is empty")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"image of size {height}×{width} is beyond the limits of the format "
+            f"(sides ≤ {MAX_IMAGE_SIDE}, at most {MAX_IMAGE_PIXELS} pixels)"
+        )
+
+
+def _write_varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: memoryview, pos: int, end: int, what: str) -> Tuple[int, int]:
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos >= end:
+            raise BitstreamError(f"stream is truncated: it ends inside the header field '{what}'")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos
+    raise BitstreamError(f"header field '{what}' is malformed (varint longer than {_MAX_VARINT_BYTES} bytes)")
+
+
+def encode_bitstream(fingerprint: bytes, height: int, width: int, z_string: bytes, y_string: bytes) -> bytes:
+    """Packs one image's strings into a stream."""
+    if len(fingerprint) != FINGERPRINT_SIZE:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
+    check_image_size(height, width)
+    body = b"".join(
+        [
+            MAGIC,
+            bytes([FORMAT_VERSION]),
+            fingerprint,
+            _write_varint(height),
+            _write_varint(width),
+            _write_varint(len(z_string)),
+            z_string,
+            y_string,
+        ]
+    )
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode_bitstream(
+    data: Union[bytes, bytearray, memoryview], expected_fingerprint: Optional[bytes] = None
+) -> SODECBitstream:
+    """Parses and verifies a stream. Raises :class:`BitstreamError` saying what is wrong."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"a bitstream must be bytes, got {type(data).__name__}")
+    data = memoryview(bytes(data))
+    if len(data) < len(MAGIC) or bytes(data[: len(MAGIC)]) != MAGIC:
+        if len(data) == 0:
+            raise BitstreamError("stream is empty")
+        raise BitstreamError("not a SODEC stream (bad magic bytes)")
+    if len(data) < _MIN_STREAM_SIZE:
+        raise BitstreamError(f"stream is truncated: {len(data)} bytes is shorter than the smallest header")
+    version = data[len(MAGIC)]
+    if version != FORMAT_VERSION:
+        raise BitstreamError(f"unsupported stream version {version} (this package reads version {FORMAT_VERSION})")
+    end = len(data) - CHECKSUM_SIZE
+    (stored_crc,) = struct.unpack("<I", data[end:])
+    if zlib.crc32(data[:end]) != stored_crc:
+        raise BitstreamError("stream is corrupted or truncated: checksum mismatch")
+    pos = len(MAGIC) + 1
+    fingerprint = bytes(data[pos : pos + FINGERPRINT_SIZE])
+    pos += FINGERPRINT_SIZE
+    height, pos = _read_varint(data, pos, end, "height")
+    width, pos = _read_varint(data, pos, end, "width")
+    try:
+        check_image_size(height, width)
+    except ValueError as e:
+        raise BitstreamError(f"header announces an unsupported image size: {e}") from None
+    z_length, pos = _read_varint(data, pos, end, "z_length")
+    if z_length == 0 or pos + z_length >= end:
+        raise BitstreamError(
+            f"header is inconsistent: z string of {z_length} bytes does not leave room for a y string "
+            f"in a payload of {end - pos} bytes"
+        )
+    if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+        raise BitstreamError(
+            f"stream was written by another model (fingerprint {fingerprint.hex()}, "
+            f"this model is {expected_fingerprint.hex()})"
+        )
+    z_string = bytes(data[pos : pos + z_length])
+    y_string = bytes(data[pos + z_length : end])
+    return SODECBitstream(fingerprint, height, width, z_string, y_string, version)
+
+
+def bits_per_pixel(stream: bytes, height: int, width: int) -> float:
+    """8 × len(stream) / (height × width): the rate of a stream, from its length."""
+    return 8.0 * len(stream) / (height * width)

@@ -1,0 +1,295 @@
+"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models) and its diffusion-path
+transforms (H_s, T_s), as a diffusers model."""
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.ops import quantize_ste
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.hub_utils import _get_model_file
+from safetensors.torch import load_file
+from torch import nn
+
+from .analysis_transform import AnalysisTransform
+from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
+from .latent_transforms import LatentSynthesis, LatentTransform
+
+SAFETENSORS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+# The entropy-model buffers whose shapes are only known after ``update()``.
+_DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+# Stride of the hyper-latent z relative to the image: inputs must be a multiple of it.
+PADDING_MULTIPLE = 64
+
+
+def get_scale_table(minimum: float, maximum: float, levels: int) -> torch.Tensor:
+    """Log-spaced scale table of the Gaussian conditional (compressai's ``get_scale_table``)."""
+    return torch.exp(torch.linspace(math.log(minimum), math.log(maximum), levels))
+
+
+@dataclass
+class CompressionVAEOutput(BaseOutput):
+    """Output of ``CompressionVAE.forward``.
+
+    Args:
+        y_hat: the quantised latent ŷ (straight-through rounding around the predicted means).
+        z_hat: the quantised hyper-latent ẑ (straight-through rounding around the medians).
+        latents: ŷ_t = T_s(ŷ, H_s(ẑ)), the UNet's input at stride 8.
+        y_likelihoods: likelihoods of the noisy y under the Gaussian conditional.
+        z_likelihoods: likelihoods of the noisy z under the factorized prior.
+        bpp: estimated bits per pixel of each image (B,), from the likelihoods.
+    """
+
+    y_hat: torch.Tensor
+    z_hat: torch.Tensor
+    latents: torch.Tensor
+    y_likelihoods: torch.Tensor
+    z_likelihoods: torch.Tensor
+    bpp: torch.Tensor
+
+
+class CompressionVAE(ModelMixin, ConfigMixin):
+    r"""SODEC's learned codec, modelled on HiFiC (Mentzer et al. 2020) and Ballé's mean-scale hyperprior.
+
+    Submodules (paper symbol → attribute):
+
+    - E → ``analysis_transform``: x → y, stride 16.
+    - H_a → ``hyper_analysis``: y → z, stride 4 more.
+    - P → ``hyper_synthesis_mean`` and ``hyper_synthesis_scale``: ẑ → (μ, σ) of y.
+    - ``entropy_bottleneck``: compressai ``EntropyBottleneck`` (factorized prior) for z.
+    - ``gaussian_conditional``: compressai mean-scale ``GaussianConditional`` for y.
+    - H_s → ``latent_synthesis``: ẑ → w, stride 16.
+    - T_s → ``latent_transform``: (ŷ, w) → ŷ_t, the UNet's noisy latent at stride 8.
+
+    Images are (B, 3, H, W) tensors in [0, 1] whose sides are multiples of 64 (the pipeline pads).
+    The entropy models stay in float32 whatever dtype the module is moved to, and the CDF tables
+    built by :meth:`update` are saved and restored byte for byte.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        block_out_channels: Sequence[int] = (60, 120, 240, 480, 960),
+        latent_channels: int = 220,
+        hyper_channels: int = 320,
+        channel_norm: bool = True,
+        activation: str = "relu",
+        latent_synthesis_channels: int = 320,
+        latent_transform_channels: int = 256,
+        latent_transform_num_blocks: int = 2,
+        out_latent_channels: int = 4,
+        entropy_bottleneck_filters: Sequence[int] = (3, 3, 3, 3),
+        scale_bound: float = 0.11,
+        scale_table_min: float = 0.11,
+        scale_table_max: float = 256.0,
+        scale_table_levels: int = 64,
+    ):
+        super().__init__()
+        self.analysis_transform = AnalysisTransform(
+            in_channels, block_out_channels, latent_channels, channel_norm, activation
+        )
+        self.hyper_analysis = HyperAnalysisTransform(latent_channels, hyper_channels)
+        self.hyper_synthesis_mean = HyperSynthesisTransform(latent_channels, hyper_channels)
+        self.hyper_synthesis_scale = HyperSynthesisTransform(latent_channels, hyper_channels)
+        self.entropy_bottleneck = EntropyBottleneck(hyper_channels, filters=tuple(entropy_bottleneck_filters))
+        self.gaussian_conditional = GaussianConditional(None, scale_bound=scale_bound)
+        self.latent_synthesis = LatentSynthesis(hyper_channels, latent_synthesis_channels)
+        self.latent_transform = LatentTransform(
+            latent_channels,
+            latent_synthesis_channels,
+            latent_transform_channels,
+            out_latent_channels,
+            latent_transform_num_blocks,
+            channel_norm,
+            activation,
+        )
+        self._fingerprint_cache: Optional[Tuple[tuple, bytes]] = None
+
+    # ------------------------------------------------------------------ dtype: entropy models stay fp32
+    def to(self, *args, **kwargs):
+        """Moves the module to a device; a dtype argument is ignored: the codec stays in float32 so that
+        the entropy coding is the same whatever dtype the pipeline runs in."""
+        device, _dtype, non_blocking, _fmt = torch._C._nn._parse_to(*args, **kwargs)
+        if device is None:
+            return self
+        return super().to(device=device, non_blocking=non_blocking)
+
+    def half(self):
+        return self
+
+    def bfloat16(self):
+        return self
+
+    def type(self, dst_type):
+        return self
+
+    # ------------------------------------------------------------------ the transforms
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """E: images in [0, 1] → the continuous latent y."""
+        _check_image_tensor(x)
+        return self.analysis_transform(x.float())
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """P: ẑ → (μ, σ) of the Gaussian conditional over y."""
+        return self.hyper_synthesis_mean(z_hat), self.hyper_synthesis_scale(z_hat)
+
+    def synthesize_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+        """H_s and T_s: (ŷ, ẑ) → ŷ_t, the UNet's input at stride 8 on the SD scaled-latent scale."""
+        return self.latent_transform(y_hat, self.latent_synthesis(z_hat))
+
+    def forward(self, x: torch.Tensor, return_dict: bool = True):
+        """Training pass: additive-noise rate estimate, straight-through quantisation for the synthesis
+        paths, likelihoods and the estimated bpp of each image."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = self.encode(x)
+            z = self.hyper_analysis(y)
+            _, z_likelihoods = self.entropy_bottleneck(z)
+            z_offset = self.entropy_bottleneck._get_medians()
+            z_hat = quantize_ste(z - z_offset) + z_offset
+            means, scales = self.hyper_synthesis(z_hat)
+            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            y_hat = quantize_ste(y - means) + means
+            latents = self.synthesize_latents(y_hat, z_hat)
+            num_pixels = x.shape[-2] * x.shape[-1]
+            bits = -(torch.log2(y_likelihoods).flatten(1).sum(1) + torch.log2(z_likelihoods).flatten(1).sum(1))
+            bpp = bits / num_pixels
+        if not return_dict:
+            return (y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
+        return CompressionVAEOutput(y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
+
+    def aux_loss(self) -> torch.Tensor:
+        """The entropy bottleneck's quantile loss, trained with its own optimizer (compressai convention)."""
+        return self.entropy_bottleneck.loss()
+
+    # ------------------------------------------------------------------ entropy coding
+    def update(self, force: bool = False) -> bool:
+        """Builds the CDF tables of both entropy models (needed before ``compress``). Returns whether
+        anything changed."""
+        cfg = self.config
+        table = get_scale_table(cfg.scale_table_min, cfg.scale_table_max, cfg.scale_table_levels)
+        updated = self.gaussian_conditional.update_scale_table(table, force=force)
+        updated |= self.entropy_bottleneck.update(force=force)
+        return updated
+
+    @property
+    def is_updated(self) -> bool:
+        return self.entropy_bottleneck._quantized_cdf.numel() > 0 and self.gaussian_conditional._quantized_cdf.numel() > 0
+
+    def _require_tables(self):
+        if not self.is_updated:
+            raise RuntimeError(
+                "the entropy models have no CDF tables: call `compression_vae.update()` after training or "
+                "initialising the model, before compressing"
+            )
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor) -> Dict[str, object]:
+        """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, with compressai's rANS
+        coder. Returns ``{"strings": [y_strings, z_strings], "shape": z_shape}`` as compressai does."""
+        self._require_tables()
+        y = self.encode(x)
+        z = self.hyper_analysis(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        means, scales = self.hyper_synthesis(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+
+    @torch.no_grad()
+    def decompress(self, strings: List[List[bytes]], shape: Sequence[int]) -> Dict[str, torch.Tensor]:
+        """Inverse of :meth:`compress`: returns ``{"y_hat": ŷ, "z_hat": ẑ}``."""
+        self._require_tables()
+        y_strings, z_strings = strings
+        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
+        means, scales = self.hyper_synthesis(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_hat = self.gaussian_conditional.decompress(y_strings, indexes, z_hat.dtype, means)
+        return {"y_hat": y_hat, "z_hat": z_hat}
+
+    # ------------------------------------------------------------------ identity of the model
+    def fingerprint(self) -> bytes:
+        """4 bytes identifying this model's weights and entropy tables (the first bytes of a SHA-256 over
+        every parameter and buffer). Written in each bitstream so that a stream is only decoded by the
+        model that made it."""
+        tensors = sorted(list(self.named_parameters()) + list(self.named_buffers()), key=lambda kv: kv[0])
+        key = tuple((name, id(t), t._version) for name, t in tensors)
+        if self._fingerprint_cache is not None and self._fingerprint_cache[0] == key:
+            return self._fingerprint_cache[1]
+        digest = hashlib.sha256()
+        for name, t in tensors:
+            t = t.detach().to("cpu").contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        value = digest.digest()[:4]
+        self._fingerprint_cache = (key, value)
+        return value
+
+    # ------------------------------------------------------------------ loading with dynamic buffers
+    def resize_entropy_buffers(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Gives the CDF-table buffers the shapes they have in ``state_dict`` so that it loads strictly."""
+        for module_name, module in (("entropy_bottleneck", self.entropy_bottleneck), ("gaussian_conditional", self.gaussian_conditional)):
+            for buffer_name in _DYNAMIC_BUFFERS:
+                key = f"{module_name}.{buffer_name}"
+                if key in state_dict and hasattr(module, buffer_name) and getattr(module, buffer_name) is not None:
+                    src = state_dict[key]
+                    setattr(module, buffer_name, torch.empty(src.shape, dtype=src.dtype, device=getattr(module, buffer_name).device))
+                elif key in state_dict and buffer_name == "scale_table":
+                    module.register_buffer(buffer_name, torch.empty_like(state_dict[key]))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.resize_entropy_buffers(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
+        """Loads a saved ``CompressionVAE`` (local folder or Hub id, optional ``subfolder``).
+
+        Unlike ``ModelMixin.from_pretrained`` this never initialises on the meta device: the entropy
+        models' CDF tables change shape at ``update()`` and are resized from the checkpoint before a
+        strict load. ``torch_dtype`` is accepted and ignored (the codec stays float32).
+        """
+        hub_kwargs = {
+            k: kwargs.pop(k)
+            for k in ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
+            if k in kwargs
+        }
+        subfolder = kwargs.pop("subfolder", None)
+        device = kwargs.pop("device", None)
+        config, _unused = cls.load_config(
+            pretrained_model_name_or_path, subfolder=subfolder, return_unused_kwargs=True, **hub_kwargs
+        )
+        model = cls.from_config(config)
+        weights = _get_model_file(
+            pretrained_model_name_or_path,
+            weights_name=SAFETENSORS_WEIGHTS_NAME,
+            subfolder=subfolder,
+            user_agent={"file_type": "model", "framework": "pytorch"},
+            **hub_kwargs,
+        )
+        model.load_state_dict(load_file(weights), strict=True)
+        if device is not None:
+            model.to(device)
+        model.eval()
+        return model
+
+
+def _check_image_tensor(x: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[-2] % PADDING_MULTIPLE or x.shape[-1] % PADDING_MULTIPLE:
+        raise ValueError(
+            f"image sides must be multiples of {PADDING_MULTIPLE} (got {x.shape[-2]}×{x.shape[-1]}); "
+            "SODECPipeline pads for you"
+        )

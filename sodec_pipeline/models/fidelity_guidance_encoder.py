@@ -1,0 +1,83 @@
+"""FidelityGuidanceEncoder: SODEC's fidelity decoder D_a, the ViT input preparation and the guidance
+projection F_p, as a diffusers model."""
+
+from typing import Sequence
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch.nn import functional as F
+
+from .fidelity_decoder import FidelityDecoder
+from .guidance_projection import GuidanceProjection
+
+# OpenAI / OpenCLIP image normalisation.
+CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
+    r"""The steering half of SODEC's decoder.
+
+    - D_a → ``fidelity_decoder``: ŷ → x̂_f, a high-fidelity image in [0, 1] (HiFiC generator).
+    - :meth:`prepare_image_encoder_input`: x̂_f → the frozen ViT's ``pixel_values`` (bicubic resize to
+      ``image_encoder_size`` and mean/std normalisation, in torch, differentiable).
+    - F_p → ``guidance_projection``: the ViT's last hidden states → c_g
+      (``num_tokens × cross_attention_dim``), the UNet's ``encoder_hidden_states``.
+
+    The ViT itself is the pipeline's ``image_encoder`` component (frozen, not part of this model).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 220,
+        decoder_block_out_channels: Sequence[int] = (960, 480, 240, 120, 60),
+        decoder_num_residual_blocks: int = 9,
+        channel_norm: bool = True,
+        activation: str = "relu",
+        image_encoder_hidden_size: int = 1280,
+        image_encoder_size: int = 224,
+        image_encoder_mean: Sequence[float] = CLIP_IMAGE_MEAN,
+        image_encoder_std: Sequence[float] = CLIP_IMAGE_STD,
+        cross_attention_dim: int = 1024,
+        num_tokens: int = 77,
+        projection_num_attention_heads: int = 8,
+        projection_num_layers: int = 1,
+    ):
+        super().__init__()
+        self.fidelity_decoder = FidelityDecoder(
+            latent_channels, decoder_block_out_channels, decoder_num_residual_blocks, 3, channel_norm, activation
+        )
+        self.guidance_projection = GuidanceProjection(
+            image_encoder_hidden_size,
+            cross_attention_dim,
+            num_tokens,
+            projection_num_attention_heads,
+            projection_num_layers,
+        )
+        self.register_buffer("image_mean", torch.tensor(image_encoder_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_encoder_std).view(1, 3, 1, 1), persistent=False)
+
+    def decode(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """D_a: ŷ → x̂_f on the [0, 1] scale (not clamped, so that training sees the raw output)."""
+        return self.fidelity_decoder(y_hat.to(self.dtype))
+
+    def prepare_image_encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W) → normalised ``pixel_values`` of the ViT's input size."""
+        size = self.config.image_encoder_size
+        images = images.float().clamp(0, 1)  # antialiased bicubic has no bf16/fp16 CPU kernel
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        return (images - self.image_mean.float()) / self.image_std.float()
+
+    def project(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """F_p: the ViT's hidden states (B, L, hidden) → c_g (B, num_tokens, cross_attention_dim)."""
+        return self.guidance_projection(image_embeds.to(self.dtype))
+
+    def forward(self, y_hat: torch.Tensor, image_encoder: torch.nn.Module):
+        """ŷ → (x̂_f, c_g), running the given frozen ViT in between."""
+        x_f = self.decode(y_hat)
+        pixel_values = self.prepare_image_encoder_input(x_f).to(image_encoder.dtype)
+        tokens = image_encoder(pixel_values=pixel_values).last_hidden_state
+        return x_f, self.project(tokens)

@@ -1,0 +1,56 @@
+"""Building blocks shared by the SODEC transforms (HiFiC-style channel normalisation and residual blocks)."""
+
+import torch
+from torch import nn
+
+
+class ChannelNorm2d(nn.Module):
+    r"""Channel normalisation of HiFiC (Mentzer et al. 2020): each pixel's feature vector is
+    normalised over the channel axis, then scaled and shifted per channel.
+
+    The parameters are named ``gamma`` and ``beta`` with shape ``(1, C, 1, 1)``, as in HiFiC's PyTorch
+    port, so its checkpoints load key by key.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(1, num_channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return self.gamma * (x - mean) * torch.rsqrt(var + self.eps) + self.beta
+
+
+def make_norm(num_channels: int, channel_norm: bool) -> nn.Module:
+    """ChannelNorm2d, or an affine InstanceNorm2d when ``channel_norm`` is False."""
+    if channel_norm:
+        return ChannelNorm2d(num_channels)
+    return nn.InstanceNorm2d(num_channels, affine=True, track_running_stats=False)
+
+
+def make_activation(name: str) -> nn.Module:
+    activations = {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU}
+    if name not in activations:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(activations)}")
+    return activations[name]()
+
+
+class ResidualBlock(nn.Module):
+    """Two reflect-padded 3×3 convolutions with normalisation and a skip connection (HiFiC generator block)."""
+
+    def __init__(self, channels: int, channel_norm: bool = True, activation: str = "relu"):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, stride=1)
+        self.norm1 = make_norm(channels, channel_norm)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=1)
+        self.norm2 = make_norm(channels, channel_norm)
+        self.activation = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.activation(self.norm1(self.conv1(self.pad(x))))
+        residual = self.norm2(self.conv2(self.pad(residual)))
+        return x + residual

@@ -1,0 +1,3 @@
+from .scheduling_sodec import SODECScheduler, SODECSchedulerOutput
+
+__all__ = ["SODECScheduler", "SODECSchedulerOutput"]
