@@ -1,6 +1,13 @@
 """sodec-pipeline: SODEC (Chen et al., AAAI 2026) as a diffusers pipeline with real bitstreams."""
 
+import warnings as _warnings
+
 import diffusers as _diffusers
+
+with _warnings.catch_warnings():
+    # compressai 1.2.8 scripts a function with torch.jit at import time, which torch ≥ 2.10 deprecates.
+    _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    import compressai as _compressai  # noqa: F401
 
 # diffusers' loader resolves a component recorded as ["sodec_pipeline", "CompressionVAE"] by looking its
 # base classes up in this namespace: keep them importable from here.

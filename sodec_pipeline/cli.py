@@ -39,13 +39,15 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as diffusers_logging
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
 
-        diffusers_logging.set_verbosity_error()
-        diffusers_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
 
 
 def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32"):
