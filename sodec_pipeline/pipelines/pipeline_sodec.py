@@ -84,6 +84,14 @@ class SODECPipeline(DiffusionPipeline):
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
 
+    @classmethod
+    def from_pretrained_parts(cls, sd_model, image_encoder, codec=None, config="sodec-sd21-base", **kwargs):
+        """Assembles a pipeline from published parts (SD 2.1 ``unet``/``vae``, a CLIP ViT, optionally a
+        converted HiFiC codec) and a hub config for the rest. See ``sodec_pipeline.pipelines.assembly``."""
+        from .assembly import from_pretrained_parts
+
+        return from_pretrained_parts(cls, sd_model, image_encoder, codec=codec, config=config, **kwargs)
+
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the decoder networks run in (the codec itself stays float32)."""
