@@ -12,6 +12,7 @@ with _warnings.catch_warnings():
 # diffusers' loader resolves a component recorded as ["sodec_pipeline", "CompressionVAE"] by looking its
 # base classes up in this namespace: keep them importable from here.
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES as _LOADABLE_CLASSES
 
 from .bitstream import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, BitstreamError, SODECBitstream, decode_bitstream, encode_bitstream
 from .models import CompressionVAE, CompressionVAEOutput, FidelityGuidanceEncoder
@@ -25,6 +26,14 @@ __version__ = "0.1.0"
 for _name, _obj in (("SODECPipeline", SODECPipeline),):
     if not hasattr(_diffusers, _name):
         setattr(_diffusers, _name, _obj)
+
+# Register this package as a library diffusers loads components from (like "transformers"): components
+# are then recorded in model_index.json as ["sodec_pipeline", class], and the Hub download path accepts
+# them instead of looking for a custom-code file in the repository.
+_LOADABLE_CLASSES.setdefault(
+    "sodec_pipeline",
+    {"ModelMixin": ["save_pretrained", "from_pretrained"], "SchedulerMixin": ["save_pretrained", "from_pretrained"]},
+)
 
 __all__ = [
     "BitstreamError",

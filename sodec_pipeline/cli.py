@@ -62,7 +62,7 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32"):
     if not os.path.isdir(model) and (os.path.exists(model) or model.count("/") != 1):
         raise CLIError(f"model {model!r} is neither a pipeline folder nor a Hub repo id (owner/name)")
     try:
-        pipe = SODECPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+        pipe = SODECPipeline.from_pretrained(model, dtype=torch_dtype)
     except Exception as e:  # noqa: BLE001 - the loader raises many kinds; report one line
         raise CLIError(f"cannot load a SODEC pipeline from {model!r}: {_first_line(e)}") from e
     if not isinstance(pipe, SODECPipeline):

@@ -49,9 +49,9 @@ def _array_to_tensors(array: np.ndarray) -> List[torch.Tensor]:
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"numpy images must be (H, W, 3) or (B, H, W, 3); got shape {array.shape}")
     if array.dtype == np.uint8:
-        data = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
+        data = torch.tensor(array, dtype=torch.float32) / 255.0
     elif np.issubdtype(array.dtype, np.floating):
-        data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        data = torch.tensor(array, dtype=torch.float32)
     else:
         raise ValueError(f"numpy images must be uint8 or float in [0, 1]; got dtype {array.dtype}")
     return [_checked(img.permute(2, 0, 1)) for img in data]

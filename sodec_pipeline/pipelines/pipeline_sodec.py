@@ -1,7 +1,5 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
-import json
-import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -69,20 +67,6 @@ class SODECPipeline(DiffusionPipeline):
         for module in (compression_vae, fidelity_guidance, image_encoder, unet, vae):
             if isinstance(module, torch.nn.Module):
                 realign_cpu_tensors(module)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``DiffusionPipeline.save_pretrained``, recording this package's components in model_index.json
-        as ``["sodec_pipeline", class]`` rather than by their defining submodule."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        index_path = os.path.join(save_directory, "model_index.json")
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-        for name, value in index.items():
-            if isinstance(value, list) and len(value) == 2 and str(value[0]).startswith("sodec_pipeline."):
-                index[name] = ["sodec_pipeline", value[1]]
-        with open(index_path, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-            f.write("\n")
 
     @classmethod
     def from_pretrained_parts(cls, sd_model, image_encoder, codec=None, config="sodec-sd21-base", **kwargs):

@@ -1,0 +1,97 @@
+import struct
+import zlib
+
+import pytest
+
+from sodec_pipeline import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, BitstreamError, decode_bitstream, encode_bitstream
+from sodec_pipeline.bitstream import MAGIC, _write_varint, bits_per_pixel
+
+FP = b"\x01\x02\x03\x04"
+
+
+def _stream(height=321, width=481, z=b"zzzz", y=b"y" * 40, fp=FP):
+    return encode_bitstream(fp, height, width, z, y)
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_round_trip_and_overhead():
+    s = _stream()
+    parsed = decode_bitstream(s, expected_fingerprint=FP)
+    assert (parsed.height, parsed.width, parsed.z_string, parsed.y_string, parsed.fingerprint) == (
+        321, 481, b"zzzz", b"y" * 40, FP
+    )
+    # magic 2 + version 1 + fingerprint 4 + varints (2 + 2 + 1) + crc 4 = 16 bytes of overhead
+    assert len(s) - 44 == 16
+    assert bits_per_pixel(s, 321, 481) == 8 * len(s) / (321 * 481)
+
+
+def test_error_is_a_value_error():
+    assert issubclass(BitstreamError, ValueError)
+
+
+@pytest.mark.parametrize("cut", range(0, 60))
+def test_every_truncation_is_detected(cut):
+    s = _stream()
+    with pytest.raises(BitstreamError):
+        decode_bitstream(s[:cut])
+
+
+def test_every_single_byte_corruption_is_detected():
+    s = bytearray(_stream())
+    for i in range(len(s)):
+        for flip in (0x01, 0x80, 0xFF):
+            bad = bytearray(s)
+            bad[i] ^= flip
+            with pytest.raises(BitstreamError):
+                decode_bitstream(bytes(bad), expected_fingerprint=FP)
+
+
+def test_appended_garbage_is_detected():
+    with pytest.raises(BitstreamError, match="checksum"):
+        decode_bitstream(_stream() + b"\x00")
+
+
+def test_messages_say_what_is_wrong():
+    s = _stream()
+    with pytest.raises(BitstreamError, match="empty"):
+        decode_bitstream(b"")
+    with pytest.raises(BitstreamError, match="magic"):
+        decode_bitstream(b"\x89PNG\r\n\x1a\n" + s)
+    with pytest.raises(BitstreamError, match="version"):
+        decode_bitstream(_with_crc(MAGIC + b"\x07" + s[3:-4]))
+    with pytest.raises(BitstreamError, match="another model"):
+        decode_bitstream(s, expected_fingerprint=b"\x00\x00\x00\x00")
+    with pytest.raises(BitstreamError, match="must be bytes"):
+        decode_bitstream("not bytes")
+
+
+@pytest.mark.parametrize(
+    "height,width",
+    [(MAX_IMAGE_SIDE + 1, 10), (10, 1 << 30), (0, 5), (5, 0), (MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS // MAX_IMAGE_SIDE + 1)],
+)
+def test_absurd_sizes_with_valid_checksum_are_refused(height, width):
+    body = MAGIC + b"\x01" + FP + _write_varint(height) + _write_varint(width) + _write_varint(4) + b"zzzz" + b"yyyy"
+    with pytest.raises(BitstreamError, match="image size"):
+        decode_bitstream(_with_crc(body), expected_fingerprint=FP)
+
+
+def test_overlong_varint_and_inconsistent_lengths():
+    body = MAGIC + b"\x01" + FP + b"\xff" * 8 + b"\x01" + b"payload"
+    with pytest.raises(BitstreamError, match="varint"):
+        decode_bitstream(_with_crc(body))
+    body = MAGIC + b"\x01" + FP + _write_varint(8) + _write_varint(8) + _write_varint(500) + b"short"
+    with pytest.raises(BitstreamError, match="inconsistent"):
+        decode_bitstream(_with_crc(body))
+    body = MAGIC + b"\x01" + FP + _write_varint(8) + _write_varint(8) + _write_varint(0) + b"short"
+    with pytest.raises(BitstreamError, match="inconsistent"):
+        decode_bitstream(_with_crc(body))
+
+
+def test_encoder_refuses_what_the_decoder_would():
+    with pytest.raises(ValueError):
+        encode_bitstream(FP, MAX_IMAGE_SIDE + 1, 1, b"z", b"y")
+    with pytest.raises(ValueError):
+        encode_bitstream(b"\x00", 1, 1, b"z", b"y")

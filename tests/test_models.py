@@ -1,0 +1,122 @@
+import json
+
+import pytest
+import torch
+
+from sodec_pipeline import CompressionVAE, FidelityGuidanceEncoder
+from sodec_pipeline.models import ChannelNorm2d
+from sodec_pipeline.hub_configs import resolve_hub_config
+
+TINY = resolve_hub_config("sodec-tiny")
+
+
+def _config(name):
+    return json.loads((TINY / name / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    model = CompressionVAE.from_config(_config("compression_vae"))
+    model.update(force=True)
+    return model.eval()
+
+
+def test_channel_norm_normalises_over_channels():
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    y = ChannelNorm2d(6)(x)
+    torch.testing.assert_close(y.mean(1), torch.zeros(2, 5, 7), atol=1e-5, rtol=0)
+    assert set(dict(ChannelNorm2d(6).named_parameters())) == {"gamma", "beta"}
+
+
+def test_forward_shapes_rate_and_gradients(vae):
+    x = torch.rand(2, 3, 128, 192)
+    vae.train()
+    out = vae(x)
+    vae.eval()
+    c = vae.config.latent_channels
+    assert out.y_hat.shape == (2, c, 8, 12)
+    assert out.z_hat.shape == (2, vae.config.hyper_channels, 2, 3)
+    assert out.latents.shape == (2, 4, 16, 24)
+    assert out.bpp.shape == (2,) and torch.isfinite(out.bpp).all() and (out.bpp > 0).all()
+    loss = out.bpp.mean() + out.latents.square().mean() + vae.aux_loss()
+    loss.backward()
+    grad = vae.analysis_transform.conv_block1[1].weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    vae.zero_grad()
+
+
+def test_compress_decompress_matches_quantised_latents(vae):
+    x = torch.rand(1, 3, 64, 128)
+    coded = vae.compress(x)
+    y_strings, z_strings = coded["strings"]
+    assert len(y_strings) == len(z_strings) == 1 and isinstance(y_strings[0], bytes)
+    dec = vae.decompress(coded["strings"], coded["shape"])
+    y = vae.encode(x)
+    z_hat = dec["z_hat"]
+    means, _ = vae.hyper_synthesis(z_hat)
+    torch.testing.assert_close(dec["y_hat"], torch.round(y - means) + means, atol=1e-5, rtol=0)
+    z = vae.hyper_analysis(y)
+    medians = vae.entropy_bottleneck._get_medians()
+    torch.testing.assert_close(z_hat, torch.round(z - medians) + medians, atol=1e-5, rtol=0)
+
+
+def test_cdf_tables_survive_save_and_load_byte_for_byte(vae, tmp_path):
+    vae.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = CompressionVAE.from_pretrained(tmp_path)
+    for module in ("entropy_bottleneck", "gaussian_conditional"):
+        for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+            a = getattr(getattr(vae, module), name)
+            b = getattr(getattr(loaded, module), name)
+            assert a.numel() > 0 and a.dtype == b.dtype and torch.equal(a, b), (module, name)
+    assert torch.equal(vae.gaussian_conditional.scale_table, loaded.gaussian_conditional.scale_table)
+    assert loaded.fingerprint() == vae.fingerprint()
+    x = torch.rand(1, 3, 64, 64)
+    assert loaded.compress(x)["strings"] == vae.compress(x)["strings"]
+
+
+def test_stays_float32(vae):
+    for call in (lambda m: m.to(torch.bfloat16), lambda m: m.to("cpu", torch.float16), lambda m: m.half(), lambda m: m.bfloat16()):
+        assert call(vae) is vae
+        assert {p.dtype for p in vae.parameters()} == {torch.float32}
+        assert vae.gaussian_conditional.scale_table.dtype == torch.float32
+
+
+def test_fingerprint_tracks_weights(tmp_path):
+    torch.manual_seed(1)
+    model = CompressionVAE.from_config(_config("compression_vae"))
+    model.update(force=True)
+    first = model.fingerprint()
+    assert len(first) == 4 and model.fingerprint() == first
+    with torch.no_grad():
+        model.hyper_synthesis_scale.conv3.bias.add_(1e-3)
+    assert model.fingerprint() != first
+
+
+def test_compress_without_tables_and_bad_shapes_are_clear():
+    model = CompressionVAE.from_config(_config("compression_vae"))
+    with pytest.raises(RuntimeError, match="update"):
+        model.compress(torch.rand(1, 3, 64, 64))
+    model.update(force=True)
+    with pytest.raises(ValueError, match="multiples of 64"):
+        model.compress(torch.rand(1, 3, 64, 65))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model.compress(torch.rand(3, 64, 64))
+
+
+def test_fidelity_guidance_shapes():
+    cfg = _config("fidelity_guidance")
+    torch.manual_seed(0)
+    model = FidelityGuidanceEncoder.from_config(cfg).eval()
+    y_hat = torch.randn(2, cfg["latent_channels"], 4, 6)
+    x_f = model.decode(y_hat)
+    assert x_f.shape == (2, 3, 64, 96)
+    pixels = model.prepare_image_encoder_input(torch.rand(2, 3, 64, 96))
+    assert pixels.shape == (2, 3, cfg["image_encoder_size"], cfg["image_encoder_size"])
+    # the normalisation is the configured one: a mid-grey image maps to (0.5 - mean) / std
+    grey = model.prepare_image_encoder_input(torch.full((1, 3, 64, 64), 0.5))
+    expected = (0.5 - torch.tensor(cfg["image_encoder_mean"])) / torch.tensor(cfg["image_encoder_std"])
+    torch.testing.assert_close(grey[0, :, 3, 3], expected)
+    tokens = torch.randn(2, 17, cfg["image_encoder_hidden_size"])
+    assert model.project(tokens).shape == (2, cfg["num_tokens"], cfg["cross_attention_dim"])
