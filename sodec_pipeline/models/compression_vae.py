@@ -224,7 +224,7 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         every parameter and buffer). Written in each bitstream so that a stream is only decoded by the
         model that made it."""
         tensors = sorted(list(self.named_parameters()) + list(self.named_buffers()), key=lambda kv: kv[0])
-        key = tuple((name, id(t), t._version) for name, t in tensors)
+        key = tuple((name, id(t), t.data_ptr(), t._version) for name, t in tensors)
         if self._fingerprint_cache is not None and self._fingerprint_cache[0] == key:
             return self._fingerprint_cache[1]
         digest = hashlib.sha256()
