@@ -1,0 +1,109 @@
+"""``sodec eval --model PATH_OR_ID --images DIR --out DIR``: SODEC and the Pillow baselines, side by side.
+
+Importing this module registers the subcommand with :mod:`sodec_pipeline.cli`.
+"""
+
+import time
+
+from ..cli import CLIError, load_pipeline, register_command
+from . import baselines as baselines_lib
+from .evaluate import DEFAULT_TARGETS
+
+
+def _float_list(text: str, what: str):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"{what} must be a comma-separated list of numbers; got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise CLIError(f"{what} must be positive numbers; got {text!r}")
+    return values
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="SODEC pipeline folder or Hub repo id")
+    p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
+    p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--codecs",
+        default=",".join(baselines_lib.CODECS),
+        help=f"baselines to run, comma-separated (default: all of {', '.join(baselines_lib.CODECS)})",
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
+        help="target bitrates (bpp) at which each baseline's best variant is chosen; SODEC's own bpp per image "
+        "is always added (default: %(default)s)",
+    )
+    p.add_argument("--lpips-weights", metavar="PATH", help="full lpips.LPIPS state_dict (.pth); LPIPS is left out without it")
+    p.add_argument("--dists-weights", metavar="PATH", help="full DISTS_pytorch.DISTS state_dict (.pth); DISTS is left out without it")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from .evaluate import EvaluationInputError, evaluate, find_images, load_image
+    from .metrics import MetricWeightsError, load_perceptual_metrics
+    from .report import write_report
+
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    unknown = [c for c in codecs if c not in baselines_lib.CODECS]
+    if unknown or not codecs:
+        raise CLIError(f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(baselines_lib.CODECS)}")
+    targets = _float_list(args.targets, "--targets")
+    if args.limit is not None and args.limit < 1:
+        raise CLIError("--limit must be at least 1")
+    # Everything the user gave is checked before the (slow) model load.
+    try:
+        paths = find_images(args.images)[: args.limit]
+        for path in paths:
+            load_image(path)
+    except EvaluationInputError as e:
+        raise CLIError(str(e)) from e
+    try:
+        perceptual = load_perceptual_metrics(args.lpips_weights, args.dists_weights, args.device)
+    except MetricWeightsError as e:
+        raise CLIError(str(e)) from e
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+
+    start = time.time()
+    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=not args.no_progress)
+    settings = {
+        "arguments": {k: v for k, v in vars(args).items() if not callable(v)},
+        "model": args.model,
+        "images_dir": args.images,
+        "num_images": len(paths),
+        "device": args.device,
+        "dtype": args.dtype,
+        "codecs": codecs,
+        "targets_bpp": targets,
+        "downscale_factors": list(baselines_lib.DOWNSCALE_FACTORS),
+        "lpips_weights": args.lpips_weights,
+        "dists_weights": args.dists_weights,
+        "seconds": round(time.time() - start, 2),
+        "title": f"SODEC ({args.model}) vs. Pillow baselines on {len(paths)} image(s)",
+    }
+    files, summary = write_report(result, args.out, settings)
+    _print_summary(result, summary, files)
+    return 0
+
+
+def _print_summary(result, summary, files) -> None:
+    metrics = result.metrics
+    header = f"{'method':<16}{'target':>8}{'bpp':>9}" + "".join(f"{m:>10}" for m in metrics)
+    print(header)
+    for e in summary:
+        print(f"{e['method']:<16}{e['target'] or '-':>8}{e['bpp']:>9.4f}" + "".join(f"{e[m]:>10.4f}" for m in metrics))
+    for note in result.notes:
+        if "skipped variant" not in note:
+            print(f"note: {note}")
+    skipped = sum("skipped variant" in n for n in result.notes)
+    if skipped:
+        print(f"note: {skipped} baseline variants were refused by their encoder (listed in results.json)")
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+
+
+register_command("eval", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)", add_arguments, run)

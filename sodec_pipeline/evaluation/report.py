@@ -1,0 +1,136 @@
+"""Writing an evaluation: CSV, JSON and the rate–distortion plot.
+
+Files in the output folder:
+
+- ``per_image.csv``: one row per image × method × target (SODEC's two decodes, then each baseline at each
+  target bitrate with the variant chosen), with bytes, bpp, PSNR, MS-SSIM (+ the number of MS-SSIM
+  scales) and LPIPS/DISTS when enabled.
+- ``summary.csv``: means over the images per method and target.
+- ``baseline_grid.csv``: every baseline variant tried on every image (bpp and PSNR), to audit the choice.
+- ``results.json``: all of the above plus the settings, the codecs available and the notes.
+- ``rd.png``: PSNR and MS-SSIM against bpp, SODEC's two decodes and every baseline.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from . import baselines as baselines_lib
+from .evaluate import SODEC_TARGET, EvaluationResult, summarize
+
+ROW_FIELDS = [
+    "image", "width", "height", "method", "target", "setting", "downscale", "upscale_filter",
+    "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales",
+]  # fmt: skip
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return _finite_or_none(obj)
+
+
+def _write_csv(path: Path, rows: List[dict], fields: List[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+
+
+def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tuple[Dict[str, str], List[dict]]:
+    """Writes every file of the evaluation (adding the summary's notes to ``result.notes``); returns
+    ({kind: path}, summary)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary, summary_notes = summarize(result)
+    result.notes.extend(summary_notes)
+    perceptual = [m for m in result.metrics if m not in ("psnr", "ms_ssim")]
+    for name, flag in (("lpips", "--lpips-weights"), ("dists", "--dists-weights")):
+        if name not in perceptual:
+            result.notes.append(f"{name.upper()}: not computed (no weights given; pass {flag} PATH)")
+    fields = ROW_FIELDS + perceptual + ["file"]
+    paths = {
+        "per_image_csv": out / "per_image.csv",
+        "summary_csv": out / "summary.csv",
+        "grid_csv": out / "baseline_grid.csv",
+        "json": out / "results.json",
+        "plot": out / "rd.png",
+    }
+    _write_csv(paths["per_image_csv"], result.rows, fields)
+    _write_csv(paths["summary_csv"], summary, ["method", "target", "images", "bytes", "bpp"] + result.metrics)
+    grid_fields = ["image", "codec", "setting", "downscale", "upscale_filter", "coded_width", "coded_height", "bytes", "bpp", "psnr"]
+    _write_csv(paths["grid_csv"], result.grid, grid_fields)
+    document = {
+        "settings": settings,
+        "metrics": result.metrics,
+        "codecs_available": result.codecs,
+        "targets_bpp": result.targets,
+        "selection_rule": (
+            "per image, codec and target T: among the codec's variants (quality x downscale factor x upscale filter) "
+            "with bpp <= T, the one with the highest PSNR (ties: fewer bits); target 'sodec' is SODEC's own bpp on "
+            "that image; bpp counts the encoded bytes (+4 bytes of original size for downscaled variants) at the "
+            "original resolution"
+        ),
+        "baseline_grid": {
+            name: {"settings": list(c.settings), "setting": c.setting_label}
+            for name, c in baselines_lib.CODECS.items()
+            if name in result.codecs
+        },
+        "downscale_factors": list(settings.get("downscale_factors", baselines_lib.DOWNSCALE_FACTORS)),
+        "upscale_filters": list(baselines_lib.UPSCALE_FILTERS),
+        "images": result.images,
+        "notes": result.notes,
+        "summary": summary,
+        "per_image": result.rows,
+    }
+    paths["json"].write_text(json.dumps(_clean(document), indent=2) + "\n", encoding="utf-8")
+    plot_rd(summary, paths["plot"], title=settings.get("title", "SODEC vs. Pillow baselines"))
+    return {k: str(v) for k, v in paths.items()}, summary
+
+
+def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
+    """PSNR and MS-SSIM against mean bpp: each baseline's curve over the fixed targets (line), its point
+    rate-matched to SODEC (hollow marker), and SODEC's diffusion and fidelity decodes (stars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = {"jpeg": "tab:blue", "webp": "tab:orange", "avif": "tab:green", "jpeg2000": "tab:purple"}
+    sodec_style = {"sodec-diffusion": ("tab:red", "*"), "sodec-fidelity": ("tab:brown", "P")}
+    for axis, metric, label in ((axes[0], "psnr", "PSNR (dB, RGB)"), (axes[1], "ms_ssim", "MS-SSIM (RGB)")):
+        for codec, color in colors.items():
+            curve = sorted(
+                (e for e in summary if e["method"] == codec and e["target"] != SODEC_TARGET and math.isfinite(e[metric])),
+                key=lambda e: e["bpp"],
+            )
+            if curve:
+                axis.plot([e["bpp"] for e in curve], [e[metric] for e in curve], "-o", color=color, ms=4, label=codec)
+            matched = [e for e in summary if e["method"] == codec and e["target"] == SODEC_TARGET and math.isfinite(e[metric])]
+            for e in matched:
+                axis.plot(e["bpp"], e[metric], "o", mfc="none", mec=color, ms=9, label=f"{codec} @ SODEC rate")
+        for method, (color, marker) in sodec_style.items():
+            for e in (e for e in summary if e["method"] == method and math.isfinite(e[metric])):
+                axis.plot(e["bpp"], e[metric], marker, color=color, ms=13, label=method)
+        axis.set_xlabel("bits per pixel (from file sizes)")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
