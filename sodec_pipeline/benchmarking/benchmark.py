@@ -1,0 +1,458 @@
+"""Encode and decode latency of a SODEC pipeline, decode broken down by stage, peak memory, and the same
+decode as an N-step DDIM baseline on the same networks — all measured in one run.
+
+What is measured (``run_benchmark``), in this order, on one image of the requested size:
+
+1. **encode**: ``pipe.compress(image)`` — ``warmup`` untimed runs, then ``repeats`` timed runs.
+2. **decode**: ``pipe.decompress(stream, output_type="pt")`` end to end — ``warmup`` + ``repeats``.
+3. **decode by stage**: ``repeats`` runs of :func:`decode_by_stage`, which performs exactly the calls of
+   ``decompress`` (checked in the tests: same pixels) with a timer around each stage:
+   ``parse`` (header, CRC) · ``entropy_decoding`` (ẑ, P, ŷ by rANS) · ``hs_ts`` (H_s, T_s → ŷ_t) ·
+   ``d_a`` (fidelity decoder → x̂_f) · ``vit`` (resize/normalise + the frozen ViT) · ``f_p`` (guidance
+   projection → c_g) · ``unet`` (the UNet step and the scheduler) · ``vae_decode`` (SD VAE decoder) ·
+   ``postprocess`` (crop, clamp).
+4. **baseline**: the same staged decode with the one step replaced by ``baseline_steps`` DDIM steps
+   (:func:`make_ddim_scheduler`: the same β schedule, ``timestep_spacing="trailing"``,
+   ``set_alpha_to_one=True``), starting from the same ŷ_t taken as x_t at t = 999, with the same
+   guidance c_g — ``warmup`` + ``repeats`` runs. Only the ``unet`` stage differs from 3.
+
+On CUDA every stage boundary calls ``torch.cuda.synchronize()``. Peak memory per phase: on CUDA
+``torch.cuda.max_memory_allocated`` (reset before each phase); on CPU the peak resident set size (VmHWM,
+reset before each phase through /proc/self/clear_refs; where that is not allowed, the process's lifetime
+``ru_maxrss`` and a note). Both include the model's weights.
+
+The *floor* is the sum of the medians of the network stages (``hs_ts``, ``d_a``, ``vit``, ``f_p``,
+``unet``, ``vae_decode``) plus entropy decoding: one forward pass of each network, nothing else.
+"""
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..models.compression_vae import PADDING_MULTIPLE
+
+STAGES = ("parse", "entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode", "postprocess")
+STAGE_LABELS = {
+    "parse": "parse + CRC",
+    "entropy_decoding": "entropy decoding (ẑ, P, ŷ)",
+    "hs_ts": "H_s / T_s → ŷ_t",
+    "d_a": "D_a fidelity decoder",
+    "vit": "ViT (image encoder)",
+    "f_p": "F_p guidance projection",
+    "unet": "UNet step(s)",
+    "vae_decode": "VAE decode",
+    "postprocess": "crop / clamp",
+}
+FLOOR_STAGES = ("entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode")
+SCHEMA = "sodec-benchmark/1"
+
+
+# ---------------------------------------------------------------------- timing
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StageTimer:
+    """Accumulates wall-clock seconds per stage of one run, synchronising CUDA at each boundary."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.seconds: Dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        _synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def summarize_times(times: Sequence[float]) -> dict:
+    """Median and spread of repeated timings, in seconds."""
+    values = sorted(float(t) for t in times)
+    q25, q75 = np.percentile(values, [25, 75]) if values else (float("nan"), float("nan"))
+    median = statistics.median(values)
+    return {
+        "median_s": median,
+        "min_s": values[0],
+        "max_s": values[-1],
+        "mean_s": statistics.fmean(values),
+        "std_s": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "iqr_s": float(q75 - q25),
+        "spread_pct": 100.0 * (values[-1] - values[0]) / median if median > 0 else 0.0,
+        "runs_s": [float(t) for t in times],
+    }
+
+
+# ---------------------------------------------------------------------- memory
+class PeakMemory:
+    """Peak memory of a phase: CUDA allocator peak, or the CPU process's peak RSS (VmHWM)."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.notes: List[str] = []
+        self.can_reset_rss = self.device.type != "cuda" and self._try_reset_rss()
+        if self.device.type != "cuda" and not self.can_reset_rss:
+            self.notes.append(
+                "the peak RSS could not be reset per phase (/proc/self/clear_refs not writable): every figure is the "
+                "process's lifetime peak (ru_maxrss)"
+            )
+
+    @property
+    def kind(self) -> str:
+        if self.device.type == "cuda":
+            return "torch.cuda.max_memory_allocated"
+        return "peak RSS (VmHWM, reset per phase)" if self.can_reset_rss else "peak RSS (ru_maxrss, process lifetime)"
+
+    @staticmethod
+    def _try_reset_rss() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return PeakMemory._vm_hwm_kib() is not None
+        except OSError:
+            return False
+
+    @staticmethod
+    def _vm_hwm_kib() -> Optional[int]:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    @staticmethod
+    def current_rss_mib() -> Optional[float]:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2**20
+        except ImportError:
+            return None
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.can_reset_rss:
+            self._try_reset_rss()
+
+    def peak_mib(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.can_reset_rss:
+            return self._vm_hwm_kib() / 1024.0
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# ---------------------------------------------------------------------- the decodes
+def make_ddim_scheduler(pipe, num_steps: int, device=None):
+    """The N-step baseline scheduler: DDIM on the pipeline's own β schedule, ``trailing`` spacing and
+    ``set_alpha_to_one=True`` (so the first step is at t = 999 and the last lands on x0), η = 0."""
+    from diffusers import DDIMScheduler
+
+    cfg = pipe.scheduler.config
+    scheduler = DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        clip_sample=False,
+        steps_offset=0,
+    )
+    scheduler.set_timesteps(num_steps, device=device)
+    return scheduler
+
+
+def denoise_ddim(pipe, noisy_latents: torch.Tensor, guidance: torch.Tensor, scheduler) -> torch.Tensor:
+    """``scheduler``'s steps from ŷ_t (as x_t at ``scheduler.timesteps[0]``) with the guidance c_g."""
+    latents = noisy_latents.to(pipe.unet.dtype)
+    guidance = guidance.to(pipe.unet.dtype)
+    for t in scheduler.timesteps:
+        sample = scheduler.scale_model_input(latents, t)
+        timestep = torch.full((sample.shape[0],), int(t), device=sample.device, dtype=torch.long)
+        model_output = pipe.unet(sample, timestep, encoder_hidden_states=guidance).sample
+        latents = scheduler.step(model_output, t, latents).prev_sample
+    return latents
+
+
+@torch.no_grad()
+def decode_by_stage(pipe, stream: bytes, timer: StageTimer, scheduler=None) -> torch.Tensor:
+    """``pipe.decompress(stream, output_type="pt").images[0]`` with a timer around each stage; with a
+    ``scheduler`` (see :func:`make_ddim_scheduler`) the one step is replaced by its steps."""
+    from ..image_processing import postprocess
+
+    device = pipe._execution_device
+    with timer("parse"):
+        (parsed,) = pipe.parse_bitstreams(stream)
+        padded_h = -(-parsed.height // PADDING_MULTIPLE) * PADDING_MULTIPLE
+        padded_w = -(-parsed.width // PADDING_MULTIPLE) * PADDING_MULTIPLE
+        z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
+    with timer("entropy_decoding"):
+        latents = pipe.compression_vae.decompress([[parsed.y_string], [parsed.z_string]], z_shape)
+        y_hat, z_hat = latents["y_hat"].to(device), latents["z_hat"].to(device)
+    with timer("hs_ts"):
+        noisy_latents = pipe.compression_vae.synthesize_latents(y_hat, z_hat)
+    guidance_encoder = pipe.fidelity_guidance
+    with timer("d_a"):
+        x_f = guidance_encoder.decode(y_hat)
+    with timer("vit"):
+        pixel_values = guidance_encoder.prepare_image_encoder_input(x_f).to(pipe.image_encoder.dtype)
+        tokens = pipe.image_encoder(pixel_values=pixel_values).last_hidden_state
+    with timer("f_p"):
+        guidance = guidance_encoder.project(tokens)
+    with timer("unet"):
+        if scheduler is None:
+            denoised = pipe.denoise(noisy_latents, guidance)
+        else:
+            denoised = denoise_ddim(pipe, noisy_latents, guidance, scheduler)
+    with timer("vae_decode"):
+        image = pipe.vae.decode(denoised.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
+    with timer("postprocess"):
+        image = ((image.float() + 1.0) / 2.0)[0, :, : parsed.height, : parsed.width].clamp(0, 1)
+        out = postprocess([image], "pt")[0]
+    return out
+
+
+# ---------------------------------------------------------------------- the benchmark
+def synthetic_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic photo-like test image (smooth colour field plus fine texture), (3, H, W) in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(2, height // 32), max(2, width // 32), generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    texture = 0.08 * torch.randn(1, 3, height, width, generator=generator)
+    return (smooth + texture).clamp(0, 1)[0]
+
+
+def count_parameters(pipe) -> Dict[str, int]:
+    counts = {}
+    for name in ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae"):
+        module = getattr(pipe, name)
+        counts[name] = int(sum(p.numel() for p in module.parameters()))
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def environment(device: torch.device) -> dict:
+    import diffusers
+    import transformers
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "cpu_model": _cpu_model(),
+    }
+    if hasattr(os, "getloadavg"):
+        env["load_average_start"] = list(os.getloadavg())
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def run_benchmark(
+    pipe,
+    height: int,
+    width: int,
+    warmup: int = 1,
+    repeats: int = 5,
+    baseline_steps: int = 4,
+    image: Optional[torch.Tensor] = None,
+    log=None,
+) -> dict:
+    """Runs the measurements described in the module docstring; returns the JSON-ready result."""
+    if repeats < 1 or warmup < 0 or baseline_steps < 1:
+        raise ValueError("repeats and baseline_steps must be ≥ 1 and warmup ≥ 0")
+    log = log or (lambda message: None)
+    device = pipe._execution_device
+    memory = PeakMemory(device)
+    notes = list(memory.notes)
+    result = {"schema": SCHEMA, "size": [height, width], "device": str(device), "dtype": str(pipe.dtype).replace("torch.", "")}
+    result["environment"] = environment(device)
+    result["parameters"] = count_parameters(pipe)
+    result["warmup"], result["repeats"], result["baseline_steps"] = warmup, repeats, baseline_steps
+    image = synthetic_image(height, width) if image is None else image
+    if tuple(image.shape[-2:]) != (height, width):
+        raise ValueError(f"the image is {tuple(image.shape[-2:])}, not {(height, width)}")
+    mem = {"kind": memory.kind, "unit": "MiB"}
+    if device.type == "cuda":
+        mem["after_load"] = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        mem["after_load"] = PeakMemory.current_rss_mib()
+
+    def timed(fn, runs):
+        times, value = [], None
+        for _ in range(runs):
+            _synchronize(device)
+            start = time.perf_counter()
+            value = fn()
+            _synchronize(device)
+            times.append(time.perf_counter() - start)
+        return times, value
+
+    # 1. encode
+    log(f"encode: {warmup} warm-up + {repeats} timed runs")
+    memory.reset()
+    timed(lambda: pipe.compress(image), warmup)
+    encode_times, streams = timed(lambda: pipe.compress(image), repeats)
+    mem["encode_peak"] = memory.peak_mib()
+    stream = streams[0]
+    result["bitstream"] = {"bytes": len(stream), "bpp": 8.0 * len(stream) / (height * width)}
+    result["encode"] = summarize_times(encode_times)
+
+    # 2. decode, end to end
+    log(f"decode (pipe.decompress): {warmup} warm-up + {repeats} timed runs")
+    memory.reset()
+    timed(lambda: pipe.decompress(stream, output_type="pt"), warmup)
+    decode_times, _ = timed(lambda: pipe.decompress(stream, output_type="pt"), repeats)
+    mem["decode_peak"] = memory.peak_mib()
+    result["decode"] = summarize_times(decode_times)
+
+    # 3. decode by stage
+    log(f"decode by stage: {repeats} timed runs")
+    stage_runs, staged_totals = _staged_runs(pipe, stream, device, repeats, warmup=0)
+    result["decode_stages"] = {s: summarize_times([r[s] for r in stage_runs]) for s in STAGES}
+    result["decode_staged_total"] = summarize_times(staged_totals)
+    result["decode_stage_sum_median_s"] = sum(result["decode_stages"][s]["median_s"] for s in STAGES)
+
+    # 4. the N-step DDIM baseline
+    scheduler = make_ddim_scheduler(pipe, baseline_steps, device=device)
+    log(f"baseline: DDIM {baseline_steps} steps, {warmup} warm-up + {repeats} timed runs")
+    memory.reset()
+    base_runs, base_totals = _staged_runs(pipe, stream, device, repeats, warmup=warmup, scheduler=scheduler)
+    mem["baseline_decode_peak"] = memory.peak_mib()
+    unet_median = statistics.median(r["unet"] for r in base_runs)
+    result["baseline"] = {
+        "scheduler": "DDIMScheduler",
+        "steps": baseline_steps,
+        "timesteps": [int(t) for t in scheduler.timesteps],
+        "config": {k: v for k, v in scheduler.config.items() if not k.startswith("_") and k != "trained_betas"},
+        "decode": summarize_times(base_totals),
+        "decode_stages": {s: summarize_times([r[s] for r in base_runs]) for s in STAGES},
+        "unet_per_step_median_s": unet_median / baseline_steps,
+    }
+    if pipe.scheduler.config.timestep != int(scheduler.timesteps[0]):
+        notes.append(
+            f"the pipeline's one step is at t={pipe.scheduler.config.timestep}, the DDIM baseline starts at "
+            f"t={int(scheduler.timesteps[0])}"
+        )
+
+    # the comparison and the floor
+    one_step_unet = result["decode_stages"]["unet"]["median_s"]
+    result["speedup"] = {
+        "decode_end_to_end": result["baseline"]["decode"]["median_s"] / result["decode"]["median_s"],
+        "decode_staged": result["baseline"]["decode"]["median_s"] / result["decode_staged_total"]["median_s"],
+        "unet": result["baseline"]["decode_stages"]["unet"]["median_s"] / one_step_unet,
+    }
+    fixed = result["decode_staged_total"]["median_s"] - one_step_unet
+    result["baseline"]["extrapolation"] = {
+        "rule": "decode(N) ≈ decode(1 step) + (N − 1) · UNet step (the other stages do not depend on N)",
+        "non_unet_median_s": fixed,
+        "unet_step_median_s": one_step_unet,
+        "predicted_decode_s": {str(n): fixed + n * one_step_unet for n in (1, 4, 20, 50)},
+    }
+    result["floor"] = {
+        "stages": list(FLOOR_STAGES),
+        "median_s": sum(result["decode_stages"][s]["median_s"] for s in FLOOR_STAGES),
+        "definition": "one forward pass of each decoder network plus entropy decoding (sum of the stage medians)",
+    }
+    result["memory"] = mem
+    if hasattr(os, "getloadavg"):
+        result["environment"]["load_average_end"] = list(os.getloadavg())
+    result["notes"] = notes
+    return result
+
+
+def _staged_runs(pipe, stream, device, repeats, warmup=0, scheduler=None):
+    runs, totals = [], []
+    for i in range(warmup + repeats):
+        timer = StageTimer(device)
+        _synchronize(device)
+        start = time.perf_counter()
+        decode_by_stage(pipe, stream, timer, scheduler=scheduler)
+        _synchronize(device)
+        if i >= warmup:
+            totals.append(time.perf_counter() - start)
+            runs.append(dict(timer.seconds))
+    return runs, totals
+
+
+# ---------------------------------------------------------------------- the table
+def format_table(result: dict) -> str:
+    """A plain-text table of the medians (ms) and spreads, for the terminal."""
+    lines = []
+    h, w = result["size"]
+    lines.append(
+        f"SODEC benchmark  {h}x{w}  {result['device']} {result['dtype']}  warm-up {result['warmup']}, "
+        f"{result['repeats']} timed runs  (torch threads {result['environment']['torch_num_threads']})"
+    )
+    lines.append(f"{'':34}{'median ms':>12}{'min ms':>10}{'max ms':>10}{'share':>8}   {'DDIM ' + str(result['baseline_steps']) + ' ms':>12}")
+
+    def row(label, stats, share="", base=None):
+        base_text = f"{1000 * base['median_s']:>12.1f}" if base else ""
+        return f"{label:<34}{1000 * stats['median_s']:>12.1f}{1000 * stats['min_s']:>10.1f}{1000 * stats['max_s']:>10.1f}{share:>8}   {base_text}"
+
+    lines.append(row("encode (pipe.compress)", result["encode"]))
+    lines.append(row("decode (pipe.decompress)", result["decode"]))
+    total = result["decode_staged_total"]["median_s"]
+    for stage in STAGES:
+        stats = result["decode_stages"][stage]
+        share = f"{100 * stats['median_s'] / total:.1f}%" if total > 0 else ""
+        lines.append(row("  " + STAGE_LABELS[stage], stats, share, result["baseline"]["decode_stages"][stage]))
+    lines.append(row("decode by stage, total", result["decode_staged_total"], "100%", result["baseline"]["decode"]))
+    lines.append(f"{'floor (one pass of each network)':<34}{1000 * result['floor']['median_s']:>12.1f}")
+    s = result["speedup"]
+    lines.append(
+        f"one-step speed-up vs DDIM {result['baseline_steps']} steps: decode {s['decode_staged']:.2f}x "
+        f"(end to end {s['decode_end_to_end']:.2f}x), UNet {s['unet']:.2f}x"
+    )
+    m = result["memory"]
+    lines.append(
+        f"peak memory ({m['kind']}, MiB): after load {m['after_load']:.0f}, encode {m['encode_peak']:.0f}, "
+        f"decode {m['decode_peak']:.0f}, DDIM decode {m['baseline_decode_peak']:.0f}"
+    )
+    lines.append(f"bitstream: {result['bitstream']['bytes']} bytes, {result['bitstream']['bpp']:.4f} bpp")
+    for note in result.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

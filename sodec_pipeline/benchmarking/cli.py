@@ -1,0 +1,146 @@
+"""``sodec benchmark (--model PATH_OR_ID | --config CONFIG_DIR) --size HxW``: latency, stages, memory, and
+the N-step DDIM baseline, in one run. Importing this module registers the subcommand."""
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from ..cli import CLIError, load_pipeline, register_command
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def parse_size(text: str):
+    """``HxW`` (or one number for a square) → (H, W)."""
+    from ..bitstream import check_image_size
+
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text or "")
+    if not match:
+        raise CLIError(f"--size must be HxW, e.g. 512x512; got {text!r}")
+    height = int(match.group(1))
+    width = int(match.group(2)) if match.group(2) else height
+    try:
+        check_image_size(height, width)
+    except ValueError as e:
+        raise CLIError(f"--size {text}: {e}") from e
+    return height, width
+
+
+def add_arguments(p) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="saved SODEC pipeline folder or Hub repo id")
+    source.add_argument("--config", help="hub config folder or name (e.g. hub_configs/sodec-sd21-base): random weights")
+    p.add_argument("--size", required=True, help="image size HxW, e.g. 512x512")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (the codec stays float32)")
+    p.add_argument("--baseline-steps", type=int, default=4, help="steps of the DDIM baseline decode (default 4)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed phase (default 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per phase (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config (default 0)")
+    p.add_argument("--image", help="benchmark on this image, resized to --size (default: a synthetic image)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="write the results as JSON to this file")
+
+
+def _check_args(args):
+    import torch
+
+    size = parse_size(args.size)
+    if args.baseline_steps < 1 or args.baseline_steps > 1000:
+        raise CLIError("--baseline-steps must be between 1 and 1000")
+    if args.repeats < 1:
+        raise CLIError("--repeats must be at least 1")
+    if args.warmup < 0:
+        raise CLIError("--warmup must be 0 or more")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError("--threads must be at least 1")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise CLIError(f"--device {args.device!r} is not a device") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device must be cpu or cuda; got {args.device!r}")
+    if args.out:
+        folder = Path(args.out).resolve().parent
+        if not folder.is_dir():
+            raise CLIError(f"--out {args.out}: folder {folder} does not exist")
+    return size
+
+
+def _load_image(path, size):
+    import numpy as np
+    import PIL.Image
+    import torch
+
+    from ..image_processing import pil_to_rgb_array
+
+    if not os.path.isfile(path):
+        raise CLIError(f"{path}: no such file")
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            rgb = PIL.Image.fromarray(pil_to_rgb_array(image))
+    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise CLIError(f"{path}: not a readable image") from e
+    rgb = rgb.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def _build_from_config(config, seed, device, dtype):
+    import torch
+
+    from ..hub_configs import build_pipeline_from_config
+
+    try:
+        pipe = build_pipeline_from_config(config, seed=seed)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from e
+    pipe.set_progress_bar_config(disable=True)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return pipe.to(device=device, dtype=torch_dtype)
+
+
+def run(args) -> int:
+    import torch
+
+    from .benchmark import format_table, run_benchmark
+
+    height, width = _check_args(args)
+    image = _load_image(args.image, (height, width)) if args.image else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    if args.config:
+        pipe = _build_from_config(args.config, args.seed, args.device, args.dtype)
+    else:
+        pipe = load_pipeline(args.model, args.device, args.dtype)
+    load_seconds = time.perf_counter() - start
+    result = {"model": args.model, "config": args.config, "seed": args.seed if args.config else None}
+    result.update(
+        run_benchmark(
+            pipe, height, width, warmup=args.warmup, repeats=args.repeats, baseline_steps=args.baseline_steps,
+            image=image, log=lambda m: print(f"[sodec benchmark] {m}", flush=True),
+        )
+    )  # fmt: skip
+    result["load_s"] = load_seconds
+    result["image"] = args.image or "synthetic (sodec_pipeline.benchmarking.benchmark.synthetic_image, seed 0)"
+    result["arguments"] = {k: v for k, v in vars(args).items() if not callable(v)}
+    print(format_table(result))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+register_command(
+    "benchmark",
+    "encode/decode latency by stage and peak memory, with an N-step DDIM decode on the same networks",
+    add_arguments,
+    run,
+)
