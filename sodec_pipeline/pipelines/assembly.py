@@ -1,0 +1,323 @@
+"""Assembling a SODEC pipeline from published parts.
+
+Nobody trains SODEC from scratch. :func:`from_pretrained_parts` (``SODECPipeline.from_pretrained_parts``)
+takes
+
+- ``sd_model``: a Stable Diffusion model (local folder or Hub id such as
+  ``stabilityai/stable-diffusion-2-1-base``) whose ``unet`` and ``vae`` subfolders it loads, and whose
+  ``scheduler`` config (when present) gives the β schedule and the prediction type;
+- ``image_encoder``: a transformers ViT image tower (e.g. the ``models/image_encoder`` folder of
+  ``h94/IP-Adapter``, or ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``, whose vision half is taken);
+- ``codec`` (optional): a folder or Hub id with ``compression_vae/`` (and optionally ``fidelity_guidance/``)
+  subfolders, such as the output of ``training/convert_hific_checkpoint.py`` or a saved SODEC pipeline;
+
+loads each with its own library's ``from_pretrained``, and builds everything else from a hub config
+(``sodec-sd21-base`` by default, or a folder such as ``hub_configs/sodec-tiny``). What must match the parts
+is sized from the parts: F_p's input width from the ViT's ``hidden_size`` and its output width from the
+UNet's ``cross_attention_dim``, the ViT input size and normalisation from the ViT, T_s's output channels
+from the UNet's ``in_channels``; the VAE keeps its own ``scaling_factor``. Parts that cannot fit together
+raise a ``ValueError`` naming both sides.
+"""
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ..hub_configs import resolve_hub_config
+from ..models.compression_vae import CompressionVAE
+from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
+from ..schedulers.scheduling_sodec import SODECScheduler
+
+logger = logging.getLogger(__name__)
+
+PathOrId = Union[str, os.PathLike]
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")
+# Keys of a Stable Diffusion scheduler config that SODEC's one-step scheduler takes over.
+SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+CONVERSION_REPORT = "conversion_report.json"
+
+
+def _import_class(library: str, class_name: str):
+    module = importlib.import_module(library)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ValueError(f"{library} has no class {class_name}")
+    return cls
+
+
+def _read_json(path_or_id: PathOrId, filename: str, subfolder: Optional[str], hub_kwargs: Dict[str, Any]) -> Optional[dict]:
+    """A JSON file of a local folder or a Hub repo, or None when there is none."""
+    local = Path(path_or_id)
+    if local.is_dir():
+        path = local / (subfolder or "") / filename
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        kwargs = {k: v for k, v in hub_kwargs.items() if k in ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")}
+        path = hf_hub_download(str(path_or_id), filename, subfolder=subfolder or None, **kwargs)
+    except Exception:  # noqa: BLE001 - the file is optional: missing file, offline, no such repo
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _load_part(what: str, cls, path_or_id: PathOrId, subfolder: Optional[str], hint: str, **kwargs):
+    where = f"{str(path_or_id)!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+    try:
+        return cls.from_pretrained(path_or_id, subfolder=subfolder or "", **kwargs) if subfolder else cls.from_pretrained(path_or_id, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {error}\n{hint}") from error
+
+
+def _single_cross_attention_dim(unet, sd_model: PathOrId) -> int:
+    dim = unet.config.cross_attention_dim
+    if isinstance(dim, (list, tuple)):
+        if len(set(dim)) != 1:
+            raise ValueError(
+                f"the UNet of {str(sd_model)!r} has per-block cross_attention_dim {list(dim)}: SODEC's guidance c_g has "
+                "one width, so every block must use the same"
+            )
+        dim = dim[0]
+    if dim is None:
+        raise ValueError(f"the UNet of {str(sd_model)!r} has no cross-attention (cross_attention_dim is None)")
+    return int(dim)
+
+
+def _image_encoder_dims(image_encoder, name: str) -> Tuple[int, int]:
+    config = image_encoder.config
+    hidden, size = getattr(config, "hidden_size", None), getattr(config, "image_size", None)
+    if hidden is None or size is None:
+        raise ValueError(
+            f"the image encoder {name} ({type(image_encoder).__name__}) has no hidden_size/image_size in its config: "
+            "pass a ViT image tower such as CLIPVisionModel"
+        )
+    return int(hidden), int(size)
+
+
+def _normalisation(preprocessor: Optional[dict], fallback: dict) -> Tuple[Sequence[float], Sequence[float]]:
+    mean, std = fallback["image_encoder_mean"], fallback["image_encoder_std"]
+    if preprocessor:
+        m, s = preprocessor.get("image_mean"), preprocessor.get("image_std")
+        if isinstance(m, (list, tuple)) and isinstance(s, (list, tuple)) and len(m) == 3 and len(s) == 3:
+            mean, std = [float(v) for v in m], [float(v) for v in s]
+    return list(mean), list(std)
+
+
+def _refit(model, overrides: Dict[str, Any], reinitialise: Sequence[str] = (), seed: int = 0):
+    """``model``'s class rebuilt from its config with ``overrides``; every weight is kept except those under
+    the ``reinitialise`` prefixes, which get a fresh (seeded) initialisation."""
+    config = dict(model.config)
+    config.update(overrides)
+    torch.manual_seed(seed)
+    new = type(model).from_config(config)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(reinitialise))}
+    result = new.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(tuple(reinitialise))]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"cannot refit {type(model).__name__}: missing {missing}, unexpected {result.unexpected_keys}")
+    return new.to(model.device)
+
+
+def _build(cls, folder: Path, overrides: Dict[str, Any]):
+    config = dict(cls.load_config(folder))
+    config.update(overrides)
+    return cls.from_config(config)
+
+
+def from_pretrained_parts(
+    pipeline_class,
+    sd_model: PathOrId,
+    image_encoder: Union[PathOrId, torch.nn.Module],
+    codec: Optional[PathOrId] = None,
+    config: PathOrId = "sodec-sd21-base",
+    *,
+    torch_dtype: Optional[torch.dtype] = None,
+    image_encoder_subfolder: Optional[str] = None,
+    unet_subfolder: str = "unet",
+    vae_subfolder: str = "vae",
+    scheduler_subfolder: str = "scheduler",
+    variant: Optional[str] = None,
+    seed: int = 0,
+    **kwargs,
+):
+    """Builds ``pipeline_class`` (``SODECPipeline``) from published parts; see the module docstring.
+
+    Args:
+        sd_model: Stable Diffusion folder or Hub id with ``unet``/``vae`` subfolders (``stabilityai/stable-diffusion-2-1-base``).
+        image_encoder: transformers ViT folder or Hub id (or an already loaded model), e.g. ``h94/IP-Adapter``
+            with ``image_encoder_subfolder="models/image_encoder"``.
+        codec: folder or Hub id with ``compression_vae/`` and optionally ``fidelity_guidance/`` (a converted
+            HiFiC codec or a trained SODEC pipeline). Without it the codec is randomly initialised from ``config``.
+        config: hub config name (``sodec-sd21-base``, ``sodec-tiny``) or folder, for everything not loaded.
+        torch_dtype: dtype of the UNet, VAE, ViT and fidelity guidance (the codec always stays float32).
+        variant: weights variant of the SD parts (e.g. ``"fp16"``).
+        seed: seed of the randomly initialised components.
+        kwargs: Hub options (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``proxies``,
+            ``force_download``), passed to every ``from_pretrained``.
+    """
+    unknown = sorted(set(kwargs) - set(HUB_KWARGS))
+    if unknown:
+        raise TypeError(f"from_pretrained_parts got unexpected keyword arguments {unknown}; Hub options are {list(HUB_KWARGS)}")
+    hub = {k: v for k, v in kwargs.items() if v is not None}
+    folder = resolve_hub_config(config)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    unet_cls = _import_class(*index["unet"])
+    vae_cls = _import_class(*index["vae"])
+    image_encoder_cls = _import_class(*index["image_encoder"])
+
+    sd_hint = (
+        "sd_model must be a Stable Diffusion model folder or Hub id with unet/ and vae/ subfolders, "
+        "e.g. stabilityai/stable-diffusion-2-1-base"
+    )
+    diffusers_kwargs = dict(hub, torch_dtype=torch_dtype) if torch_dtype is not None else dict(hub)
+    if variant is not None:
+        diffusers_kwargs["variant"] = variant
+    unet = _load_part("UNet", unet_cls, sd_model, unet_subfolder, sd_hint, **diffusers_kwargs)
+    vae = _load_part("VAE", vae_cls, sd_model, vae_subfolder, sd_hint, **diffusers_kwargs)
+
+    if isinstance(image_encoder, torch.nn.Module):
+        vit, vit_name, preprocessor = image_encoder, type(image_encoder).__name__, None
+        if torch_dtype is not None:
+            vit = vit.to(torch_dtype)
+    else:
+        vit_name = repr(str(image_encoder)) + (f" (subfolder {image_encoder_subfolder!r})" if image_encoder_subfolder else "")
+        vit_kwargs = dict(hub, dtype=torch_dtype) if torch_dtype is not None else dict(hub)
+        vit = _load_part(
+            "image encoder", image_encoder_cls, image_encoder, image_encoder_subfolder,
+            "image_encoder must be a transformers ViT image tower (e.g. the models/image_encoder folder of h94/IP-Adapter, "
+            "or laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
+            **vit_kwargs,
+        )
+        preprocessor = _read_json(image_encoder, "preprocessor_config.json", image_encoder_subfolder, hub)
+
+    # ------------------------------------------------------------------ what the parts fix
+    cross_attention_dim = _single_cross_attention_dim(unet, sd_model)
+    vit_hidden, vit_size = _image_encoder_dims(vit, vit_name)
+    unet_in, unet_out = int(unet.config.in_channels), int(unet.config.out_channels)
+    vae_latent = int(vae.config.latent_channels)
+    if unet_out != vae_latent:
+        raise ValueError(
+            f"the UNet of {str(sd_model)!r} predicts {unet_out} channels (unet out_channels) but the VAE decodes "
+            f"{vae_latent} (vae latent_channels): SODEC decodes the UNet's x0 with the VAE"
+        )
+    if getattr(vae.config, "scaling_factor", None) is None:
+        raise ValueError(f"the VAE of {str(sd_model)!r} has no scaling_factor in its config")
+
+    fg_defaults = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
+    mean, std = _normalisation(preprocessor, fg_defaults)
+    heads = int(fg_defaults["projection_num_attention_heads"])
+    if cross_attention_dim % heads:
+        raise ValueError(
+            f"F_p cannot produce the UNet's guidance: the hub config {folder / 'fidelity_guidance'} has "
+            f"projection_num_attention_heads={heads}, which does not divide the UNet's cross_attention_dim="
+            f"{cross_attention_dim} ({str(sd_model)!r})"
+        )
+    guidance_fit = {
+        "image_encoder_hidden_size": vit_hidden,
+        "image_encoder_size": vit_size,
+        "image_encoder_mean": mean,
+        "image_encoder_std": std,
+        "cross_attention_dim": cross_attention_dim,
+    }
+
+    # ------------------------------------------------------------------ the codec
+    if codec is None:
+        torch.manual_seed(seed)
+        compression_vae = _build(CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in})
+        fidelity_guidance = _build(
+            FidelityGuidanceEncoder, folder / "fidelity_guidance",
+            dict(guidance_fit, latent_channels=compression_vae.config.latent_channels),
+        )
+        compression_vae.update(force=True)
+    else:
+        compression_vae, fidelity_guidance = _load_codec(
+            codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub
+        )
+    if torch_dtype is not None:
+        fidelity_guidance = fidelity_guidance.to(torch_dtype)
+
+    # ------------------------------------------------------------------ the scheduler
+    scheduler_config = dict(SODECScheduler.load_config(folder / "scheduler"))
+    sd_scheduler = _read_json(sd_model, "scheduler_config.json", scheduler_subfolder, hub)
+    if sd_scheduler:
+        if sd_scheduler.get("trained_betas"):
+            raise ValueError(f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support")
+        scheduler_config.update({k: sd_scheduler[k] for k in SCHEDULER_KEYS if k in sd_scheduler})
+        scheduler_config["timestep"] = min(int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1)
+    scheduler = SODECScheduler.from_config(scheduler_config)
+
+    pipe = pipeline_class(
+        compression_vae=compression_vae,
+        fidelity_guidance=fidelity_guidance,
+        image_encoder=vit,
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+    )
+    for module in (compression_vae, fidelity_guidance, vit, unet, vae):
+        module.eval()
+    return pipe
+
+
+def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub):
+    hint = (
+        "codec must be a folder or Hub id with a compression_vae/ subfolder (and optionally fidelity_guidance/), "
+        "e.g. the output of training/convert_hific_checkpoint.py or a saved SODEC pipeline"
+    )
+    compression_vae = _load_part("codec", CompressionVAE, codec, "compression_vae", hint, **hub)
+    report = _read_json(codec, CONVERSION_REPORT, None, hub)
+    untrained = set(report.get("initialised", [])) if isinstance(report, dict) else set()
+
+    def is_untrained(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in untrained)
+
+    out = int(compression_vae.config.out_latent_channels)
+    if out != unet_in:
+        if not is_untrained("compression_vae.latent_transform."):
+            raise ValueError(
+                f"the codec's T_s outputs {out} channels ({str(codec)!r}/compression_vae out_latent_channels) but the "
+                f"UNet takes {unet_in} ({str(sd_model)!r}/unet in_channels)"
+            )
+        logger.info("re-initialising T_s's output layer for a UNet with %d input channels", unet_in)
+        compression_vae = _refit(compression_vae, {"out_latent_channels": unet_in}, ("latent_transform.conv_out.",), seed)
+        compression_vae.update(force=True)
+    if not compression_vae.is_updated:
+        compression_vae.update(force=True)
+
+    latent = int(compression_vae.config.latent_channels)
+    has_guidance = _read_json(codec, "config.json", "fidelity_guidance", hub) is not None
+    if not has_guidance:
+        logger.info("the codec has no fidelity_guidance: D_a and F_p are initialised from %s", folder)
+        torch.manual_seed(seed)
+        fidelity_guidance = _build(
+            FidelityGuidanceEncoder, folder / "fidelity_guidance", dict(guidance_fit, latent_channels=latent)
+        )
+        return compression_vae, fidelity_guidance
+
+    fidelity_guidance = _load_part("fidelity guidance", FidelityGuidanceEncoder, codec, "fidelity_guidance", hint, **hub)
+    cfg = fidelity_guidance.config
+    if int(cfg.latent_channels) != latent:
+        raise ValueError(
+            f"the codec's fidelity decoder D_a takes {cfg.latent_channels} latent channels ({str(codec)!r}/fidelity_guidance) "
+            f"but its compression_vae produces {latent} ({str(codec)!r}/compression_vae latent_channels)"
+        )
+    have = (int(cfg.image_encoder_hidden_size), int(cfg.cross_attention_dim))
+    need = (guidance_fit["image_encoder_hidden_size"], guidance_fit["cross_attention_dim"])
+    reinitialise: Tuple[str, ...] = ()
+    if have != need:
+        if not is_untrained("fidelity_guidance.guidance_projection."):
+            raise ValueError(
+                f"the codec's F_p maps ViT tokens of width {have[0]} to guidance of width {have[1]} "
+                f"({str(codec)!r}/fidelity_guidance), but the image encoder {vit_name} has hidden_size {need[0]} and the "
+                f"UNet of {str(sd_model)!r} has cross_attention_dim {need[1]}"
+            )
+        logger.info("re-initialising F_p (untrained in the converted codec) for widths %s → %s", need[0], need[1])
+        reinitialise = ("guidance_projection.",)
+    fidelity_guidance = _refit(fidelity_guidance, guidance_fit, reinitialise, seed)
+    return compression_vae, fidelity_guidance
