@@ -1,0 +1,251 @@
+"""`sodec eval`: metrics, Pillow baselines with downscale variants, the report files and the CLI errors."""
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from sodec_pipeline.cli import main
+from sodec_pipeline.evaluation import baselines, metrics
+from sodec_pipeline.evaluation.baselines import CODECS, Variant, reconstruct, run_codec, select_best
+from sodec_pipeline.evaluation.metrics import DISTS, LPIPS, ms_ssim, ms_ssim_scales, psnr
+
+
+def _rgb(path):
+    return np.asarray(PIL.Image.open(path).convert("RGB"), dtype=np.uint8)
+
+
+@pytest.fixture
+def two_images(tmp_path, photo_paths):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in photo_paths:
+        if p.name.startswith("bsds_crop"):
+            shutil.copy(p, folder / p.name)
+    assert len(list(folder.iterdir())) == 2
+    return folder
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------- metrics
+def test_psnr_known_values():
+    a = np.full((8, 8, 3), 100, np.uint8)
+    b = a.copy()
+    b[..., 0] += 3  # MSE = 9 / 3 = 3
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 3.0))
+    assert psnr(a, a) == float("inf")
+    with pytest.raises(ValueError):
+        psnr(a, a[:4])
+
+
+def test_ms_ssim_scales_and_agreement_with_pytorch_msssim():
+    import pytorch_msssim
+
+    assert ms_ssim_scales(161, 500) == 5
+    assert ms_ssim_scales(160, 500) == 4
+    assert ms_ssim_scales(64, 96) == 3
+    assert ms_ssim_scales(11, 11) == 1
+    assert ms_ssim_scales(10, 300) == 0
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (170, 190, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 30, a.shape), 0, 255).astype(np.uint8)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].double()
+    y = torch.from_numpy(b).permute(2, 0, 1)[None].double()
+    reference = float(pytorch_msssim.ms_ssim(x, y, data_range=255))
+    assert ms_ssim(a, b) == pytest.approx(reference, abs=1e-9)
+    # The fewer-scales loop is pytorch-msssim's loop: with all five weights it gives the same number.
+    assert metrics._ms_ssim_levels(x, y, metrics.MS_SSIM_WEIGHTS) == pytest.approx(reference, abs=1e-9)
+    small = ms_ssim(a[:64, :96], b[:64, :96])
+    assert 0 < small < 1
+    assert ms_ssim(a[:64, :96], a[:64, :96]) == pytest.approx(1.0)
+    assert math.isnan(ms_ssim(a[:10, :40], b[:10, :40]))
+
+
+def test_lpips_and_dists_are_zero_for_identical_images_and_load_by_path(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    lpips_model = LPIPS("alex").eval().requires_grad_(False)
+    assert float(lpips_model(x, x)) == 0.0
+    assert float(lpips_model(x, y)) != 0.0
+    dists_model = DISTS().eval().requires_grad_(False)
+    assert float(dists_model(x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert float(dists_model(x, y)) > 1e-3
+
+    torch.save(lpips_model.state_dict(), tmp_path / "lpips.pth")
+    loaded = metrics.load_lpips(str(tmp_path / "lpips.pth"))
+    assert loaded.net_type == "alex"
+    assert float(loaded(x, y)) == pytest.approx(float(lpips_model(x, y)))
+    # The file published with the lpips package holds only the linear layers: a clear error.
+    lin_only = {k: v for k, v in lpips_model.state_dict().items() if k.startswith("lin")}
+    torch.save(lin_only, tmp_path / "alex_lin.pth")
+    with pytest.raises(metrics.MetricWeightsError, match="lacks"):
+        metrics.load_lpips(str(tmp_path / "alex_lin.pth"))
+    with pytest.raises(metrics.MetricWeightsError, match="does not exist"):
+        metrics.load_dists(str(tmp_path / "nowhere.pth"))
+
+
+# ---------------------------------------------------------------------- baselines
+def test_baseline_bpp_counts_bytes_at_the_original_size(photos):
+    reference = np.asarray(photos["bsds_481x321.jpg"], dtype=np.uint8)[:160, :224]
+    variants = run_codec(reference, CODECS["jpeg"], downscale_factors=(1.0, 2.0))
+    assert {v.downscale for v in variants} == {1.0, 2.0}
+    assert {v.upscale_filter for v in variants if v.downscale == 2.0} == {"bicubic", "lanczos"}
+    for v in variants:
+        assert v.bpp == 8.0 * v.num_bytes / (160 * 224)
+    full = [v for v in variants if v.downscale == 1.0]
+    half = [v for v in variants if v.downscale == 2.0]
+    assert all(v.coded_size == (112, 80) for v in half)
+    # A downscaled variant is charged the encoder's bytes plus 4 bytes of original size.
+    n_bytes, _ = baselines.encode_decode(PIL.Image.fromarray(reference).resize((112, 80), PIL.Image.Resampling.LANCZOS), CODECS["jpeg"], half[0].setting)
+    assert half[0].num_bytes == n_bytes + baselines.RESAMPLE_SIDE_INFO_BYTES
+    assert min(v.bpp for v in half) < min(v.bpp for v in full)
+    # The recorded PSNR is that of the image the variant decodes to.
+    chosen = select_best(variants, 1.0)
+    assert chosen.psnr == pytest.approx(psnr(reference, reconstruct(reference, chosen)))
+
+
+def test_select_best_takes_highest_psnr_at_or_under_the_target():
+    def v(bpp, quality):
+        return Variant("jpeg", 1, 1.0, "none", 0, bpp, quality, (1, 1))
+
+    grid = [v(0.02, 20.0), v(0.05, 24.0), v(0.05, 23.0), v(0.049, 24.0), v(0.08, 30.0)]
+    assert select_best(grid, 0.05) is grid[3]  # equal PSNR: fewer bits
+    assert select_best(grid, 0.03) is grid[0]
+    assert select_best(grid, 0.01) is None
+    assert select_best(grid, 1.0) is grid[4]
+
+
+def test_every_codec_is_available_or_reported():
+    available = baselines.codec_availability()
+    assert set(available) == {"jpeg", "webp", "avif", "jpeg2000"}
+    assert available["jpeg"]
+
+
+# ---------------------------------------------------------------------- the command
+def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys):
+    out = tmp_path / "report"
+    rc = main(["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--targets", "0.5,1,2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "2/2" in captured.err  # the progress bar over images
+    for name in ("per_image.csv", "summary.csv", "baseline_grid.csv", "results.json", "rd.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    with PIL.Image.open(out / "rd.png") as plot:
+        assert plot.format == "PNG" and plot.width > 500
+
+    rows = _read_csv(out / "per_image.csv")
+    images = sorted(p.name for p in two_images.iterdir())
+    originals = {name: _rgb(two_images / name) for name in images}
+    methods = {r["method"] for r in rows}
+    assert methods == {"sodec-diffusion", "sodec-fidelity", "jpeg", "webp", "avif", "jpeg2000"}
+    sodec_bpp = {}
+    for row in rows:
+        w, h = int(row["width"]), int(row["height"])
+        assert (w, h) == (96, 64)
+        assert float(row["bpp"]) == pytest.approx(8.0 * int(row["bytes"]) / (w * h), rel=1e-12)
+        assert math.isfinite(float(row["psnr"])) and 3 < float(row["psnr"]) < 60
+        assert 0 <= float(row["ms_ssim"]) <= 1 and row["ms_ssim_scales"] == "3"
+        assert "lpips" not in row and "dists" not in row
+        if row["method"].startswith("sodec"):
+            stream = out / row["file"]
+            assert int(row["bytes"]) == stream.stat().st_size  # bpp from the file on disk
+            sodec_bpp[row["image"]] = float(row["bpp"])
+    for name in images:
+        stream_file = out / "streams" / (Path(name).stem + ".sodec")
+        for decoder in ("diffusion", "fidelity"):
+            png = out / "decoded" / f"{Path(name).stem}.{decoder}.png"
+            decoded = _rgb(png)
+            # The saved PNG is the pipeline's decode of the file, and the CSV's PSNR is that PNG's.
+            expected = tiny_pipeline.decompress(stream_file.read_bytes(), output_type="pil", decoder=decoder).images[0]
+            np.testing.assert_array_equal(decoded, np.asarray(expected))
+            (row,) = [r for r in rows if r["image"] == name and r["method"] == f"sodec-{decoder}"]
+            assert float(row["psnr"]) == pytest.approx(psnr(originals[name], decoded))
+            assert float(row["ms_ssim"]) == pytest.approx(ms_ssim(originals[name], decoded))
+
+    # Each baseline choice is at or under its target and the best PSNR of the grid there.
+    grid = _read_csv(out / "baseline_grid.csv")
+    for row in (r for r in rows if not r["method"].startswith("sodec")):
+        target = sodec_bpp[row["image"]] if row["target"] == "sodec" else float(row["target"])
+        assert float(row["bpp"]) <= target + 1e-12
+        fitting = [float(g["psnr"]) for g in grid if g["image"] == row["image"] and g["codec"] == row["method"] and float(g["bpp"]) <= target + 1e-12]
+        assert float(row["psnr"]) == pytest.approx(max(fitting))
+
+    report = json.loads((out / "results.json").read_text())
+    assert report["metrics"] == ["psnr", "ms_ssim"]
+    assert any("LPIPS: not computed" in n for n in report["notes"])
+    assert any("DISTS: not computed" in n for n in report["notes"])
+    assert any("MS-SSIM" in n and "3 scales" in n for n in report["notes"])
+    assert len(report["per_image"]) == len(rows)
+    summary = {(e["method"], e["target"]): e for e in report["summary"]}
+    diffusion = summary[("sodec-diffusion", "")]
+    assert diffusion["bpp"] == pytest.approx(np.mean(list(sodec_bpp.values())))
+    assert ("jpeg", "2") in summary and summary[("jpeg", "2")]["images"] == 2
+
+
+def test_eval_with_perceptual_weights_and_a_missing_codec(tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys):
+    torch.manual_seed(1)
+    torch.save(LPIPS("alex").state_dict(), tmp_path / "lpips_alex.pth")
+    torch.save(DISTS().state_dict(), tmp_path / "dists.pth")
+    monkeypatch.setattr(baselines, "codec_availability", lambda: {name: name != "avif" for name in CODECS})
+    out = tmp_path / "report"
+    rc = main([
+        "eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--no-progress",
+        "--codecs", "jpeg,avif", "--targets", "1", "--lpips-weights", str(tmp_path / "lpips_alex.pth"),
+        "--dists-weights", str(tmp_path / "dists.pth"),
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = _read_csv(out / "per_image.csv")
+    assert {r["method"] for r in rows} == {"sodec-diffusion", "sodec-fidelity", "jpeg"}
+    for row in rows:
+        assert math.isfinite(float(row["lpips"])) and math.isfinite(float(row["dists"]))
+    report = json.loads((out / "results.json").read_text())
+    assert report["metrics"] == ["psnr", "ms_ssim", "lpips", "dists"]
+    assert report["codecs_available"] == {"jpeg": True, "avif": False}
+    assert any(n.startswith("avif: not available") for n in report["notes"])
+    assert "avif: not available" in captured.out
+
+
+def _one_line_error(capsys, argv, *fragments):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_eval_errors_are_one_line(tmp_path, two_images, tiny_pipeline_dir, capsys):
+    model = str(tiny_pipeline_dir)
+    out = str(tmp_path / "out")
+    _one_line_error(capsys, ["eval", "--model", model, "--images", str(tmp_path / "nope"), "--out", out], "no such directory")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    _one_line_error(capsys, ["eval", "--model", model, "--images", str(empty), "--out", out], "no images")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png at all")
+    _one_line_error(capsys, ["eval", "--model", model, "--images", str(broken), "--out", out], "a.png", "not a readable image")
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    _one_line_error(capsys, ["eval", "--model", str(not_a_model), "--images", str(two_images), "--out", out], "model_index.json")
+    _one_line_error(
+        capsys,
+        ["eval", "--model", model, "--images", str(two_images), "--out", out, "--lpips-weights", str(tmp_path / "missing.pth")],
+        "missing.pth",
+        "does not exist",
+    )
+    _one_line_error(capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--codecs", "jpeg,heic"], "heic")
+    _one_line_error(capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--targets", "0.1,x"], "--targets")
+    assert not Path(out).exists()  # nothing was written: every check came before the work
