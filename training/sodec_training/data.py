@@ -1,0 +1,117 @@
+"""Training images: a folder of images of any sizes, random crops and flips that depend only on
+(seed, epoch, index), so that the data of every step is the same in a resumed run and in any process."""
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator, List, Sequence, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from sodec_pipeline.image_processing import pil_to_rgb_array
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def list_images(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> List[Path]:
+    """Image files under the given folders (recursively, sorted) and the given files themselves."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: List[Path] = []
+    for entry in paths:
+        entry = Path(entry)
+        if entry.is_dir():
+            files.extend(sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f"{entry} is neither an image file nor a folder")
+    return files
+
+
+def _sample_seed(seed: int, key: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class ImageFolderCrops(Dataset):
+    """Random ``resolution``×``resolution`` crops (and horizontal flips) of the images in a folder.
+
+    Items are addressed by a *key* ``epoch * len(self) + index`` (what :class:`EpochShuffleSampler`
+    yields): the crop and the flip are drawn from a generator seeded with ``(seed, key)``, never from
+    the global RNG, so they are the same whichever process or DataLoader worker loads them and whether
+    or not the run was resumed. Images whose shorter side is below ``resolution`` are first scaled up
+    (bicubic) to that side; larger images are cropped, never scaled.
+    """
+
+    def __init__(self, root, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0):
+        self.files = list_images(root)
+        if not self.files:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
+        if resolution % 64:
+            raise ValueError(f"--resolution must be a multiple of 64 (the codec's stride); got {resolution}")
+        self.resolution = resolution
+        self.random_flip = random_flip
+        self.center_crop = center_crop
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int):
+        index = key % len(self.files)
+        generator = torch.Generator().manual_seed(_sample_seed(self.seed, key))
+        with PIL.Image.open(self.files[index]) as image:
+            image.load()
+            width, height = image.size
+            size = self.resolution
+            if min(width, height) < size:
+                scale = size / min(width, height)
+                width, height = max(size, round(width * scale)), max(size, round(height * scale))
+                image = image.convert("RGB").resize((width, height), PIL.Image.BICUBIC)
+            if self.center_crop:
+                top, left = (height - size) // 2, (width - size) // 2
+            else:
+                top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+                left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+            crop = pil_to_rgb_array(image.crop((left, top, left + size, top + size)))
+        pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+        if self.random_flip and bool(torch.rand((), generator=generator) < 0.5):
+            pixels = pixels.flip(-1)
+        return {"pixel_values": pixels}
+
+
+class EpochShuffleSampler(Sampler):
+    """Shuffles the dataset once per epoch from ``seed + epoch`` and yields keys ``epoch * n + index``.
+
+    Every process computes the same order (accelerate then shards the batches) and the order does not
+    depend on the global RNG. ``set_epoch`` is called by accelerate's prepared DataLoader.
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True):
+        self.num_items = num_items
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = range(self.num_items)
+        base = self.epoch * self.num_items
+        return iter([base + i for i in order])
+
+
+def collate_images(examples):
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous()}

@@ -1,0 +1,175 @@
+"""The trainable SODEC: one ``nn.Module`` whose ``forward`` runs a stage of DESIGN.md §3 and returns its
+losses, so that accelerate/DDP wrap a single module; the UNet LoRA; saving and loading what is trained."""
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from .discriminator import ConditionalPatchDiscriminator
+from .losses import DistortionLoss
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
+DISCRIMINATOR_WEIGHT_NAME = "discriminator.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------- LoRA
+def add_unet_lora(unet, rank: int, alpha: Optional[float], target_modules: Sequence[str]) -> LoraConfig:
+    """Freezes the UNet, attaches a peft LoRA adapter (Gaussian init of A, zero B, so the UNet starts
+    unchanged) on ``target_modules`` and makes ``conv_in`` fully trainable (ŷ_t is not an SD latent)."""
+    unet.requires_grad_(False)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha if alpha is not None else rank,
+        init_lora_weights="gaussian",
+        target_modules=list(target_modules),
+    )
+    unet.add_adapter(config)
+    unet.conv_in.requires_grad_(True)
+    return config
+
+
+def unet_lora_state_dict(unet) -> Dict[str, torch.Tensor]:
+    """The adapter's weights in diffusers' LoRA format (what ``save_lora_weights`` writes)."""
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+def save_unet_lora(unet, directory) -> None:
+    """``pytorch_lora_weights.safetensors`` (loadable with ``load_lora_weights``) and ``conv_in``."""
+    from diffusers import StableDiffusionPipeline
+
+    lora = {k: v.detach().float().contiguous() for k, v in unet_lora_state_dict(unet).items()}
+    StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=lora, safe_serialization=True)
+    conv_in = {k: v.detach().float().contiguous() for k, v in unet.conv_in.state_dict().items()}
+    save_file(conv_in, os.path.join(directory, CONV_IN_WEIGHT_NAME))
+
+
+def load_unet_lora(unet, directory) -> None:
+    """Loads what :func:`save_unet_lora` wrote into a UNet that already has the same adapter."""
+    from diffusers import StableDiffusionPipeline
+
+    state_dict, _ = StableDiffusionPipeline.lora_state_dict(str(directory), weight_name=LORA_WEIGHT_NAME)
+    state_dict = {k[len("unet."):]: v for k, v in state_dict.items() if k.startswith("unet.")}
+    result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(state_dict), adapter_name="default")
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"LoRA weights in {directory} do not match the UNet's adapter: {unexpected[:3]}")
+    conv_in = load_file(os.path.join(directory, CONV_IN_WEIGHT_NAME))
+    with torch.no_grad():
+        for name, tensor in unet.conv_in.named_parameters():
+            tensor.copy_(conv_in[name].to(tensor.dtype))
+
+
+def fuse_unet_lora(unet) -> None:
+    """Merges the adapter into the base weights and removes the peft layers (a plain UNet to save)."""
+    unet.fuse_lora()
+    unet.unload_lora()
+
+
+# ---------------------------------------------------------------------------------------------- the model
+class SODECTrainingModel(nn.Module):
+    """The pipeline's networks plus the loss, for one training step of any stage.
+
+    ``forward(pixel_values, stage, rate_weight, alignment_weight)`` returns a dict with ``loss`` (the
+    objective of the stage), ``aux_loss`` (the entropy bottleneck's quantile loss, or ``None`` when the
+    codec is frozen), ``bpp`` (the likelihood estimate, mean over the batch), ``mse`` of the output
+    image, ``x_hat`` (the stage's output image: x̂_f in stage 1, x̂ otherwise), ``y_hat`` and, in stages
+    ≥ 2, ``align`` = ‖x − x̂_f‖² (MSE). What is frozen in a stage runs under ``no_grad`` rather than by
+    toggling ``requires_grad``, so that the same DDP-wrapped module serves every stage.
+    """
+
+    def __init__(self, pipe, distortion: DistortionLoss):
+        super().__init__()
+        self.compression_vae = pipe.compression_vae
+        self.fidelity_guidance = pipe.fidelity_guidance
+        self.unet = pipe.unet
+        self.image_encoder = pipe.image_encoder
+        self.vae = pipe.vae
+        self.distortion = distortion
+        self.pipe = pipe  # not a module: used for its one-step `denoise`
+
+    def trainable_modules(self) -> List[nn.Module]:
+        return [self.compression_vae, self.fidelity_guidance, self.unet]
+
+    def set_train_mode(self) -> "SODECTrainingModel":
+        """Trainable networks in train mode (the entropy models add noise), frozen ones in eval mode."""
+        self.train()
+        for module in (self.image_encoder, self.vae, self.distortion):
+            module.eval()
+        return self
+
+    def main_parameters(self) -> List[nn.Parameter]:
+        """Everything trained by the main optimizer (all stages), i.e. all but the entropy bottleneck's quantiles."""
+        return [p for name, p in self.named_parameters() if p.requires_grad and not name.endswith("quantiles")]
+
+    def aux_parameters(self) -> List[nn.Parameter]:
+        return [p for name, p in self.compression_vae.named_parameters() if name.endswith("quantiles")]
+
+    def forward(self, pixel_values: torch.Tensor, stage: int, rate_weight: float = 0.0, alignment_weight: float = 0.0):
+        x = pixel_values.float()
+        codec_trained = stage != 2
+        with torch.set_grad_enabled(codec_trained and torch.is_grad_enabled()):
+            coded = self.compression_vae(x)
+        bpp = coded.bpp.mean()
+        out = {"bpp": bpp, "y_hat": coded.y_hat}
+        out["aux_loss"] = self.compression_vae.aux_loss() if codec_trained else None
+
+        if stage == 1:
+            x_f = self.fidelity_guidance.decode(coded.y_hat).float()
+            d = self.distortion(x_f, x)
+            out.update(d, x_hat=x_f, loss=d["distortion"] + rate_weight * bpp)
+            return out
+
+        if codec_trained:
+            noisy_latents = coded.latents
+        else:  # H_s and T_s are trained in stage 2, the rest of the codec is not
+            noisy_latents = self.compression_vae.synthesize_latents(coded.y_hat, coded.z_hat)
+        x_f, guidance = self.fidelity_guidance(coded.y_hat, self.image_encoder)
+        latents = self.pipe.denoise(noisy_latents, guidance)
+        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        x_hat = (decoded.float() + 1.0) / 2.0
+        d = self.distortion(x_hat, x)
+        align = F.mse_loss(x_f.float(), x)
+        loss = d["distortion"]
+        if stage != 2:
+            loss = loss + rate_weight * bpp + alignment_weight * align
+        out.update(d, x_hat=x_hat, align=align, loss=loss)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def save_trainable_state(model: SODECTrainingModel, directory) -> None:
+    """What a checkpoint needs of the networks: the whole codec (with its entropy tables), the fidelity/
+    guidance encoder, the LoRA and conv_in. The frozen UNet base, SD VAE and ViT come from the base model."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.compression_vae.save_pretrained(directory / "compression_vae")
+    model.fidelity_guidance.save_pretrained(directory / "fidelity_guidance")
+    save_unet_lora(model.unet, directory)
+
+
+def load_trainable_state(model: SODECTrainingModel, directory) -> None:
+    """Inverse of :func:`save_trainable_state`, in place (the optimizers keep their parameters)."""
+    from sodec_pipeline.models.compression_vae import SAFETENSORS_WEIGHTS_NAME
+
+    directory = Path(directory)
+    model.compression_vae.load_state_dict(load_file(directory / "compression_vae" / SAFETENSORS_WEIGHTS_NAME))
+    model.fidelity_guidance.load_state_dict(load_file(directory / "fidelity_guidance" / SAFETENSORS_WEIGHTS_NAME))
+    load_unet_lora(model.unet, directory)
+
+
+def save_discriminator(discriminator: ConditionalPatchDiscriminator, directory) -> None:
+    state = {k: v.detach().contiguous() for k, v in discriminator.state_dict().items()}
+    save_file(state, os.path.join(directory, DISCRIMINATOR_WEIGHT_NAME))
+
+
+def load_discriminator(discriminator: ConditionalPatchDiscriminator, directory) -> None:
+    discriminator.load_state_dict(load_file(os.path.join(directory, DISCRIMINATOR_WEIGHT_NAME)))

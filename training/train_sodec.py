@@ -1,0 +1,727 @@
+#!/usr/bin/env python
+# Copyright 2026 The sodec-pipeline authors. Licensed under the Apache License, Version 2.0.
+"""Trains SODEC (Chen et al., AAAI 2026, arXiv 2508.04979) with rate annealing.
+
+Stages (DESIGN.md §3; ``--stage 1|2|3|4|all``): 1 codec + fidelity decoder at high rate, 2 decoder side
+with the codec frozen, 3 everything with λ annealed to the target rate and the alignment loss, 4 optional
+adversarial fine-tuning. See training/README.md for the losses, the λ schedule and examples.
+
+    accelerate launch training/train_sodec.py \
+        --pretrained_model_name_or_path ./sodec-init --train_data_dir ./images \
+        --resolution 256 --stage all --stage_steps 20000,10000,40000 --output_dir ./sodec-trained
+"""
+
+import argparse
+import logging
+import math
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from tqdm.auto import tqdm
+
+import diffusers
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params
+from diffusers.utils import check_min_version, is_wandb_available
+from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, load_or_create_model_card, populate_model_card
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sodec_training.data import EpochShuffleSampler, ImageFolderCrops, collate_images, list_images  # noqa: E402
+from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: E402
+from sodec_training.losses import (  # noqa: E402
+    LPIPS_NETS,
+    DistortionLoss,
+    check_lpips_weights,
+    discriminator_loss,
+    generator_adversarial_loss,
+    load_lpips,
+)
+from sodec_training.metrics import finite_mean, ms_ssim, psnr  # noqa: E402
+from sodec_training.modeling import (  # noqa: E402
+    SODECTrainingModel,
+    add_unet_lora,
+    fuse_unet_lora,
+    load_discriminator,
+    load_trainable_state,
+    load_unet_lora,
+    save_discriminator,
+    save_trainable_state,
+    save_unet_lora,
+)
+from sodec_training.schedules import LAMBDA_SCHEDULES, build_plan, parse_stage_steps  # noqa: E402
+from sodec_training.trackers import JSONLTracker  # noqa: E402
+
+from sodec_pipeline import SODECPipeline  # noqa: E402
+
+check_min_version("0.35.0")
+
+logger = get_logger(__name__, log_level="INFO")
+
+DEFAULT_LORA_TARGETS = "to_k,to_q,to_v,to_out.0"
+LOGGED_LOSSES = ("loss", "bpp", "mse", "align", "lpips", "aux_loss", "g_adv", "d_loss")
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description="Train SODEC with rate annealing (DESIGN.md §3).")
+    # ------------------------------------------------------------------ model
+    group = parser.add_argument_group("model")
+    group.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                       help="A saved SODECPipeline (folder or Hub id) to start from.")
+    group.add_argument("--sd_model", type=str, default=None,
+                       help="Assemble from parts: Stable Diffusion 2.1-base (folder or Hub id) for the UNet and VAE.")
+    group.add_argument("--image_encoder", type=str, default=None, help="Assemble from parts: the CLIP ViT (folder or Hub id).")
+    group.add_argument("--codec_init", type=str, default=None,
+                       help="Assemble from parts: a codec to initialise CompressionVAE/D_a from (e.g. a converted HiFiC).")
+    group.add_argument("--assembly_config", type=str, default="sodec-sd21-base",
+                       help="Hub config (name or folder) for the components the parts do not provide.")
+    group.add_argument("--revision", type=str, default=None)
+    group.add_argument("--variant", type=str, default=None)
+    group.add_argument("--cache_dir", type=str, default=None)
+    # ------------------------------------------------------------------ data
+    group = parser.add_argument_group("data")
+    group.add_argument("--train_data_dir", type=str, default=None, help="Folder of training images of any sizes (searched recursively).")
+    group.add_argument("--resolution", type=int, default=256, help="Side of the random square crops (a multiple of 64).")
+    group.add_argument("--center_crop", action="store_true", help="Centre crops instead of random crops.")
+    group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
+                       help="Random horizontal flips (default on; --no-random_flip turns them off).")
+    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    group.add_argument("--train_batch_size", type=int, default=8, help="Batch size per device.")
+    # ------------------------------------------------------------------ stages and losses
+    group = parser.add_argument_group("stages and losses")
+    group.add_argument("--stage", type=str, default="all", choices=["1", "2", "3", "4", "all"],
+                       help="1: codec at high rate; 2: decoder side, codec frozen; 3: joint with λ annealing; "
+                            "4: adversarial fine-tuning; all: 1→2→3 (→4) with --stage_steps.")
+    group.add_argument("--stage_steps", type=str, default=None,
+                       help="With --stage all: optimisation steps of stages 1,2,3[,4], e.g. 20000,10000,40000.")
+    group.add_argument("--lambda_rate_start", type=float, default=0.01,
+                       help="λ of stage 1 and start of the annealing (high rate).")
+    group.add_argument("--lambda_rate_end", type=float, default=0.1, help="Target λ (low rate), reached in stage 3.")
+    group.add_argument("--lambda_schedule", type=str, default="step", choices=LAMBDA_SCHEDULES,
+                       help="How λ goes from start to end in stage 3 (training/README.md).")
+    group.add_argument("--lambda_num_levels", type=int, default=4, help="Number of plateaus of the 'step' schedule.")
+    group.add_argument("--lambda_anneal_fraction", type=float, default=0.8,
+                       help="Fraction of stage 3 spent annealing; λ = end for the rest.")
+    group.add_argument("--mse_weight", type=float, default=1.0, help="k_M: weight of MSE on [0, 1] images.")
+    group.add_argument("--perceptual_loss", type=str, default="none", choices=["none", "lpips"])
+    group.add_argument("--perceptual_weight", type=float, default=1.0, help="k_P: weight of LPIPS (with --perceptual_loss lpips).")
+    group.add_argument("--lpips_weights", type=str, default=None,
+                       help="State dict of lpips.LPIPS(net=--lpips_net) (backbone and linear layers); never downloaded.")
+    group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NETS)
+    group.add_argument("--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4.")
+    group.add_argument("--adversarial_weight", type=float, default=0.01, help="β: weight of the GAN loss in stage 4.")
+    group.add_argument("--discriminator_learning_rate", type=float, default=1e-4)
+    group.add_argument("--discriminator_channels", type=str, default="64,128,256,512")
+    # ------------------------------------------------------------------ LoRA
+    group = parser.add_argument_group("UNet LoRA")
+    group.add_argument("--lora_rank", type=int, default=4)
+    group.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the rank).")
+    group.add_argument("--lora_target_modules", type=str, default=DEFAULT_LORA_TARGETS,
+                       help="Comma-separated UNet module names that get LoRA (conv_in is always fully trained).")
+    # ------------------------------------------------------------------ optimisation
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides epochs).")
+    group.add_argument("--num_train_epochs", type=int, default=1)
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--gradient_checkpointing", action="store_true", help="Gradient checkpointing in the UNet.")
+    group.add_argument("--learning_rate", type=float, default=1e-4)
+    group.add_argument("--aux_learning_rate", type=float, default=1e-3, help="Adam lr of the entropy bottleneck's quantiles.")
+    group.add_argument("--scale_lr", action="store_true", help="Scale lr by accumulation × batch size × processes.")
+    group.add_argument("--lr_scheduler", type=str, default="constant",
+                       help='"linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"')
+    group.add_argument("--lr_warmup_steps", type=int, default=0)
+    group.add_argument("--use_8bit_adam", action="store_true")
+    group.add_argument("--adam_beta1", type=float, default=0.9)
+    group.add_argument("--adam_beta2", type=float, default=0.999)
+    group.add_argument("--adam_weight_decay", type=float, default=0.0)
+    group.add_argument("--adam_epsilon", type=float, default=1e-08)
+    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument("--allow_tf32", action="store_true")
+    group.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+                       help="Frozen networks in this dtype with autocast; trained weights and the codec stay fp32.")
+    group.add_argument("--seed", type=int, default=None)
+    # ------------------------------------------------------------------ output, logging, checkpoints
+    group = parser.add_argument_group("output")
+    group.add_argument("--output_dir", type=str, default="sodec-model")
+    group.add_argument("--logging_dir", type=str, default="logs", help="Under --output_dir.")
+    group.add_argument("--report_to", type=str, default="tensorboard",
+                       help='Comma-separated: "tensorboard", "wandb", "comet_ml", "jsonl" (no extra package), "all".')
+    group.add_argument("--tracker_project_name", type=str, default="train_sodec")
+    group.add_argument("--checkpointing_steps", type=int, default=500)
+    group.add_argument("--checkpoints_total_limit", type=int, default=None)
+    group.add_argument("--resume_from_checkpoint", type=str, default=None, help='"latest" or a checkpoint folder.')
+    group.add_argument("--validation_images", type=str, nargs="+", default=None, help="Image files or folders.")
+    group.add_argument("--validation_steps", type=int, default=500)
+    group.add_argument("--push_to_hub", action="store_true")
+    group.add_argument("--hub_model_id", type=str, default=None)
+    group.add_argument("--hub_token", type=str, default=None)
+    group.add_argument("--local_rank", type=int, default=-1)
+
+    args = parser.parse_args(input_args)
+    args.command_line = list(sys.argv[1:] if input_args is None else input_args)
+    env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if env_local_rank != -1 and env_local_rank != args.local_rank:
+        args.local_rank = env_local_rank
+
+    from_parts = any(v is not None for v in (args.sd_model, args.image_encoder, args.codec_init))
+    if args.pretrained_model_name_or_path is None and not from_parts:
+        parser.error("give --pretrained_model_name_or_path, or --sd_model and --image_encoder (and optionally --codec_init)")
+    if args.pretrained_model_name_or_path is not None and from_parts:
+        parser.error("--pretrained_model_name_or_path and --sd_model/--image_encoder/--codec_init are alternatives")
+    if from_parts and (args.sd_model is None or args.image_encoder is None):
+        parser.error("assembling from parts needs both --sd_model and --image_encoder")
+    if args.train_data_dir is None:
+        parser.error("--train_data_dir is required")
+    if args.resolution % 64:
+        parser.error(f"--resolution must be a multiple of 64; got {args.resolution}")
+    if args.stage == "all":
+        if args.stage_steps is None:
+            parser.error("--stage all needs --stage_steps N1,N2,N3[,N4]")
+        try:
+            args.stage_steps = parse_stage_steps(args.stage_steps)
+        except ValueError as err:
+            parser.error(str(err))
+        total = sum(args.stage_steps)
+        if args.max_train_steps is not None and args.max_train_steps != total:
+            parser.error(f"--max_train_steps {args.max_train_steps} differs from the sum of --stage_steps ({total})")
+        args.max_train_steps = total
+    elif args.stage_steps is not None:
+        parser.error("--stage_steps only goes with --stage all")
+    if args.perceptual_loss == "lpips":
+        try:  # fail at once, before loading any model
+            check_lpips_weights(args.lpips_weights, args.lpips_net)
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(str(err))
+    if "wandb" in args.report_to and args.hub_token is not None:
+        parser.error("--report_to wandb with --hub_token would expose the token: log in with `hf auth login` instead")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def load_base_pipeline(args) -> SODECPipeline:
+    """The pipeline to train, in float32: a saved SODEC pipeline, or one assembled from published parts."""
+    if args.pretrained_model_name_or_path is not None:
+        return SODECPipeline.from_pretrained(
+            args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
+        )
+    try:
+        return SODECPipeline.from_pretrained_parts(
+            args.sd_model, args.image_encoder, codec=args.codec_init, config=args.assembly_config
+        )
+    except ModuleNotFoundError as err:
+        if "assembly" in str(err):
+            raise RuntimeError(
+                "assembling a pipeline from --sd_model/--image_encoder/--codec_init needs "
+                "sodec_pipeline.pipelines.assembly, which this installation lacks; start from a saved "
+                "pipeline with --pretrained_model_name_or_path (e.g. made by `sodec init`)"
+            ) from err
+        raise
+
+
+def build_trackers(report_to: str):
+    trackers = []
+    for name in [n.strip() for n in report_to.split(",") if n.strip()]:
+        if name == "jsonl":
+            trackers.append("__jsonl__")
+        elif name == "wandb" and not is_wandb_available():
+            raise ImportError("--report_to wandb needs wandb: pip install wandb")
+        elif name == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ImportError("--report_to tensorboard needs tensorboard: pip install tensorboard (or use --report_to jsonl)") from None
+            trackers.append(name)
+        else:
+            trackers.append(name)
+    return trackers
+
+
+def load_validation_images(paths):
+    files = list_images(paths)
+    if not files:
+        raise ValueError(f"no validation images found in {paths}")
+    return [(f.name, PIL.Image.open(f).convert("RGB")) for f in files]
+
+
+def tracker_config(args) -> dict:
+    config = {}
+    for key, value in vars(args).items():
+        if key in ("hub_token", "command_line"):
+            continue
+        config[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return {k: ("" if v is None else v) for k, v in config.items()}
+
+
+@torch.no_grad()
+def evaluate(pipe: SODECPipeline, images, accelerator) -> tuple:
+    """Real compression of each image to bytes and both decodings. Returns (metrics, decoded images).
+
+    bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (training/sodec_training/metrics.py: fewer scales below
+    161 px) compare the decoded image with the original."""
+    streams, results = [], {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": []}
+    decoded_images = []
+    with accelerator.autocast():
+        for _, image in images:
+            stream = pipe.compress(image)[0]
+            streams.append(stream)
+            reference = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+            decoded = pipe.decompress(stream, output_type="pt").images.float()
+            fidelity = pipe.decompress(stream, output_type="pt", decoder="fidelity").images.float()
+            results["bpp"].append(8.0 * len(stream) / (image.height * image.width))
+            results["psnr"].append(psnr(decoded, reference).item())
+            results["ms_ssim"].append(ms_ssim(decoded, reference).item())
+            results["fidelity_psnr"].append(psnr(fidelity, reference).item())
+            decoded_images.append(decoded[0].permute(1, 2, 0).numpy())
+    metrics = {f"validation/{k}": finite_mean(v) for k, v in results.items()}
+    return metrics, decoded_images
+
+
+def log_validation(pipe, images, accelerator, step):
+    """Evaluates on the main process and logs metrics and images to every tracker."""
+    metrics, decoded = evaluate(pipe, images, accelerator)
+    logger.info(
+        f"validation at step {step}: bpp {metrics['validation/bpp']:.4f}, PSNR {metrics['validation/psnr']:.2f} dB, "
+        f"MS-SSIM {metrics['validation/ms_ssim']:.4f}, fidelity PSNR {metrics['validation/fidelity_psnr']:.2f} dB"
+    )
+    accelerator.log(metrics, step=step)
+    for tracker in accelerator.trackers:
+        for (name, _), image in zip(images, decoded):
+            key = f"validation/{Path(name).stem}"
+            if tracker.name == "tensorboard":
+                tracker.writer.add_images(key, image[None], step, dataformats="NHWC")
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.log({key: [wandb.Image(image)]}, step=step)
+            elif hasattr(tracker, "log_images"):
+                tracker.log_images({key: [image]}, step=step)
+    return metrics
+
+
+def save_model_card(args, repo_id, output_dir, metrics, plan):
+    """README.md of the released model, made with diffusers' model-card utilities."""
+    base = args.pretrained_model_name_or_path
+    if base is None:
+        base_text = f"assembled from `{args.sd_model}` (UNet, VAE), `{args.image_encoder}` (ViT)" + (
+            f" and `{args.codec_init}` (codec)" if args.codec_init else ""
+        )
+    else:
+        base_text = f"`{base}`"
+    hub_base = base if base is not None and not os.path.exists(base) else (
+        args.sd_model if args.sd_model is not None and not os.path.exists(args.sd_model) else None
+    )
+    if metrics:
+        rows = "\n".join(f"| {k.split('/', 1)[1]} | {v:.4f} |" for k, v in metrics.items())
+        metrics_text = (
+            f"Measured at the end of training on {len(args.validation_images_resolved)} validation image(s) "
+            f"({', '.join(args.validation_images_resolved)}), compressed to real bitstreams "
+            "(bpp = 8 × bytes / pixels):\n\n| metric | value |\n| --- | --- |\n" + rows
+        )
+    else:
+        metrics_text = "No validation images were given (`--validation_images`), so no metrics were measured."
+    stages = ", ".join(f"stage {s}: {n} steps" for s, n in plan.stages)
+    command = "accelerate launch training/train_sodec.py " + " ".join(shlex.quote(a) for a in args.command_line)
+    description = f"""
+# SODEC — {repo_id}
+
+A [SODEC](https://arxiv.org/abs/2508.04979) image codec (one-step diffusion decoder steered by a
+fidelity decoder) trained with `training/train_sodec.py` of the `sodec-pipeline` package.
+Base model: {base_text}.
+
+## Use
+
+```python
+from sodec_pipeline import SODECPipeline
+
+pipe = SODECPipeline.from_pretrained("{repo_id}")
+streams = pipe.compress(images)            # list of bytes
+decoded = pipe.decompress(streams).images  # PIL images
+```
+
+The UNet LoRA is fused into `unet/`; the unfused adapter is `pytorch_lora_weights.safetensors`.
+
+## Training
+
+- Data: `{args.train_data_dir}` ({args.num_train_images} images), random {args.resolution}×{args.resolution} crops{", flips" if args.random_flip else ""}.
+- Stages: {stages}; λ from {args.lambda_rate_start} to {args.lambda_rate_end} ({args.lambda_schedule} schedule).
+- Distortion: {args.mse_weight}·MSE{f" + {args.perceptual_weight}·LPIPS-{args.lpips_net}" if args.perceptual_loss == "lpips" else ""}; alignment α = {args.alignment_weight}.
+- LoRA rank {args.lora_rank} on `{args.lora_target_modules}`; learning rate {args.learning_rate}; batch {args.train_batch_size} × {args.gradient_accumulation_steps} accumulation × {args.num_processes} process(es); mixed precision {args.mixed_precision or "no"}; seed {args.seed}.
+
+Command:
+
+```bash
+{command}
+```
+
+## Validation
+
+{metrics_text}
+"""
+    if args.push_to_hub:  # reuses the card of an existing Hub repo, as diffusers' examples do
+        model_card = load_or_create_model_card(
+            repo_id_or_path=repo_id,
+            token=args.hub_token,
+            from_training=True,
+            license="apache-2.0",
+            base_model=hub_base,
+            model_description=description,
+            inference=False,
+        )
+    else:  # the same template, without asking the Hub about a repo that is not being pushed
+        model_card = ModelCard.from_template(
+            card_data=ModelCardData(license="apache-2.0", library_name="diffusers", inference=False, base_model=hub_base),
+            template_path=MODEL_CARD_TEMPLATE_PATH,
+            model_description=description,
+        )
+    model_card = populate_model_card(model_card, tags=["sodec", "image-compression", "diffusers", "diffusers-training", "lora"])
+    model_card.save(os.path.join(output_dir, "README.md"))
+
+
+def prune_checkpoints(output_dir, limit):
+    """Keeps at most ``limit − 1`` checkpoints so that the next save makes ``limit``."""
+    checkpoints = sorted(
+        (d for d in os.listdir(output_dir) if d.startswith("checkpoint-")), key=lambda d: int(d.split("-")[1])
+    )
+    if len(checkpoints) >= limit:
+        to_remove = checkpoints[: len(checkpoints) - limit + 1]
+        logger.info(f"{len(checkpoints)} checkpoints exist, removing {', '.join(to_remove)}")
+        for name in to_remove:
+            shutil.rmtree(os.path.join(output_dir, name))
+
+
+def find_checkpoint(args):
+    if args.resume_from_checkpoint != "latest":
+        return args.resume_from_checkpoint
+    if not os.path.isdir(args.output_dir):
+        return None
+    dirs = [d for d in os.listdir(args.output_dir) if d.startswith("checkpoint-")]
+    dirs = sorted(dirs, key=lambda d: int(d.split("-")[1]))
+    return os.path.join(args.output_dir, dirs[-1]) if dirs else None
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(args):
+    logging_dir = Path(args.output_dir, args.logging_dir)
+    project_config = ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(logging_dir))
+    log_with = build_trackers(args.report_to)
+    if "__jsonl__" in log_with:
+        log_with = [t for t in log_with if t != "__jsonl__"] + [JSONLTracker(args.tracker_project_name, logging_dir)]
+    # Stages leave different parts of the network unused; the entropy tables are rebuilt on the main
+    # process only (validation), so buffers are not broadcast.
+    ddp_kwargs = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=log_with or None,
+        project_config=project_config,
+        kwargs_handlers=[ddp_kwargs],
+    )
+    args.num_processes = accelerator.num_processes
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+        diffusers.utils.logging.set_verbosity_info()
+    else:
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.set_verbosity_error()
+
+    if args.seed is not None:
+        set_seed(args.seed)
+    data_seed = args.seed if args.seed is not None else 0
+
+    repo_id = None
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if args.push_to_hub:
+            repo_id = create_repo(
+                repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
+            ).repo_id
+
+    # ------------------------------------------------------------------ models
+    pipe = load_base_pipeline(args)
+    pipe.set_progress_bar_config(disable=True)
+    lora_targets = [m.strip() for m in args.lora_target_modules.split(",") if m.strip()]
+    lora_config = add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_targets)
+    pipe.vae.requires_grad_(False)
+    pipe.image_encoder.requires_grad_(False)
+    if args.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    for module in (pipe.vae, pipe.image_encoder, pipe.unet):
+        module.to(accelerator.device, dtype=weight_dtype)
+    cast_training_params(pipe.unet, dtype=torch.float32)  # LoRA and conv_in train in fp32
+
+    lpips_model = load_lpips(args.lpips_weights, args.lpips_net) if args.perceptual_loss == "lpips" else None
+    distortion = DistortionLoss(args.mse_weight, args.perceptual_weight if lpips_model is not None else 0.0, lpips_model)
+    model = SODECTrainingModel(pipe, distortion).to(accelerator.device)
+    model.set_train_mode()
+
+    discriminator = None
+    if args.stage in ("4", "all") and (args.stage == "4" or len(args.stage_steps) == 4):
+        channels = [int(c) for c in args.discriminator_channels.split(",")]
+        discriminator = ConditionalPatchDiscriminator(pipe.compression_vae.config.latent_channels, block_out_channels=channels)
+        discriminator.to(accelerator.device).train()
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def save_model_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for m in models:
+                unwrapped = accelerator.unwrap_model(m)
+                if isinstance(unwrapped, SODECTrainingModel):
+                    save_trainable_state(unwrapped, output_dir)
+                elif isinstance(unwrapped, ConditionalPatchDiscriminator):
+                    save_discriminator(unwrapped, output_dir)
+                else:
+                    raise ValueError(f"unexpected model to save: {type(unwrapped)}")
+                if weights:
+                    weights.pop()
+
+    def load_model_hook(models, input_dir):
+        while models:
+            unwrapped = accelerator.unwrap_model(models.pop())
+            if isinstance(unwrapped, SODECTrainingModel):
+                load_trainable_state(unwrapped, input_dir)
+            elif isinstance(unwrapped, ConditionalPatchDiscriminator):
+                load_discriminator(unwrapped, input_dir)
+            else:
+                raise ValueError(f"unexpected model to load: {type(unwrapped)}")
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+    # ------------------------------------------------------------------ optimizers
+    if args.scale_lr:
+        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ImportError("--use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from None
+        optimizer_cls = bnb.optim.AdamW8bit
+    else:
+        optimizer_cls = torch.optim.AdamW
+    main_parameters = model.main_parameters()
+    optimizer = optimizer_cls(
+        main_parameters,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    aux_optimizer = torch.optim.Adam(model.aux_parameters(), lr=args.aux_learning_rate)
+    disc_optimizer = (
+        torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, betas=(0.5, 0.999))
+        if discriminator is not None
+        else None
+    )
+
+    # ------------------------------------------------------------------ data
+    train_dataset = ImageFolderCrops(
+        args.train_data_dir, args.resolution, random_flip=args.random_flip, center_crop=args.center_crop, seed=data_seed
+    )
+    args.num_train_images = len(train_dataset)
+    sampler = EpochShuffleSampler(len(train_dataset), seed=data_seed)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset,
+        sampler=sampler,
+        batch_size=args.train_batch_size,
+        collate_fn=collate_images,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(data_seed),
+    )
+    validation_images = load_validation_images(args.validation_images) if args.validation_images else None
+    args.validation_images_resolved = [name for name, _ in validation_images] if validation_images else []
+
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps / accelerator.num_processes)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+    plan = build_plan(
+        args.stage,
+        args.max_train_steps,
+        args.stage_steps,
+        lambda_rate_start=args.lambda_rate_start,
+        lambda_rate_end=args.lambda_rate_end,
+        lambda_schedule=args.lambda_schedule,
+        lambda_num_levels=args.lambda_num_levels,
+        lambda_anneal_fraction=args.lambda_anneal_fraction,
+    )
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+
+    prepared = accelerator.prepare(model, optimizer, aux_optimizer, train_dataloader, lr_scheduler)
+    model, optimizer, aux_optimizer, train_dataloader, lr_scheduler = prepared
+    if discriminator is not None:
+        discriminator, disc_optimizer = accelerator.prepare(discriminator, disc_optimizer)
+    unwrapped_model = accelerator.unwrap_model(model)
+
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Num images = {len(train_dataset)}; crops {args.resolution}×{args.resolution}")
+    logger.info(f"  Stages = {plan.stages}; λ {args.lambda_rate_start} → {args.lambda_rate_end} ({args.lambda_schedule})")
+    logger.info(f"  Instantaneous batch size per device = {args.train_batch_size}")
+    logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
+    logger.info(f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}")
+    logger.info(f"  Total optimization steps = {args.max_train_steps}")
+
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    if args.resume_from_checkpoint:
+        path = find_checkpoint(args)
+        if path is None or not os.path.isdir(path):
+            accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
+            args.resume_from_checkpoint = None
+        else:
+            accelerator.print(f"Resuming from checkpoint {path}")
+            accelerator.load_state(path)
+            global_step = int(os.path.basename(os.path.normpath(path)).split("-")[1])
+            first_epoch = global_step // num_update_steps_per_epoch
+            resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    last_metrics = {}
+    step_logs = {}
+    accumulated = {}
+    for epoch in range(first_epoch, num_train_epochs):
+        train_dataloader.set_epoch(epoch)
+        if epoch == first_epoch and resume_batches:
+            active_dataloader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+        else:
+            active_dataloader = train_dataloader
+        for batch in active_dataloader:
+            stage, _, _ = plan.stage_at(global_step)
+            rate_weight = plan.rate_weight(global_step)
+            models_in_step = [model] + ([discriminator] if discriminator is not None else [])
+            with accelerator.accumulate(*models_in_step):
+                out = model(batch["pixel_values"], stage=stage, rate_weight=rate_weight, alignment_weight=args.alignment_weight)
+                loss = out["loss"]
+                if stage == 4:
+                    # D's weights are detached here: the generator loss moves the codec, not D.
+                    disc = accelerator.unwrap_model(discriminator)
+                    params = {name: p.detach() for name, p in disc.named_parameters()}
+                    fake_logits = torch.func.functional_call(disc, params, (out["x_hat"], out["y_hat"]))
+                    out["g_adv"] = generator_adversarial_loss(fake_logits)
+                    loss = out["loss"] = loss + args.adversarial_weight * out["g_adv"]
+                total = loss + out["aux_loss"] if out["aux_loss"] is not None else loss
+                accelerator.backward(total)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(main_parameters, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if out["aux_loss"] is not None:
+                    aux_optimizer.step()
+                aux_optimizer.zero_grad(set_to_none=True)
+                if stage == 4:
+                    x = batch["pixel_values"]
+                    y_hat = out["y_hat"].detach()
+                    logits = discriminator(torch.cat([x, out["x_hat"].detach()]), torch.cat([y_hat, y_hat]))
+                    real_logits, fake_logits = logits.chunk(2)
+                    out["d_loss"] = discriminator_loss(real_logits, fake_logits)
+                    accelerator.backward(out["d_loss"])
+                    disc_optimizer.step()
+                    disc_optimizer.zero_grad(set_to_none=True)
+
+            # One gather per step for all the logged values (the mean over processes).
+            keys = [k for k in LOGGED_LOSSES if out.get(k) is not None]
+            values = torch.stack([out[k].detach().float() for k in keys])
+            values = accelerator.gather(values[None]).mean(0).tolist()
+            for key, value in zip(keys, values):
+                accumulated[key] = accumulated.get(key, 0.0) + value / args.gradient_accumulation_steps
+
+            if accelerator.sync_gradients:
+                global_step += 1
+                step_logs = {f"train/{k}": v for k, v in accumulated.items()}
+                step_logs.update({"train/lambda": rate_weight, "train/stage": stage, "train/lr": lr_scheduler.get_last_lr()[0]})
+                accumulated = {}
+                accelerator.log(step_logs, step=global_step)
+                progress_bar.update(1)
+                progress_bar.set_postfix(
+                    stage=stage,
+                    loss=f"{step_logs['train/loss']:.4g}",
+                    bpp=f"{step_logs['train/bpp']:.4g}",
+                    lam=f"{rate_weight:.3g}",
+                )
+
+                if global_step % args.checkpointing_steps == 0:
+                    if accelerator.is_main_process and args.checkpoints_total_limit is not None:
+                        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+                    accelerator.wait_for_everyone()
+                    save_path = os.path.join(args.output_dir, f"checkpoint-{global_step}")
+                    accelerator.save_state(save_path)
+                    logger.info(f"Saved state to {save_path}")
+
+                if validation_images and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                    unwrapped_model.eval()
+                    unwrapped_model.compression_vae.update(force=True)
+                    last_metrics = log_validation(pipe, validation_images, accelerator, global_step)
+                    unwrapped_model.set_train_mode()
+
+            if global_step >= args.max_train_steps:
+                break
+        if global_step >= args.max_train_steps:
+            break
+    progress_bar.close()
+
+    # ------------------------------------------------------------------ release
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        trained = accelerator.unwrap_model(model)
+        save_unet_lora(trained.unet, args.output_dir)
+        release = load_base_pipeline(args)  # float32 base weights, whatever --mixed_precision was
+        release.set_progress_bar_config(disable=True)
+        release.compression_vae.load_state_dict(trained.compression_vae.state_dict())
+        release.fidelity_guidance.load_state_dict(trained.fidelity_guidance.state_dict())
+        add_unet_lora(release.unet, args.lora_rank, args.lora_alpha, lora_targets)
+        load_unet_lora(release.unet, args.output_dir)
+        fuse_unet_lora(release.unet)
+        for module in (release.compression_vae, release.fidelity_guidance, release.unet, release.vae, release.image_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        release.compression_vae.update(force=True)
+        if validation_images:
+            last_metrics, decoded = evaluate(release, validation_images, accelerator)
+            logger.info(f"final validation (released pipeline): {last_metrics}")
+            accelerator.log({f"final_{k}": v for k, v in last_metrics.items()}, step=global_step)
+        release.save_pretrained(args.output_dir)
+        save_model_card(args, repo_id or Path(args.output_dir).name, args.output_dir, last_metrics, plan)
+        if args.push_to_hub:
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=args.output_dir,
+                commit_message="End of training",
+                token=args.hub_token,
+                ignore_patterns=["step_*", "epoch_*", "checkpoint-*", f"{args.logging_dir}/*"],
+            )
+    accelerator.end_training()
+    return last_metrics
+
+
+if __name__ == "__main__":
+    main(parse_args())
