@@ -69,10 +69,14 @@ def _read_json(path_or_id: PathOrId, filename: str, subfolder: Optional[str], hu
 
 def _load_part(what: str, cls, path_or_id: PathOrId, subfolder: Optional[str], hint: str, **kwargs):
     where = f"{str(path_or_id)!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+    local = Path(path_or_id)
+    if local.is_dir() and not (local / (subfolder or "") / "config.json").is_file():
+        # diffusers would fall back to a config.json at the root of the folder: refuse before that
+        raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {local / (subfolder or '')} has no config.json. {hint}")
     try:
         return cls.from_pretrained(path_or_id, subfolder=subfolder or "", **kwargs) if subfolder else cls.from_pretrained(path_or_id, **kwargs)
     except (OSError, ValueError, EnvironmentError) as error:
-        raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {error}\n{hint}") from error
+        raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {error}. {hint}") from error
 
 
 def _single_cross_attention_dim(unet, sd_model: PathOrId) -> int:
@@ -201,6 +205,12 @@ def from_pretrained_parts(
     vit_hidden, vit_size = _image_encoder_dims(vit, vit_name)
     unet_in, unet_out = int(unet.config.in_channels), int(unet.config.out_channels)
     vae_latent = int(vae.config.latent_channels)
+    if unet_in != unet_out:
+        raise ValueError(
+            f"the UNet of {str(sd_model)!r} takes {unet_in} input channels (unet in_channels) but predicts {unet_out} "
+            "(unet out_channels): SODEC's single step computes x0 from ŷ_t and the UNet's prediction, which need the "
+            "same channels (inpainting or depth UNets do not fit)"
+        )
     if unet_out != vae_latent:
         raise ValueError(
             f"the UNet of {str(sd_model)!r} predicts {unet_out} channels (unet out_channels) but the VAE decodes "
