@@ -275,6 +275,8 @@ def environment(device: torch.device) -> dict:
     }
     if hasattr(os, "getloadavg"):
         env["load_average_start"] = list(os.getloadavg())
+    if hasattr(os, "nice"):
+        env["niceness"] = os.nice(0)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -305,12 +307,17 @@ def run_benchmark(
     if repeats < 1 or warmup < 0 or baseline_steps < 1:
         raise ValueError("repeats and baseline_steps must be ≥ 1 and warmup ≥ 0")
     log = log or (lambda message: None)
+    wall_start, cpu_start = time.perf_counter(), _process_cpu_seconds()
     device = pipe._execution_device
     memory = PeakMemory(device)
     notes = list(memory.notes)
     result = {"schema": SCHEMA, "size": [height, width], "device": str(device), "dtype": str(pipe.dtype).replace("torch.", "")}
     result["environment"] = environment(device)
     result["parameters"] = count_parameters(pipe)
+    result["weights_mib"] = sum(
+        p.numel() * p.element_size() for name in ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")
+        for p in getattr(pipe, name).parameters()
+    ) / 2**20  # fmt: skip
     result["warmup"], result["repeats"], result["baseline_steps"] = warmup, repeats, baseline_steps
     image = synthetic_image(height, width) if image is None else image
     if tuple(image.shape[-2:]) != (height, width):
@@ -400,8 +407,20 @@ def run_benchmark(
     result["memory"] = mem
     if hasattr(os, "getloadavg"):
         result["environment"]["load_average_end"] = list(os.getloadavg())
+    wall = time.perf_counter() - wall_start
+    cpu = _process_cpu_seconds() - cpu_start
+    result["environment"]["measurement_wall_s"] = wall
+    result["environment"]["measurement_process_cpu_s"] = cpu
+    if device.type == "cpu":
+        # Below ~100 %, this process did not get all of its threads' cores (other processes, or waits).
+        result["environment"]["cpu_utilisation_pct_of_threads"] = 100.0 * cpu / (wall * torch.get_num_threads())
     result["notes"] = notes
     return result
+
+
+def _process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _staged_runs(pipe, stream, device, repeats, warmup=0, scheduler=None):
@@ -452,6 +471,13 @@ def format_table(result: dict) -> str:
         f"peak memory ({m['kind']}, MiB): after load {m['after_load']:.0f}, encode {m['encode_peak']:.0f}, "
         f"decode {m['decode_peak']:.0f}, DDIM decode {m['baseline_decode_peak']:.0f}"
     )
+    env = result["environment"]
+    if "cpu_utilisation_pct_of_threads" in env:
+        lines.append(
+            f"CPU: {env['measurement_process_cpu_s']:.0f} s of process CPU time in {env['measurement_wall_s']:.0f} s "
+            f"({env['cpu_utilisation_pct_of_threads']:.0f}% of {env['torch_num_threads']} threads); load average "
+            f"{env.get('load_average_start', ['?'])[0]} at start, {env.get('load_average_end', ['?'])[0]} at end"
+        )
     lines.append(f"bitstream: {result['bitstream']['bytes']} bytes, {result['bitstream']['bpp']:.4f} bpp")
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
