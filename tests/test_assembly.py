@@ -211,7 +211,10 @@ def test_parts_that_cannot_fit(parts, tmp_path):
 
 def test_random_codec_follows_the_unet_input_width(parts, tmp_path, small_photo):
     sd8 = save_sd_model(tmp_path / "sd-in8", unet_in=8, unet_out=8, vae_latent=8)
-    pipe = SODECPipeline.from_pretrained_parts(sd8, parts["vit"], config=TINY_CONFIG, torch_dtype=torch.bfloat16)
+    torch.manual_seed(6)
+    vit = CLIPVisionModel(CLIPVisionConfig(**tiny_vision_config(40)))  # an already loaded model works too
+    pipe = SODECPipeline.from_pretrained_parts(sd8, vit, config=TINY_CONFIG, torch_dtype=torch.bfloat16)
+    assert pipe.image_encoder is vit and pipe.fidelity_guidance.config.image_encoder_hidden_size == 40
     assert pipe.compression_vae.config.out_latent_channels == 8
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.image_encoder.dtype == pipe.fidelity_guidance.dtype == torch.bfloat16
     assert pipe.compression_vae.analysis_transform.conv_block1[1].weight.dtype == torch.float32
