@@ -74,7 +74,9 @@ def _load_part(what: str, cls, path_or_id: PathOrId, subfolder: Optional[str], h
         # diffusers would fall back to a config.json at the root of the folder: refuse before that
         raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {local / (subfolder or '')} has no config.json. {hint}")
     try:
-        return cls.from_pretrained(path_or_id, subfolder=subfolder or "", **kwargs) if subfolder else cls.from_pretrained(path_or_id, **kwargs)
+        if subfolder:
+            kwargs["subfolder"] = subfolder
+        return cls.from_pretrained(path_or_id, **kwargs)
     except (OSError, ValueError, EnvironmentError) as error:
         raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {error}. {hint}") from error
 
