@@ -82,6 +82,8 @@ def parse_args(input_args=None):
     group.add_argument("--sd_model", type=str, default=None,
                        help="Assemble from parts: Stable Diffusion 2.1-base (folder or Hub id) for the UNet and VAE.")
     group.add_argument("--image_encoder", type=str, default=None, help="Assemble from parts: the CLIP ViT (folder or Hub id).")
+    group.add_argument("--image_encoder_subfolder", type=str, default=None,
+                       help='Subfolder of --image_encoder holding the ViT (e.g. "models/image_encoder" of h94/IP-Adapter).')
     group.add_argument("--codec_init", type=str, default=None,
                        help="Assemble from parts: a codec to initialise CompressionVAE/D_a from (e.g. a converted HiFiC).")
     group.add_argument("--assembly_config", type=str, default="sodec-sd21-base",
@@ -215,9 +217,17 @@ def load_base_pipeline(args) -> SODECPipeline:
         return SODECPipeline.from_pretrained(
             args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
         )
+    hub_kwargs = {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir)) if v is not None}
     try:
         return SODECPipeline.from_pretrained_parts(
-            args.sd_model, args.image_encoder, codec=args.codec_init, config=args.assembly_config
+            args.sd_model,
+            args.image_encoder,
+            codec=args.codec_init,
+            config=args.assembly_config,
+            image_encoder_subfolder=args.image_encoder_subfolder,
+            variant=args.variant,
+            seed=args.seed if args.seed is not None else 0,
+            **hub_kwargs,
         )
     except ModuleNotFoundError as err:
         if "assembly" in str(err):
@@ -517,16 +527,20 @@ def main(args):
     else:
         optimizer_cls = torch.optim.AdamW
     main_parameters = model.main_parameters()
+    # Multi-tensor (foreach) updates: the LoRA and codec have hundreds of small tensors, and torch's CPU
+    # default is a Python loop over them.
+    foreach = {} if args.use_8bit_adam else {"foreach": True}
     optimizer = optimizer_cls(
         main_parameters,
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
+        **foreach,
     )
-    aux_optimizer = torch.optim.Adam(model.aux_parameters(), lr=args.aux_learning_rate)
+    aux_optimizer = torch.optim.Adam(model.aux_parameters(), lr=args.aux_learning_rate, foreach=True)
     disc_optimizer = (
-        torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, betas=(0.5, 0.999))
+        torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, betas=(0.5, 0.999), foreach=True)
         if discriminator is not None
         else None
     )

@@ -24,12 +24,16 @@ class JSONLTracker(GeneralTracker):
     name = "jsonl"
     requires_logging_directory = True
 
-    @on_main_process
     def __init__(self, run_name: str, logging_dir):
+        # Nothing distributed here: the tracker is built before the Accelerator, and touching
+        # PartialState now would fix the process group before accelerate sets it up.
         super().__init__()
         self.run_dir = Path(logging_dir) / run_name
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
+
+    @on_main_process
+    def start(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     @property
     def tracker(self):
