@@ -32,17 +32,14 @@ Transforms applied on the way (each one is listed per key in the report):
   filters (3, 3, 3) therefore need ``entropy_bottleneck_filters = (3, 3, 3, n)``; SODEC's configs use
   (3, 3, 3, 3). compressai's ``quantiles`` (tails and median of each channel's density) are solved by
   bisection on the converted density.
-- **Channel norm.** HiFiC's ``ChannelNorm2D`` divides by the *unbiased* variance over channels
-  (``torch.var``), SODEC's ``ChannelNorm2d`` by the biased one. ``gamma`` is multiplied by
-  ``sqrt((C-1)/C)``; what remains is ε = 1e-3 acting as ε·(C−1)/C instead of ε, i.e. a relative change of
-  the normaliser of about ε/(2·C·var): below 1e-5 for unit-variance features and HiFiC's 60–960 channels.
-  (A ``ChannelNorm2d`` with an ``unbiased`` attribute set to True is left unscaled.)
+- **Channel norm.** SODEC's ``ChannelNorm2d`` is HiFiC's ``ChannelNorm2D`` (moments over channels, the
+  unbiased variance, ε = 1e-3, ``gamma``/``beta`` of shape (1, C, 1, 1)): copied unchanged.
 - **Image range.** Models trained with ``--normalize_input_image`` (``-norm``, used for HiFiC-low and
-  HiFiC-high) take images in [-1, 1] and end with ``tanh``. SODEC's encoder takes [0, 1] and its
-  fidelity decoder returns the [0, 1] scale without a final non-linearity: the map ``x ↦ 2x − 1`` is
-  folded exactly into the first encoder convolution, and ``o ↦ (o + 1)/2`` into the last generator
-  convolution; the ``tanh`` itself has no counterpart (the report says so): D_a starts from
-  ``(G(ŷ) + 1)/2`` instead of ``(tanh(G(ŷ)) + 1)/2``, which SODEC's stage-1 training then adapts.
+  HiFiC-high) take images in [-1, 1] and end with ``tanh``. SODEC's encoder takes [0, 1]: the map
+  ``x ↦ 2x − 1`` is folded exactly into the first encoder convolution, and the fidelity decoder is built
+  with ``decoder_output_activation="tanh"``, i.e. it returns ``(tanh(G(ŷ)) + 1) / 2`` — HiFiC's output on
+  SODEC's [0, 1] scale, exactly. (With ``convert_hific_state_dict`` on a decoder without that activation,
+  ``o ↦ (o + 1)/2`` is folded into the last convolution instead and the report notes the missing tanh.)
 
 Behaviour that differs without any weight involved (also in the report's notes): the hyper-analysis pads
 by replication rather than reflection (same weights; see ``HyperAnalysisTransform``), compressai
@@ -62,7 +59,6 @@ import torch
 from ..hub_configs import resolve_hub_config
 from ..models.compression_vae import CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
-from ..models.layers import ChannelNorm2d
 
 HIFIC_REPOSITORY = "Justin-Tan/high-fidelity-generative-compression"
 REPORT_NAME = "conversion_report.json"
@@ -484,22 +480,7 @@ def convert_hific_state_dict(
             f"{_architecture_hint(state_dict)}):\n  - " + "\n  - ".join(errors)
         )
 
-    # ChannelNorm: unbiased (HiFiC) → biased (SODEC) variance.
-    folded_norm = False
-    for component, module in components.items():
-        for key in list(values[component]):
-            if not key.endswith(".gamma"):
-                continue
-            norm = module.get_submodule(key[: -len(".gamma")])
-            if isinstance(norm, ChannelNorm2d) and not getattr(norm, "unbiased", False):
-                c = values[component][key].shape[1]
-                factor = math.sqrt((c - 1) / c) if c > 1 else 1.0
-                values[component][key] = values[component][key] * factor
-                report.transformed[f"{component}.{key}"] = (
-                    f"× sqrt(({c}-1)/{c}) = {factor:.6f}: HiFiC's ChannelNorm2D divides by the unbiased channel variance"
-                )
-                folded_norm = True
-
+    tanh_output = fidelity_guidance.config.get("decoder_output_activation") == "tanh"
     if normalize_input_image:
         w_key, b_key = FIRST_ENCODER_CONV + ".weight", FIRST_ENCODER_CONV + ".bias"
         w, b = values["compression_vae"][w_key], values["compression_vae"][b_key]
@@ -507,6 +488,7 @@ def convert_hific_state_dict(
         values["compression_vae"][b_key] = b - w.sum(dim=(1, 2, 3))
         for key, how in ((w_key, "× 2"), (b_key, "− Σ weight")):
             report.transformed[f"compression_vae.{key}"] = f"{how}: folds HiFiC's input map x ↦ 2x − 1 ([0,1] → [-1,1])"
+    if normalize_input_image and not tanh_output:
         w_key, b_key = LAST_GENERATOR_CONV + ".weight", LAST_GENERATOR_CONV + ".bias"
         values["fidelity_guidance"][w_key] = values["fidelity_guidance"][w_key] / 2
         values["fidelity_guidance"][b_key] = (values["fidelity_guidance"][b_key] + 1) / 2
@@ -541,16 +523,16 @@ def convert_hific_state_dict(
         "the hyper-latent density is converted exactly: HiFiC's factored last layer becomes compressai layers "
         f"{len(compression_vae.entropy_bottleneck.filters) - 1} (repeated) and {len(compression_vae.entropy_bottleneck.filters)} (mean)"
     )
-    if folded_norm:
-        notes.append(
-            "channel norm: gamma scaled by sqrt((C-1)/C) for SODEC's biased channel variance; the remaining "
-            "difference is eps acting as eps·(C-1)/C, a relative change of the normaliser of about eps/(2·C·var)"
-        )
-    if normalize_input_image:
+    if normalize_input_image and tanh_output:
         notes.append(
             "the checkpoint was trained with --normalize_input_image: the [-1,1] input map is folded into the first "
-            "encoder convolution exactly, but HiFiC's final tanh has no counterpart in SODEC's fidelity decoder: "
-            "D_a starts as (G(y)+1)/2 instead of (tanh(G(y))+1)/2 (equal where |G| is small) and stage-1 training adapts it"
+            "encoder convolution and D_a ends with (tanh + 1) / 2 (decoder_output_activation='tanh'): exact"
+        )
+    elif normalize_input_image:
+        notes.append(
+            "the checkpoint was trained with --normalize_input_image but the config's fidelity decoder has no tanh "
+            "output: D_a starts as (G(y)+1)/2 instead of (tanh(G(y))+1)/2 (equal where |G| is small); set "
+            "decoder_output_activation='tanh' in the config for an exact conversion"
         )
     if str(args.get("likelihood_type", "gaussian")) == "logistic":
         notes.append(
@@ -576,10 +558,16 @@ def convert_hific_checkpoint(
     """
     source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
     state_dict, args = load_hific_checkpoint(checkpoint, trust_pickle=trust_pickle)
+    if normalize_input_image is None:
+        normalize_input_image = bool(args.get("normalize_input_image", False))
     folder = resolve_hub_config(config)
     torch.manual_seed(seed)
     compression_vae = CompressionVAE.from_config(CompressionVAE.load_config(folder / "compression_vae"))
-    fidelity_guidance = FidelityGuidanceEncoder.from_config(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
+    guidance_config = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
+    if normalize_input_image:
+        # HiFiC's -norm models end with tanh on [-1, 1]: (tanh + 1) / 2 on SODEC's [0, 1] scale is exact.
+        guidance_config["decoder_output_activation"] = "tanh"
+    fidelity_guidance = FidelityGuidanceEncoder.from_config(guidance_config)
     if compression_vae.config.latent_channels != fidelity_guidance.config.latent_channels:
         raise HiFiCCheckpointError(
             f"config {folder}: compression_vae has latent_channels={compression_vae.config.latent_channels} but "

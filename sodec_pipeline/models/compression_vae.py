@@ -15,7 +15,6 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.hub_utils import _get_model_file
 from safetensors.torch import load_file
-from torch import nn
 
 from .analysis_transform import AnalysisTransform
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform

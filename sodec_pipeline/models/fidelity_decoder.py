@@ -1,6 +1,6 @@
 """Fidelity decoder D_a of SODEC (HiFiC's generator): ŷ → a high-fidelity preview image x̂_f."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -9,7 +9,9 @@ from .layers import ResidualBlock, make_activation, make_norm
 
 
 class FidelityDecoder(nn.Module):
-    r"""D_a: ``ŷ`` (B, C, H/16, W/16) → ``x̂_f`` (B, 3, H, W), images on the [0, 1] scale (unclamped).
+    r"""D_a: ``ŷ`` (B, C, H/16, W/16) → ``x̂_f`` (B, 3, H, W), images on the [0, 1] scale (unclamped
+    without an output activation; with ``output_activation="tanh"`` the output is (tanh(o) + 1) / 2, the
+    form of HiFiC models trained on [-1, 1] images).
 
     HiFiC's generator: channel norm, a 3×3 convolution, ``num_residual_blocks`` residual blocks
     with a long skip, four stride-2 transposed convolutions and a 7×7 output convolution. Module
@@ -25,8 +27,12 @@ class FidelityDecoder(nn.Module):
         out_channels: int = 3,
         channel_norm: bool = True,
         activation: str = "relu",
+        output_activation: Optional[str] = None,
     ):
         super().__init__()
+        if output_activation not in (None, "tanh"):
+            raise ValueError(f"output_activation must be None or 'tanh'; got {output_activation!r}")
+        self.output_activation = output_activation
         if len(block_out_channels) != 5:
             raise ValueError("the fidelity decoder has 4 upsampling blocks: block_out_channels needs 5 entries")
         c = list(block_out_channels)
@@ -59,4 +65,7 @@ class FidelityDecoder(nn.Module):
         x = x + head
         for i in range(1, 5):
             x = getattr(self, f"upconv_block{i}")(x)
-        return self.conv_block_out(x)
+        x = self.conv_block_out(x)
+        if self.output_activation == "tanh":
+            x = (torch.tanh(x) + 1.0) / 2.0
+        return x

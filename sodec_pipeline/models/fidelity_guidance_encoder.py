@@ -1,7 +1,7 @@
 """FidelityGuidanceEncoder: SODEC's fidelity decoder D_a, the ViT input preparation and the guidance
 projection F_p, as a diffusers model."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -19,7 +19,8 @@ CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
     r"""The steering half of SODEC's decoder.
 
-    - D_a → ``fidelity_decoder``: ŷ → x̂_f, a high-fidelity image in [0, 1] (HiFiC generator).
+    - D_a → ``fidelity_decoder``: ŷ → x̂_f, a high-fidelity image in [0, 1] (HiFiC generator;
+      ``decoder_output_activation="tanh"`` ends it with (tanh + 1) / 2 as HiFiC's ``-norm`` models).
     - :meth:`prepare_image_encoder_input`: x̂_f → the frozen ViT's ``pixel_values`` (bicubic resize to
       ``image_encoder_size`` and mean/std normalisation, in torch, differentiable).
     - F_p → ``guidance_projection``: the ViT's last hidden states → c_g
@@ -44,10 +45,17 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
         num_tokens: int = 77,
         projection_num_attention_heads: int = 8,
         projection_num_layers: int = 1,
+        decoder_output_activation: Optional[str] = None,
     ):
         super().__init__()
         self.fidelity_decoder = FidelityDecoder(
-            latent_channels, decoder_block_out_channels, decoder_num_residual_blocks, 3, channel_norm, activation
+            latent_channels,
+            decoder_block_out_channels,
+            decoder_num_residual_blocks,
+            3,
+            channel_norm,
+            activation,
+            decoder_output_activation,
         )
         self.guidance_projection = GuidanceProjection(
             image_encoder_hidden_size,

@@ -8,19 +8,21 @@ class ChannelNorm2d(nn.Module):
     r"""Channel normalisation of HiFiC (Mentzer et al. 2020): each pixel's feature vector is
     normalised over the channel axis, then scaled and shifted per channel.
 
-    The parameters are named ``gamma`` and ``beta`` with shape ``(1, C, 1, 1)``, as in HiFiC's PyTorch
-    port, so its checkpoints load key by key.
+    The parameters are named ``gamma`` and ``beta`` with shape ``(1, C, 1, 1)``, and the variance over
+    channels is the unbiased one, as in HiFiC's PyTorch port, so its checkpoints load key by key and
+    compute the same function.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-3):
+    def __init__(self, num_channels: int, eps: float = 1e-3, unbiased: bool = True):
         super().__init__()
         self.eps = eps
+        self.unbiased = unbiased and num_channels > 1
         self.gamma = nn.Parameter(torch.ones(1, num_channels, 1, 1))
         self.beta = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
+        var = x.var(dim=1, keepdim=True, unbiased=self.unbiased)
         return self.gamma * (x - mean) * torch.rsqrt(var + self.eps) + self.beta
 
 

@@ -1,6 +1,6 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
