@@ -78,7 +78,7 @@ class ImageFolderCrops(Dataset):
                 top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
                 left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
             crop = pil_to_rgb_array(image.crop((left, top, left + size, top + size)))
-        pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+        pixels = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float() / 255.0
         if self.random_flip and bool(torch.rand((), generator=generator) < 0.5):
             pixels = pixels.flip(-1)
         return {"pixel_values": pixels}

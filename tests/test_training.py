@@ -1,0 +1,414 @@
+"""Tests of training/train_sodec.py on the tiny layout (hub_configs/sodec-tiny) with small crops.
+
+Training runs in-process (``main(parse_args([...]))``) except the 2-process launch. Torch uses one thread
+here: on a shared 2-core machine two threads per process are several times slower for the tiny model.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAINING_DIR = REPO_ROOT / "training"
+SCRIPT = TRAINING_DIR / "train_sodec.py"
+TINY_CONFIG = REPO_ROOT / "hub_configs" / "sodec-tiny"
+ASSETS = Path(__file__).parent / "assets"
+VALIDATION_IMAGE = ASSETS / "bsds_crop0_96x64.png"
+
+sys.path.insert(0, str(TRAINING_DIR))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def train_sodec():
+    import train_sodec
+
+    return train_sodec
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory):
+    """Three training images of different sizes and modes, cut from the BSDS photographs."""
+    folder = tmp_path_factory.mktemp("train_images")
+    photo = PIL.Image.open(ASSETS / "bsds_481x321.jpg").convert("RGB")
+    photo.crop((0, 0, 200, 150)).save(folder / "a.png")
+    photo.crop((200, 100, 400, 321)).convert("L").save(folder / "b.jpg")
+    sub = folder / "nested"
+    sub.mkdir()
+    PIL.Image.open(ASSETS / "bsds_crop1_96x64.png").save(sub / "c.png")  # smaller than 128: scaled up
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("one_image")
+    shutil.copy(ASSETS / "bsds_crop0_96x64.png", folder / "x.png")
+    return folder
+
+
+def run_training(train_sodec, argv):
+    """One in-process run, as from a fresh interpreter (accelerate's state is a process-wide singleton)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    args = train_sodec.parse_args([str(a) for a in argv])
+    return train_sodec.main(args)
+
+
+def train_records(output_dir):
+    from sodec_training.trackers import read_metrics
+
+    records = read_metrics(Path(output_dir) / "logs" / "train_sodec" / "metrics.jsonl")
+    return {r["step"]: r for r in records if "train/loss" in r}, [r for r in records if "validation/bpp" in r]
+
+
+def base_args(pipeline_dir, data_dir, output_dir, *extra):
+    return [
+        "--pretrained_model_name_or_path", pipeline_dir,
+        "--train_data_dir", data_dir,
+        "--output_dir", output_dir,
+        "--resolution", "64",
+        "--report_to", "jsonl",
+        "--seed", "0",
+        "--checkpointing_steps", "100000",
+        "--discriminator_channels", "8,16",
+        *extra,
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def test_lambda_schedules_anneal_from_start_to_end():
+    from sodec_training.schedules import annealed_lambda
+
+    for schedule in ("step", "geometric", "linear", "cosine"):
+        values = [annealed_lambda(p / 100, 0.01, 0.16, schedule, num_levels=5) for p in range(101)]
+        assert values[0] == pytest.approx(0.01) and values[-1] == pytest.approx(0.16), schedule
+        assert all(b >= a - 1e-12 for a, b in zip(values, values[1:])), f"{schedule} is not monotone"
+    steps = sorted({round(annealed_lambda(p / 1000, 0.01, 0.16, "step", num_levels=5), 9) for p in range(1001)})
+    assert steps == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.16])  # geometric plateaus
+    assert annealed_lambda(0.3, 0.01, 0.16, "constant") == 0.16
+    with pytest.raises(ValueError, match="schedule"):
+        annealed_lambda(0.3, 0.01, 0.16, "exp")
+
+
+def test_training_plan_stages_and_lambda():
+    from sodec_training.schedules import build_plan
+
+    plan = build_plan("all", 10, [2, 2, 4, 2], lambda_rate_start=0.01, lambda_rate_end=0.1,
+                      lambda_schedule="linear", lambda_anneal_fraction=0.5)
+    assert [plan.stage_at(s)[0] for s in range(10)] == [1, 1, 2, 2, 3, 3, 3, 3, 4, 4]
+    assert [plan.rate_weight(s) for s in range(10)] == pytest.approx([0.01, 0.01, 0, 0, 0.01, 0.055, 0.1, 0.1, 0.1, 0.1])
+    assert plan.total_steps == 10
+    single = build_plan("3", 5, None, lambda_rate_start=0.5, lambda_rate_end=0.5)
+    assert single.stages == [(3, 5)] and single.rate_weight(4) == 0.5
+
+
+def test_ms_ssim_matches_pytorch_msssim_on_large_images_and_handles_small_ones():
+    from pytorch_msssim import ms_ssim as reference
+    from sodec_training.metrics import ms_ssim, ms_ssim_config, psnr
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 176, 192, generator=g)
+    y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert torch.allclose(ms_ssim(x, y), reference(x, y, data_range=1.0, size_average=False))
+    assert ms_ssim_config(64, 96) == (3, 11, 1.5)  # 64 > 10·2² but not > 10·2³
+    assert ms_ssim_config(8, 8)[:2] == (1, 7)
+    small_x, small_y = x[..., :64, :96], y[..., :64, :96]
+    value = ms_ssim(small_x, small_y)
+    assert torch.all((value > 0.3) & (value < 1)) and ms_ssim(small_x, small_x).allclose(torch.ones(2))
+    assert ms_ssim(small_x, small_y.flip(-1)).mean() < value.mean()
+    assert psnr(x, x.clamp(0, 0.5))[0] < psnr(x, y)[0]
+
+
+def test_crops_depend_only_on_seed_epoch_and_index(train_dir):
+    from sodec_training.data import EpochShuffleSampler, ImageFolderCrops
+
+    dataset = ImageFolderCrops(train_dir, 64, random_flip=True, seed=3)
+    assert len(dataset) == 3
+    sampler = EpochShuffleSampler(3, seed=3)
+    keys0 = list(sampler)
+    sampler.set_epoch(1)
+    keys1 = list(sampler)
+    assert sorted(keys0) == [0, 1, 2] and sorted(keys1) == [3, 4, 5]
+    a = dataset[keys1[0]]["pixel_values"]
+    assert a.shape == (3, 64, 64) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, ImageFolderCrops(train_dir, 64, random_flip=True, seed=3)[keys1[0]]["pixel_values"])
+    crops = [dataset[k]["pixel_values"] for k in range(0, 30, 3)]  # the same image, 10 epochs
+    assert len({c.sum().item() for c in crops}) > 1  # crops move between epochs
+    with pytest.raises(ValueError, match="multiple of 64"):
+        ImageFolderCrops(train_dir, 100)
+
+
+def test_latest_checkpoint_is_the_highest_step(train_sodec, tmp_path):
+    for step in (2, 10, 9):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    args = type("Args", (), {"resume_from_checkpoint": "latest", "output_dir": str(tmp_path)})()
+    assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-10")
+
+
+def test_missing_lpips_weights_fail_with_a_clear_message(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, capsys):
+    for extra in ([], ["--lpips_weights", str(tmp_path / "nowhere.pth")]):
+        with pytest.raises(SystemExit):
+            argv = base_args(tiny_pipeline_dir, train_dir, tmp_path / "out", "--stage", "1", "--perceptual_loss", "lpips", *extra)
+            train_sodec.parse_args([str(a) for a in argv])
+        message = capsys.readouterr().err
+        assert "--lpips_weights" in message and "torch.save(lpips.LPIPS(net='vgg').state_dict()" in message
+
+
+def test_lpips_loads_its_weights_from_a_path(tmp_path):
+    lpips = pytest.importorskip("lpips")
+    from sodec_training.losses import DistortionLoss, load_lpips
+
+    torch.manual_seed(0)
+    original = lpips.LPIPS(pretrained=False, net="squeeze", pnet_rand=True, verbose=False).eval()
+    path = tmp_path / "lpips_squeeze.pth"
+    torch.save(original.state_dict(), path)
+    loaded = load_lpips(str(path), "squeeze")
+    x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    assert torch.equal(loaded(x * 2 - 1, y * 2 - 1), original(x * 2 - 1, y * 2 - 1))
+    assert not any(p.requires_grad for p in loaded.parameters())
+    loss = DistortionLoss(1.0, 0.5, loaded)(y, x)
+    assert loss["distortion"] == pytest.approx((loss["mse"] + 0.5 * loss["lpips"]).item())
+    torch.save({k: v for k, v in original.state_dict().items() if not k.startswith("lin")}, tmp_path / "trunk.pth")
+    with pytest.raises(ValueError, match="not a complete LPIPS-squeeze state dict"):
+        load_lpips(str(tmp_path / "trunk.pth"), "squeeze")
+
+
+# ---------------------------------------------------------------------------------------------- runs
+@pytest.fixture(scope="module")
+def full_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path_factory):
+    """Every stage (1→2→3→4) in one uninterrupted run, with checkpoints, pruning and validation."""
+    output_dir = tmp_path_factory.mktemp("full_run") / "out"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir,
+        "--stage", "all", "--stage_steps", "2,2,3,2", "--train_batch_size", "2",
+        "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
+        "--validation_images", VALIDATION_IMAGE, "--validation_steps", "4",
+        "--lambda_rate_start", "0.01", "--lambda_rate_end", "0.1", "--lambda_schedule", "geometric",
+    ))
+    return output_dir
+
+
+def test_every_stage_runs_and_logs(full_run):
+    records, validations = train_records(full_run)
+    assert sorted(records) == list(range(1, 10))
+    assert [records[s]["train/stage"] for s in range(1, 10)] == [1, 1, 2, 2, 3, 3, 3, 4, 4]
+    assert [records[s]["train/lambda"] for s in (1, 3, 5, 9)] == pytest.approx([0.01, 0.0, 0.01, 0.1])
+    assert 0.01 < records[6]["train/lambda"] < 0.1  # annealing inside stage 3
+    assert "train/align" not in records[1] and "train/aux_loss" not in records[3]  # stage 1 / frozen codec
+    assert "train/d_loss" in records[8] and "train/g_adv" in records[8]
+    for record in records.values():
+        assert all(np.isfinite(v) for k, v in record.items() if k.startswith("train/"))
+    assert [v["step"] for v in validations] == [4, 8]
+    for v in validations:
+        assert v["validation/bpp"] > 0 and 0 < v["validation/ms_ssim"] <= 1 and 0 < v["validation/psnr"] < 60
+    images = list((full_run / "logs" / "train_sodec" / "images").glob("*.png"))
+    assert len(images) == 2 and PIL.Image.open(images[0]).size == (96, 64)
+    # --checkpoints_total_limit 2: of the checkpoints at steps 2, 4, 6, 8 the last two remain
+    assert sorted(p.name for p in full_run.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
+    checkpoint = full_run / "checkpoint-6"
+    for name in ("compression_vae", "fidelity_guidance", "pytorch_lora_weights.safetensors", "unet_conv_in.safetensors",
+                 "discriminator.safetensors", "optimizer.bin", "optimizer_1.bin", "random_states_0.pkl"):
+        assert (checkpoint / name).exists(), name
+
+
+def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pipeline_dir, train_dir, tmp_path):
+    output_dir = tmp_path / "resumed"
+    output_dir.mkdir()
+    shutil.copytree(full_run / "checkpoint-6", output_dir / "checkpoint-6")
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir,
+        "--stage", "all", "--stage_steps", "2,2,3,2", "--train_batch_size", "2",
+        "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
+        "--validation_images", VALIDATION_IMAGE, "--validation_steps", "4",
+        "--lambda_rate_start", "0.01", "--lambda_rate_end", "0.1", "--lambda_schedule", "geometric",
+        "--resume_from_checkpoint", "latest",
+    ))
+    uninterrupted, validations = train_records(full_run)
+    resumed, resumed_validations = train_records(output_dir)
+    assert sorted(resumed) == [7, 8, 9]  # stage 3 (annealed λ) and the adversarial stage 4
+    for step in (7, 8, 9):
+        for key, value in uninterrupted[step].items():
+            assert resumed[step][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (step, key)
+    assert resumed_validations[0] == pytest.approx(validations[-1])  # step 8, real bitstreams
+    assert (output_dir / "model_index.json").is_file()
+
+
+def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, small_photo):
+    from safetensors.torch import load_file
+    from sodec_pipeline import SODECPipeline
+
+    pipe = SODECPipeline.from_pretrained(full_run)
+    pipe.set_progress_bar_config(disable=True)
+    unet_keys = pipe.unet.state_dict().keys()
+    assert not [k for k in unet_keys if "lora" in k or "base_layer" in k]  # fused and unloaded
+    lora = load_file(full_run / "pytorch_lora_weights.safetensors")
+    assert lora and all(k.startswith("unet.") and "lora" in k for k in lora)
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert not torch.equal(pipe.unet.state_dict()[name], base.unet.state_dict()[name])  # LoRA fused in
+    assert not torch.equal(pipe.unet.conv_in.weight, base.unet.conv_in.weight)  # conv_in trained
+
+    streams = pipe.compress(small_photo)
+    output = pipe.decompress(streams, output_type="pt")
+    assert output.images.shape == (1, 3, 64, 96)
+    _, validations = train_records(full_run)
+    final = [json.loads(line) for line in open(full_run / "logs" / "train_sodec" / "metrics.jsonl") if "final_validation/bpp" in line][0]
+    assert output.bpp[0] == pytest.approx(final["final_validation/bpp"])  # the same bytes after reloading
+    reference = torch.from_numpy(np.asarray(small_photo, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    from sodec_training.metrics import psnr
+
+    assert psnr(output.images, reference).item() == pytest.approx(final["final_validation/psnr"], abs=1e-3)
+    card = (full_run / "README.md").read_text()
+    assert "library_name: diffusers" in card and "sodec" in card
+    assert "--stage_steps 2,2,3,2" in card and f"{final['final_validation/bpp']:.4f}" in card
+    assert str(tiny_pipeline_dir) in card
+
+
+def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class Repo:
+        repo_id = "someone/sodec-test"
+
+    def fake_create_repo(repo_id, exist_ok, token):
+        calls["create_repo"] = repo_id
+        return Repo()
+
+    def fake_upload_folder(**kwargs):
+        calls["upload_folder"] = kwargs
+        calls["uploaded_files"] = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+
+    monkeypatch.setattr(train_sodec, "create_repo", fake_create_repo)
+    monkeypatch.setattr(train_sodec, "upload_folder", fake_upload_folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the card lookup: no such repo yet
+    output_dir = tmp_path / "sodec-test"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir, "--stage", "1", "--max_train_steps", "2",
+        "--push_to_hub", "--hub_model_id", "someone/sodec-test", "--validation_images", VALIDATION_IMAGE,
+    ))
+    assert calls["create_repo"] == "someone/sodec-test"
+    upload = calls["upload_folder"]
+    assert upload["repo_id"] == "someone/sodec-test" and Path(upload["folder_path"]) == output_dir
+    assert "checkpoint-*" in upload["ignore_patterns"]
+    for name in ("README.md", "model_index.json", "unet", "compression_vae", "pytorch_lora_weights.safetensors"):
+        assert name in calls["uploaded_files"]
+    assert "# SODEC — someone/sodec-test" in (output_dir / "README.md").read_text()
+
+
+def test_assemble_from_parts(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    pytest.importorskip("sodec_pipeline.pipelines.assembly")
+    from sodec_pipeline import SODECPipeline
+
+    output_dir = tmp_path / "from_parts"
+    argv = base_args(tiny_pipeline_dir, train_dir, output_dir, "--stage", "1", "--max_train_steps", "2")
+    argv = argv[2:] + [
+        "--sd_model", tiny_pipeline_dir, "--image_encoder", Path(tiny_pipeline_dir) / "image_encoder",
+        "--codec_init", tiny_pipeline_dir, "--assembly_config", TINY_CONFIG,
+    ]
+    run_training(train_sodec, argv)
+    pipe = SODECPipeline.from_pretrained(output_dir)
+    assert len(pipe.compress(PIL.Image.open(VALIDATION_IMAGE))[0]) > 0
+    with pytest.raises(SystemExit):
+        train_sodec.parse_args([str(a) for a in argv] + ["--pretrained_model_name_or_path", str(tiny_pipeline_dir)])
+
+
+def test_bf16_mixed_precision_keeps_trained_weights_in_fp32(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    output_dir = tmp_path / "bf16"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir, "--stage", "3", "--max_train_steps", "2", "--mixed_precision", "bf16",
+    ))
+    records, _ = train_records(output_dir)
+    assert all(np.isfinite(r["train/loss"]) for r in records.values())
+    unet = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in unet.values()} == {torch.float32}  # released from the fp32 base
+
+
+def test_perceptual_loss_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    lpips = pytest.importorskip("lpips")
+    torch.manual_seed(0)
+    state = lpips.LPIPS(pretrained=False, net="squeeze", pnet_rand=True, verbose=False).state_dict()
+    state = {k: v.abs() if k.startswith("lins") else v for k, v in state.items()}  # a distance: ≥ 0
+    weights = tmp_path / "lpips_squeeze.pth"
+    torch.save(state, weights)
+    output_dir = tmp_path / "lpips"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir, "--stage", "3", "--max_train_steps", "2",
+        "--perceptual_loss", "lpips", "--lpips_weights", weights, "--lpips_net", "squeeze", "--perceptual_weight", "0.5",
+    ))
+    records, _ = train_records(output_dir)
+    for r in records.values():
+        assert r["train/lpips"] > 0
+        expected = r["train/mse"] + 0.5 * r["train/lpips"] + r["train/lambda"] * r["train/bpp"] + 1.0 * r["train/align"]
+        assert r["train/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_launch(tiny_pipeline_dir, train_dir, tmp_path):
+    """Two gloo processes through accelerate's torchrun launcher (see training/README.md for why not --cpu)."""
+    from sodec_pipeline import SODECPipeline
+
+    output_dir = tmp_path / "ddp"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        str(SCRIPT), *[str(a) for a in base_args(
+            tiny_pipeline_dir, train_dir, output_dir, "--stage", "all", "--stage_steps", "1,1,1,1",
+            "--train_batch_size", "1", "--checkpointing_steps", "2",
+        )],
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "MULTI_CPU  Backend: gloo" in log and "Num processes: 2" in log
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in log
+    assert (output_dir / "checkpoint-2" / "random_states_1.pkl").is_file()
+    records, _ = train_records(output_dir)
+    assert sorted(records) == [1, 2, 3, 4]
+    assert len(SODECPipeline.from_pretrained(output_dir).compress(PIL.Image.open(VALIDATION_IMAGE))[0]) > 0
+
+
+def test_overfitting_one_image_lowers_rate_and_distortion(train_sodec, tiny_pipeline_dir, one_image_dir, tmp_path):
+    """Stage 3 (everything trained, λ annealed) on one 64×64 crop for 200 steps."""
+    output_dir = tmp_path / "overfit"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, one_image_dir, output_dir, "--stage", "3", "--max_train_steps", "200",
+        "--center_crop", "--no-random_flip", "--train_batch_size", "1", "--learning_rate", "1e-3",
+        "--lambda_rate_start", "0.1", "--lambda_rate_end", "1.0",
+    ))
+    records, _ = train_records(output_dir)
+    first = [records[s] for s in range(1, 11)]
+    last = [records[s] for s in range(191, 201)]
+
+    def mean(rs, key):
+        return sum(r[key] for r in rs) / len(rs)
+
+    assert mean(last, "train/bpp") < 0.5 * mean(first, "train/bpp")
+    assert mean(last, "train/mse") < 0.9 * mean(first, "train/mse")
+    assert mean(last, "train/align") < 0.5 * mean(first, "train/align")
