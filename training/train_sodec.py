@@ -12,6 +12,7 @@ adversarial fine-tuning. See training/README.md for the losses, the λ schedule 
 """
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -274,14 +275,16 @@ def tracker_config(args) -> dict:
 
 
 @torch.no_grad()
-def evaluate(pipe: SODECPipeline, images, accelerator) -> tuple:
+def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) -> tuple:
     """Real compression of each image to bytes and both decodings. Returns (metrics, decoded images).
 
     bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (training/sodec_training/metrics.py: fewer scales below
-    161 px) compare the decoded image with the original."""
+    161 px) compare the decoded image with the original. ``autocast`` (needed while the frozen networks
+    are in fp16/bf16) wraps compression and decompression alike, so that both see the same entropy
+    parameters; the released float32 pipeline is evaluated without it."""
     streams, results = [], {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": []}
     decoded_images = []
-    with accelerator.autocast():
+    with accelerator.autocast() if autocast else contextlib.nullcontext():
         for _, image in images:
             stream = pipe.compress(image)[0]
             streams.append(stream)
@@ -720,7 +723,7 @@ def main(args):
             module.eval()
         release.compression_vae.update(force=True)
         if validation_images:
-            last_metrics, decoded = evaluate(release, validation_images, accelerator)
+            last_metrics, _ = evaluate(release, validation_images, accelerator, autocast=False)
             logger.info(f"final validation (released pipeline): {last_metrics}")
             accelerator.log({f"final_{k}": v for k, v in last_metrics.items()}, step=global_step)
         release.save_pretrained(args.output_dir)
