@@ -30,8 +30,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
-        "eval": ["matplotlib"],
+        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard"],
+        "train": ["tensorboard", "lpips"],
     },
     entry_points={"console_scripts": ["sodec=sodec_pipeline.cli:main"]},
 )

@@ -120,3 +120,13 @@ def test_fidelity_guidance_shapes():
     torch.testing.assert_close(grey[0, :, 3, 3], expected)
     tokens = torch.randn(2, 17, cfg["image_encoder_hidden_size"])
     assert model.project(tokens).shape == (2, cfg["num_tokens"], cfg["cross_attention_dim"])
+
+
+def test_entropy_coding_ignores_autocast(vae):
+    x = torch.rand(1, 3, 64, 64)
+    coded = vae.compress(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert vae.compress(x)["strings"] == coded["strings"]
+        under = vae.decompress(coded["strings"], coded["shape"])
+    plain = vae.decompress(coded["strings"], coded["shape"])
+    assert under["y_hat"].dtype == torch.float32 and torch.equal(under["y_hat"], plain["y_hat"])

@@ -197,13 +197,14 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, with compressai's rANS
         coder. Returns ``{"strings": [y_strings, z_strings], "shape": z_shape}`` as compressai does."""
         self._require_tables()
-        y = self.encode(x)
-        z = self.hyper_analysis(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        means, scales = self.hyper_synthesis(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
+            y = self.encode(x)
+            z = self.hyper_analysis(y)
+            z_strings = self.entropy_bottleneck.compress(z)
+            z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+            means, scales = self.hyper_synthesis(z_hat)
+            indexes = self.gaussian_conditional.build_indexes(scales)
+            y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
 
     @torch.no_grad()
@@ -211,10 +212,12 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         """Inverse of :meth:`compress`: returns ``{"y_hat": ŷ, "z_hat": ẑ}``."""
         self._require_tables()
         y_strings, z_strings = strings
-        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
-        means, scales = self.hyper_synthesis(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(y_strings, indexes, z_hat.dtype, means)
+        device_type = self.entropy_bottleneck.quantiles.device.type
+        with torch.autocast(device_type=device_type, enabled=False):  # bit-exact fp32 under any autocast
+            z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
+            means, scales = self.hyper_synthesis(z_hat)
+            indexes = self.gaussian_conditional.build_indexes(scales)
+            y_hat = self.gaussian_conditional.decompress(y_strings, indexes, z_hat.dtype, means)
         return {"y_hat": y_hat, "z_hat": z_hat}
 
     # ------------------------------------------------------------------ identity of the model
