@@ -4,8 +4,8 @@ decode as an N-step DDIM baseline on the same networks — all measured in one r
 What is measured (``run_benchmark``), in this order, on one image of the requested size:
 
 1. **encode**: ``pipe.compress(image)`` — ``warmup`` untimed runs, then ``repeats`` timed runs.
-2. **decode**: ``pipe.decompress(stream, output_type="pt")`` end to end — ``warmup`` + ``repeats``.
-3. **decode by stage**: ``repeats`` runs of :func:`decode_by_stage`, which performs exactly the calls of
+2. **decode**: ``pipe.decompress(stream, output_type="pt")`` end to end.
+3. **decode by stage**: :func:`decode_by_stage`, which performs exactly the calls of
    ``decompress`` (checked in the tests: same pixels) with a timer around each stage:
    ``parse`` (header, CRC) · ``entropy_decoding`` (ẑ, P, ŷ by rANS) · ``hs_ts`` (H_s, T_s → ŷ_t) ·
    ``d_a`` (fidelity decoder → x̂_f) · ``vit`` (resize/normalise + the frozen ViT) · ``f_p`` (guidance
@@ -14,7 +14,10 @@ What is measured (``run_benchmark``), in this order, on one image of the request
 4. **baseline**: the same staged decode with the one step replaced by ``baseline_steps`` DDIM steps
    (:func:`make_ddim_scheduler`: the same β schedule, ``timestep_spacing="trailing"``,
    ``set_alpha_to_one=True``), starting from the same ŷ_t taken as x_t at t = 999, with the same
-   guidance c_g — ``warmup`` + ``repeats`` runs. Only the ``unet`` stage differs from 3.
+   guidance c_g. Only the ``unet`` stage differs from 3.
+
+2, 3 and 4 run interleaved: ``warmup`` untimed rounds, then ``repeats`` timed rounds, each round one run
+of each, so that a change in the load of a shared machine affects the three alike.
 
 On CUDA every stage boundary calls ``torch.cuda.synchronize()``. Peak memory per phase: on CUDA
 ``torch.cuda.max_memory_allocated`` (reset before each phase); on CPU the peak resident set size (VmHWM,
@@ -348,27 +351,40 @@ def run_benchmark(
     result["bitstream"] = {"bytes": len(stream), "bpp": 8.0 * len(stream) / (height * width)}
     result["encode"] = summarize_times(encode_times)
 
-    # 2. decode, end to end
-    log(f"decode (pipe.decompress): {warmup} warm-up + {repeats} timed runs")
-    memory.reset()
-    timed(lambda: pipe.decompress(stream, output_type="pt"), warmup)
-    decode_times, _ = timed(lambda: pipe.decompress(stream, output_type="pt"), repeats)
-    mem["decode_peak"] = memory.peak_mib()
-    result["decode"] = summarize_times(decode_times)
-
-    # 3. decode by stage
-    log(f"decode by stage: {repeats} timed runs")
-    stage_runs, staged_totals = _staged_runs(pipe, stream, device, repeats, warmup=0)
-    result["decode_stages"] = {s: summarize_times([r[s] for r in stage_runs]) for s in STAGES}
-    result["decode_staged_total"] = summarize_times(staged_totals)
-    result["decode_stage_sum_median_s"] = sum(result["decode_stages"][s]["median_s"] for s in STAGES)
-
-    # 4. the N-step DDIM baseline
+    # 2.–4. the three decodes, interleaved run by run (round robin) so that a change in the machine's
+    # load hits all three alike and the speed-up compares runs made side by side
     scheduler = make_ddim_scheduler(pipe, baseline_steps, device=device)
-    log(f"baseline: DDIM {baseline_steps} steps, {warmup} warm-up + {repeats} timed runs")
-    memory.reset()
-    base_runs, base_totals = _staged_runs(pipe, stream, device, repeats, warmup=warmup, scheduler=scheduler)
-    mem["baseline_decode_peak"] = memory.peak_mib()
+    decodes = {
+        "decode": lambda timer: pipe.decompress(stream, output_type="pt"),
+        "staged": lambda timer: decode_by_stage(pipe, stream, timer),
+        "baseline": lambda timer: decode_by_stage(pipe, stream, timer, scheduler=scheduler),
+    }
+    totals = {kind: [] for kind in decodes}
+    stages = {kind: [] for kind in decodes}
+    peaks = {kind: 0.0 for kind in decodes}
+    for i in range(warmup + repeats):
+        phase = "warm-up" if i < warmup else "timed"
+        log(f"decode round {i + 1}/{warmup + repeats} ({phase}): pipe.decompress, staged one-step, staged DDIM {baseline_steps}")
+        for kind, fn in decodes.items():
+            timer = StageTimer(device)
+            memory.reset()
+            _synchronize(device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn(timer)
+            _synchronize(device)
+            elapsed = time.perf_counter() - start
+            peaks[kind] = max(peaks[kind], memory.peak_mib())
+            if i >= warmup:
+                totals[kind].append(elapsed)
+                stages[kind].append(dict(timer.seconds))
+    mem["decode_peak"] = max(peaks["decode"], peaks["staged"])
+    mem["baseline_decode_peak"] = peaks["baseline"]
+    result["decode"] = summarize_times(totals["decode"])
+    result["decode_stages"] = {s: summarize_times([r[s] for r in stages["staged"]]) for s in STAGES}
+    result["decode_staged_total"] = summarize_times(totals["staged"])
+    result["decode_stage_sum_median_s"] = sum(result["decode_stages"][s]["median_s"] for s in STAGES)
+    base_runs, base_totals = stages["baseline"], totals["baseline"]
     unet_median = statistics.median(r["unet"] for r in base_runs)
     result["baseline"] = {
         "scheduler": "DDIMScheduler",
@@ -423,20 +439,6 @@ def _process_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _staged_runs(pipe, stream, device, repeats, warmup=0, scheduler=None):
-    runs, totals = [], []
-    for i in range(warmup + repeats):
-        timer = StageTimer(device)
-        _synchronize(device)
-        start = time.perf_counter()
-        decode_by_stage(pipe, stream, timer, scheduler=scheduler)
-        _synchronize(device)
-        if i >= warmup:
-            totals.append(time.perf_counter() - start)
-            runs.append(dict(timer.seconds))
-    return runs, totals
-
-
 # ---------------------------------------------------------------------- the table
 def format_table(result: dict) -> str:
     """A plain-text table of the medians (ms) and spreads, for the terminal."""
@@ -474,7 +476,7 @@ def format_table(result: dict) -> str:
     env = result["environment"]
     if "cpu_utilisation_pct_of_threads" in env:
         lines.append(
-            f"CPU: {env['measurement_process_cpu_s']:.0f} s of process CPU time in {env['measurement_wall_s']:.0f} s "
+            f"CPU: {env['measurement_process_cpu_s']:.1f} s of process CPU time in {env['measurement_wall_s']:.1f} s "
             f"({env['cpu_utilisation_pct_of_threads']:.0f}% of {env['torch_num_threads']} threads); load average "
             f"{env.get('load_average_start', ['?'])[0]} at start, {env.get('load_average_end', ['?'])[0]} at end"
         )

@@ -92,7 +92,7 @@ CODECS: Dict[str, Codec] = {
         "Pillow >= 11.2 wheels from PyPI include libavif; older Pillow: pip install pillow-avif-plugin",
     ),
     "jpeg2000": Codec(
-        "jpeg2000", "JPEG2000", "jpg_2000", (0.05, 0.1, 0.2, 0.4, 0.8, 1.6), "coded_bpp", _jpeg2000_options,
+        "jpeg2000", "JPEG2000", "jpg_2000", (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.2, 1.6), "coded_bpp", _jpeg2000_options,
         "Pillow built with OpenJPEG (the PyPI Pillow wheels have it; from source: apt-get install libopenjp2-7-dev)",
     ),
 }  # fmt: skip

@@ -34,11 +34,12 @@ class MetricWeightsError(ValueError):
 
 
 def _as_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) → float (1, 3, H, W) on the 0…255 scale."""
+    """uint8 (H, W, 3) → float32 (1, 3, H, W) on the 0…255 scale (float64 convolutions are ~5× slower on CPU
+    and change MS-SSIM by ~1e-7)."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3); got shape {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].double()
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
 
 
 def _check_pair(reference: np.ndarray, test: np.ndarray) -> None:
@@ -333,8 +334,8 @@ class PerceptualMetric:
     @torch.no_grad()
     def __call__(self, reference: np.ndarray, test: np.ndarray) -> float:
         _check_pair(reference, test)
-        x = (_as_tensor(reference).float() / 255.0).to(self.device)
-        y = (_as_tensor(test).float() / 255.0).to(self.device)
+        x = (_as_tensor(reference) / 255.0).to(self.device)
+        y = (_as_tensor(test) / 255.0).to(self.device)
         return float(self.model(x, y)[0])
 
 
