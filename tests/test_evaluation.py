@@ -94,6 +94,21 @@ def test_lpips_and_dists_are_zero_for_identical_images_and_load_by_path(tmp_path
         metrics.load_dists(str(tmp_path / "nowhere.pth"))
 
 
+@pytest.mark.parametrize("net", ["alex"])  # "vgg" agrees too, but torchvision builds its 120M-parameter classifier
+def test_lpips_matches_the_reference_package_key_for_key(net):
+    lpips = pytest.importorskip("lpips")
+    # The package ships the linear layers; the backbone is random here (no download), which is enough to
+    # check that its state_dict loads into ours and both compute the same distance.
+    reference = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
+    ours = LPIPS(net).eval()
+    assert set(ours.state_dict()) == set(reference.state_dict())
+    ours.load_state_dict(reference.state_dict())
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, y), reference(x, y, normalize=True).flatten(), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- baselines
 def test_baseline_bpp_counts_bytes_at_the_original_size(photos):
     reference = np.asarray(photos["bsds_481x321.jpg"], dtype=np.uint8)[:160, :224]
