@@ -264,3 +264,13 @@ def test_eval_errors_are_one_line(tmp_path, two_images, tiny_pipeline_dir, capsy
     _one_line_error(capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--codecs", "jpeg,heic"], "heic")
     _one_line_error(capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--targets", "0.1,x"], "--targets")
     assert not Path(out).exists()  # nothing was written: every check came before the work
+
+
+def test_eval_without_matplotlib_fails_early_in_one_line(tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    out = tmp_path / "out"
+    _one_line_error(capsys, ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out)], "pip install matplotlib")
+    assert not out.exists()

@@ -3,6 +3,7 @@
 Importing this module registers the subcommand with :mod:`sodec_pipeline.cli`.
 """
 
+import importlib.util
 import time
 
 from ..cli import CLIError, load_pipeline, register_command
@@ -48,6 +49,8 @@ def run(args) -> int:
     from .metrics import MetricWeightsError, load_perceptual_metrics
     from .report import write_report
 
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CLIError("sodec eval draws its RD plot with matplotlib, which is not installed: pip install matplotlib")
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     unknown = [c for c in codecs if c not in baselines_lib.CODECS]
     if unknown or not codecs:
