@@ -28,6 +28,7 @@ setup(
         "Pillow",
         "pytorch-msssim",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard"],
