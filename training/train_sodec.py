@@ -65,6 +65,7 @@ from sodec_training.schedules import LAMBDA_SCHEDULES, build_plan, parse_stage_s
 from sodec_training.trackers import JSONLTracker  # noqa: E402
 
 from sodec_pipeline import SODECPipeline  # noqa: E402
+from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
 
 check_min_version("0.35.0")
 
@@ -280,8 +281,8 @@ def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) ->
 
     bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (training/sodec_training/metrics.py: fewer scales below
     161 px) compare the decoded image with the original. ``autocast`` (needed while the frozen networks
-    are in fp16/bf16) wraps compression and decompression alike, so that both see the same entropy
-    parameters; the released float32 pipeline is evaluated without it."""
+    are in fp16/bf16) wraps the decoder networks; the codec's entropy coding always runs in float32.
+    The released float32 pipeline is evaluated without it."""
     streams, results = [], {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": []}
     decoded_images = []
     with accelerator.autocast() if autocast else contextlib.nullcontext():
@@ -291,7 +292,7 @@ def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) ->
             reference = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             decoded = pipe.decompress(stream, output_type="pt").images.float()
             fidelity = pipe.decompress(stream, output_type="pt", decoder="fidelity").images.float()
-            results["bpp"].append(8.0 * len(stream) / (image.height * image.width))
+            results["bpp"].append(bits_per_pixel(stream, image.height, image.width))
             results["psnr"].append(psnr(decoded, reference).item())
             results["ms_ssim"].append(ms_ssim(decoded, reference).item())
             results["fidelity_psnr"].append(psnr(fidelity, reference).item())
@@ -467,7 +468,7 @@ def main(args):
     pipe = load_base_pipeline(args)
     pipe.set_progress_bar_config(disable=True)
     lora_targets = [m.strip() for m in args.lora_target_modules.split(",") if m.strip()]
-    lora_config = add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_targets)
+    add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_targets)
     pipe.vae.requires_grad_(False)
     pipe.image_encoder.requires_grad_(False)
     if args.gradient_checkpointing:

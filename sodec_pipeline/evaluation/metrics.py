@@ -82,21 +82,32 @@ def ms_ssim(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 def _ms_ssim_levels(x: torch.Tensor, y: torch.Tensor, weights: Sequence[float]) -> float:
-    """pytorch-msssim's MS-SSIM loop for any number of levels (its public function insists on five)."""
+    return float(ms_ssim_per_image(x, y, weights, data_range=255).mean())
+
+
+def ms_ssim_per_image(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: Sequence[float],
+    data_range: float,
+    win_size: int = MS_SSIM_WIN_SIZE,
+    win_sigma: float = MS_SSIM_WIN_SIGMA,
+) -> torch.Tensor:
+    """pytorch-msssim's MS-SSIM loop for any number of levels (its public function insists on five):
+    one value per image of (B, C, H, W) tensors, ``len(weights)`` scales with those exponents."""
     from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
-    win = _fspecial_gauss_1d(MS_SSIM_WIN_SIZE, MS_SSIM_WIN_SIGMA).repeat([x.shape[1], 1, 1, 1]).to(x.dtype)
+    win = _fspecial_gauss_1d(win_size, win_sigma).repeat([x.shape[1], 1, 1, 1]).to(x.dtype)
     mcs = []
     for level in range(len(weights)):
-        ssim_per_channel, cs = _ssim(x, y, win=win, data_range=255, size_average=False, K=(0.01, 0.03))
+        ssim_per_channel, cs = _ssim(x, y, win=win, data_range=data_range, size_average=False, K=(0.01, 0.03))
         if level < len(weights) - 1:
             mcs.append(torch.relu(cs))
             padding = [s % 2 for s in x.shape[2:]]
             x = F.avg_pool2d(x, kernel_size=2, padding=padding)
             y = F.avg_pool2d(y, kernel_size=2, padding=padding)
     stacked = torch.stack(mcs + [torch.relu(ssim_per_channel)], dim=0)
-    value = torch.prod(stacked ** x.new_tensor(weights).view(-1, 1, 1), dim=0)
-    return float(value.mean())
+    return torch.prod(stacked ** x.new_tensor(weights).view(-1, 1, 1), dim=0).mean(1)
 
 
 # ---------------------------------------------------------------------- backbones (torchvision layouts)

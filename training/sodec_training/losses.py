@@ -1,6 +1,5 @@
 """The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS, the LPIPS loader, and the non-saturating GAN losses."""
 
-import os
 from pathlib import Path
 from typing import Dict, Optional
 

@@ -12,10 +12,8 @@ from typing import Tuple
 
 import torch
 from pytorch_msssim import ms_ssim as _standard_ms_ssim
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
-from torch.nn import functional as F
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+from sodec_pipeline.evaluation.metrics import MS_SSIM_WEIGHTS, ms_ssim_per_image
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -44,25 +42,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     levels, win_size, win_sigma = ms_ssim_config(*x.shape[-2:])
     if levels == len(MS_SSIM_WEIGHTS) and win_size == 11:
         return _standard_ms_ssim(x, y, data_range=1.0, size_average=False)
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=x.dtype)
-    weights = weights / weights.sum()
-    win = _fspecial_gauss_1d(win_size, max(win_sigma, 1e-3)).repeat([x.shape[1], 1, 1, 1])
-    values = []
-    for level in range(levels):
-        ssim_per_channel, cs = _ssim(x, y, data_range=1.0, win=win, size_average=False, K=(0.01, 0.03))
-        if level < levels - 1:
-            values.append(torch.relu(cs))
-            padding = [s % 2 for s in x.shape[2:]]
-            x = F.avg_pool2d(x, kernel_size=2, padding=padding)
-            y = F.avg_pool2d(y, kernel_size=2, padding=padding)
-    values.append(torch.relu(ssim_per_channel))
-    stacked = torch.stack(values, dim=0)  # (levels, B, C)
-    return torch.prod(stacked ** weights.view(-1, 1, 1), dim=0).mean(1)
-
-
-def bits_per_pixel_of(stream: bytes, height: int, width: int) -> float:
-    """8 × bytes / pixels: the real rate of a stream."""
-    return 8.0 * len(stream) / (height * width)
+    weights = MS_SSIM_WEIGHTS[:levels]
+    weights = [w / sum(weights) for w in weights]
+    return ms_ssim_per_image(x, y, weights, data_range=1.0, win_size=win_size, win_sigma=max(win_sigma, 1e-3))
 
 
 def finite_mean(values) -> float:
