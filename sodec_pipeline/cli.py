@@ -18,6 +18,14 @@ from typing import Callable, Dict, List, Optional
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a ``--dtype`` choice."""
+    import torch
+
+    return getattr(torch, name)
 
 
 class CLIError(Exception):
@@ -52,17 +60,15 @@ def _quiet_libraries() -> None:
 
 def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32"):
     """Loads a saved SODEC pipeline from a folder or Hub id; any failure becomes a one-line CLIError."""
-    import torch
 
     from .pipelines import SODECPipeline
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "model_index.json")):
         raise CLIError(f"{model} is not a SODEC pipeline folder (no model_index.json)")
     if not os.path.isdir(model) and (os.path.exists(model) or model.count("/") != 1):
         raise CLIError(f"model {model!r} is neither a pipeline folder nor a Hub repo id (owner/name)")
     try:
-        pipe = SODECPipeline.from_pretrained(model, dtype=torch_dtype)
+        pipe = SODECPipeline.from_pretrained(model, dtype=torch_dtype(dtype))
     except Exception as e:  # noqa: BLE001 - the loader raises many kinds; report one line
         raise CLIError(f"cannot load a SODEC pipeline from {model!r}: {_first_line(e)}") from e
     if not isinstance(pipe, SODECPipeline):
@@ -144,7 +150,7 @@ def _add_decompress(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="output folder (default: next to each stream)")
     p.add_argument("--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (no diffusion step)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
 
 
 def _run_decompress(args) -> int:

@@ -7,9 +7,8 @@ import re
 import time
 from pathlib import Path
 
-from ..cli import CLIError, load_pipeline, register_command
+from ..cli import DTYPES, CLIError, load_pipeline, register_command, torch_dtype
 
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def parse_size(text: str):
@@ -91,8 +90,6 @@ def _load_image(path, size):
 
 
 def _build_from_config(config, seed, device, dtype):
-    import torch
-
     from ..hub_configs import build_pipeline_from_config
 
     try:
@@ -100,8 +97,7 @@ def _build_from_config(config, seed, device, dtype):
     except FileNotFoundError as e:
         raise CLIError(str(e)) from e
     pipe.set_progress_bar_config(disable=True)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    return pipe.to(device=device, dtype=torch_dtype)
+    return pipe.to(device=device, dtype=torch_dtype(dtype))
 
 
 def run(args) -> int:

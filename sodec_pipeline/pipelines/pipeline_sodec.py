@@ -157,8 +157,10 @@ class SODECPipeline(DiffusionPipeline):
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt'; got {output_type!r}")
-        parsed = self.parse_bitstreams(bitstreams)
-        streams = [bytes(s) for s in ([bitstreams] if isinstance(bitstreams, (bytes, bytearray, memoryview)) else bitstreams)]
+        if isinstance(bitstreams, (bytes, bytearray, memoryview)):
+            bitstreams = [bitstreams]
+        streams = [bytes(s) for s in bitstreams]
+        parsed = self.parse_bitstreams(streams)
         device = self._execution_device
         images = []
         for stream in parsed:
