@@ -53,6 +53,7 @@ from sodec_training.metrics import finite_mean, ms_ssim, psnr  # noqa: E402
 from sodec_training.modeling import (  # noqa: E402
     SODECTrainingModel,
     add_unet_lora,
+    enable_gradient_checkpointing,
     fuse_unet_lora,
     load_discriminator,
     load_trainable_state,
@@ -138,7 +139,8 @@ def parse_args(input_args=None):
     group.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides epochs).")
     group.add_argument("--num_train_epochs", type=int, default=1)
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    group.add_argument("--gradient_checkpointing", action="store_true", help="Gradient checkpointing in the UNet.")
+    group.add_argument("--gradient_checkpointing", action="store_true",
+                       help="Gradient checkpointing in every network gradients pass through: codec, D_a, F_p, ViT, UNet, VAE decoder.")
     group.add_argument("--learning_rate", type=float, default=1e-4)
     group.add_argument("--aux_learning_rate", type=float, default=1e-3, help="Adam lr of the entropy bottleneck's quantiles.")
     group.add_argument("--scale_lr", action="store_true", help="Scale lr by accumulation × batch size × processes.")
@@ -472,7 +474,7 @@ def main(args):
     pipe.vae.requires_grad_(False)
     pipe.image_encoder.requires_grad_(False)
     if args.gradient_checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
+        enable_gradient_checkpointing(pipe)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
 

@@ -5,10 +5,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layers import make_activation, make_norm
+from .layers import GradientCheckpointingMixin, make_activation, make_norm
 
 
-class AnalysisTransform(nn.Module):
+class AnalysisTransform(GradientCheckpointingMixin, nn.Module):
     r"""E: ``x`` (B, 3, H, W) in [0, 1] → ``y`` (B, latent_channels, H/16, W/16).
 
     A 7×7 stem then four stride-2 3×3 convolutions, each followed by channel normalisation and an
@@ -48,9 +48,6 @@ class AnalysisTransform(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_block1(x)
-        x = self.conv_block2(x)
-        x = self.conv_block3(x)
-        x = self.conv_block4(x)
-        x = self.conv_block5(x)
-        return self.conv_block_out(x)
+        for i in range(1, 6):
+            x = self.checkpointed(getattr(self, f"conv_block{i}"), x)
+        return self.checkpointed(self.conv_block_out, x)

@@ -13,7 +13,7 @@ from compressai.ops import quantize_ste
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.hub_utils import _get_model_file
+from diffusers.utils.hub_utils import _add_variant, _get_model_file
 from safetensors.torch import load_file
 
 from .analysis_transform import AnalysisTransform
@@ -73,7 +73,7 @@ class CompressionVAE(ModelMixin, ConfigMixin):
     built by :meth:`update` are saved and restored byte for byte.
     """
 
-    _supports_gradient_checkpointing = False
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -196,9 +196,15 @@ class CompressionVAE(ModelMixin, ConfigMixin):
     def compress(self, x: torch.Tensor) -> Dict[str, object]:
         """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, with compressai's rANS
         coder. Returns ``{"strings": [y_strings, z_strings], "shape": z_shape}`` as compressai does."""
-        self._require_tables()
         with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
-            y = self.encode(x)
+            return self.compress_latent(self.encode(x))
+
+    @torch.no_grad()
+    def compress_latent(self, y: torch.Tensor) -> Dict[str, object]:
+        """:meth:`compress` from E's output y (the pipeline runs E tile by tile)."""
+        self._require_tables()
+        with torch.autocast(device_type=y.device.type, enabled=False):  # bit-exact fp32 under any autocast
+            y = y.float()
             z = self.hyper_analysis(y)
             z_strings = self.entropy_bottleneck.compress(z)
             z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
@@ -260,7 +266,8 @@ class CompressionVAE(ModelMixin, ConfigMixin):
 
         Unlike ``ModelMixin.from_pretrained`` this never initialises on the meta device: the entropy
         models' CDF tables change shape at ``update()`` and are resized from the checkpoint before a
-        strict load. ``torch_dtype`` is accepted and ignored (the codec stays float32).
+        strict load. ``torch_dtype`` is accepted and ignored (the codec stays float32); ``variant`` loads
+        ``diffusion_pytorch_model.<variant>.safetensors`` as ``ModelMixin`` does.
         """
         hub_kwargs = {
             k: kwargs.pop(k)
@@ -268,6 +275,7 @@ class CompressionVAE(ModelMixin, ConfigMixin):
             if k in kwargs
         }
         subfolder = kwargs.pop("subfolder", None)
+        variant = kwargs.pop("variant", None)
         device = kwargs.pop("device", None)
         config, _unused = cls.load_config(
             pretrained_model_name_or_path, subfolder=subfolder, return_unused_kwargs=True, **hub_kwargs
@@ -275,7 +283,7 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         model = cls.from_config(config)
         weights = _get_model_file(
             pretrained_model_name_or_path,
-            weights_name=SAFETENSORS_WEIGHTS_NAME,
+            weights_name=_add_variant(SAFETENSORS_WEIGHTS_NAME, variant),
             subfolder=subfolder,
             user_agent={"file_type": "model", "framework": "pytorch"},
             **hub_kwargs,

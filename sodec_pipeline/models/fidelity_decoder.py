@@ -5,10 +5,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .layers import ResidualBlock, make_activation, make_norm
+from .layers import GradientCheckpointingMixin, ResidualBlock, make_activation, make_norm
 
 
-class FidelityDecoder(nn.Module):
+class FidelityDecoder(GradientCheckpointingMixin, nn.Module):
     r"""D_a: ``ŷ`` (B, C, H/16, W/16) → ``x̂_f`` (B, 3, H, W), images on the [0, 1] scale (unclamped
     without an output activation; with ``output_activation="tanh"`` the output is (tanh(o) + 1) / 2, the
     form of HiFiC models trained on [-1, 1] images).
@@ -58,14 +58,14 @@ class FidelityDecoder(nn.Module):
         )
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        head = self.conv_block_init(y_hat)
+        head = self.checkpointed(self.conv_block_init, y_hat)
         x = head
         for m in range(self.num_residual_blocks):
-            x = getattr(self, f"resblock_{m}")(x)
+            x = self.checkpointed(getattr(self, f"resblock_{m}"), x)
         x = x + head
         for i in range(1, 5):
-            x = getattr(self, f"upconv_block{i}")(x)
-        x = self.conv_block_out(x)
+            x = self.checkpointed(getattr(self, f"upconv_block{i}"), x)
+        x = self.checkpointed(self.conv_block_out, x)
         if self.output_activation == "tanh":
             x = (torch.tanh(x) + 1.0) / 2.0
         return x

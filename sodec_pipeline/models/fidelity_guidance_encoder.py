@@ -29,6 +29,8 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
     The ViT itself is the pipeline's ``image_encoder`` component (frozen, not part of this model).
     """
 
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(
         self,

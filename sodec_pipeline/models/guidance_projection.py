@@ -3,8 +3,10 @@
 import torch
 from torch import nn
 
+from .layers import GradientCheckpointingMixin
 
-class GuidanceProjection(nn.Module):
+
+class GuidanceProjection(GradientCheckpointingMixin, nn.Module):
     r"""F_p: ViT tokens (B, L, vit_hidden_size) → ``c_g`` (B, num_tokens, cross_attention_dim).
 
     The tokens are projected to the UNet's cross-attention width, then ``num_tokens`` learned
@@ -52,7 +54,12 @@ class GuidanceProjection(nn.Module):
         tokens = self.proj_in(tokens)
         h = self.queries.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         for layer in self.layers:
-            kv = layer["norm_tokens"](tokens)
-            h = h + layer["attention"](layer["norm_queries"](h), kv, kv, need_weights=False)[0]
-            h = h + layer["ff"](layer["norm_ff"](h))
+            h = self.checkpointed(lambda queries, keys, layer=layer: _resampler_layer(layer, queries, keys), h, tokens)
         return self.norm_out(h)
+
+
+def _resampler_layer(layer: nn.ModuleDict, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """One pre-norm block: the queries attend to the tokens, then a feed-forward layer."""
+    kv = layer["norm_tokens"](tokens)
+    h = h + layer["attention"](layer["norm_queries"](h), kv, kv, need_weights=False)[0]
+    return h + layer["ff"](layer["norm_ff"](h))

@@ -4,8 +4,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .layers import GradientCheckpointingMixin
 
-class HyperAnalysisTransform(nn.Module):
+
+class HyperAnalysisTransform(GradientCheckpointingMixin, nn.Module):
     r"""H_a: latent ``y`` (B, C, h, w) → hyper-latent ``z`` (B, N, h/4, w/4).
 
     A 3×3 convolution then two stride-2 5×5 convolutions with ReLU between them (Ballé et al. 2018,
@@ -21,12 +23,15 @@ class HyperAnalysisTransform(nn.Module):
         self.conv3 = nn.Conv2d(hyper_channels, hyper_channels, 5, stride=2, padding=2, padding_mode=padding_mode)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.checkpointed(self._transform, y)
+
+    def _transform(self, y: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.conv1(y))
         y = F.relu(self.conv2(y))
         return self.conv3(y)
 
 
-class HyperSynthesisTransform(nn.Module):
+class HyperSynthesisTransform(GradientCheckpointingMixin, nn.Module):
     r"""P (one head): hyper-latent ``ẑ`` (B, N, h/4, w/4) → a per-element parameter of ``y`` (B, C, h, w).
 
     SODEC uses two of them, one for the means μ and one for the scales σ of the Gaussian conditional
@@ -42,6 +47,9 @@ class HyperSynthesisTransform(nn.Module):
         self.conv3 = nn.ConvTranspose2d(hyper_channels, latent_channels, kernel_size=3, stride=1, padding=1)
 
     def forward(self, z_hat: torch.Tensor) -> torch.Tensor:
+        return self.checkpointed(self._transform, z_hat)
+
+    def _transform(self, z_hat: torch.Tensor) -> torch.Tensor:
         z_hat = F.relu(self.conv1(z_hat))
         z_hat = F.relu(self.conv2(z_hat))
         return self.conv3(z_hat)

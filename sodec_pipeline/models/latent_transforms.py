@@ -4,10 +4,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import ResidualBlock, make_activation, make_norm
+from .layers import GradientCheckpointingMixin, ResidualBlock, make_activation, make_norm
 
 
-class LatentSynthesis(nn.Module):
+class LatentSynthesis(GradientCheckpointingMixin, nn.Module):
     r"""H_s: hyper-latent ``ẑ`` (B, N, H/64, W/64) → side features ``w`` (B, C_w, H/16, W/16).
 
     Two stride-2 transposed convolutions and a 3×3 projection, like a hyper-synthesis head, but
@@ -22,12 +22,15 @@ class LatentSynthesis(nn.Module):
         self.conv3 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
 
     def forward(self, z_hat: torch.Tensor) -> torch.Tensor:
+        return self.checkpointed(self._transform, z_hat)
+
+    def _transform(self, z_hat: torch.Tensor) -> torch.Tensor:
         z_hat = F.relu(self.conv1(z_hat))
         z_hat = F.relu(self.conv2(z_hat))
         return self.conv3(z_hat)
 
 
-class LatentTransform(nn.Module):
+class LatentTransform(GradientCheckpointingMixin, nn.Module):
     r"""T_s: ``(ŷ, w)`` at stride 16 → ``ŷ_t`` (B, out_channels, H/8, W/8), the noisy-latent input of
     the one-step UNet, on the scale of Stable Diffusion's scaled latents.
 
@@ -58,8 +61,13 @@ class LatentTransform(nn.Module):
         self.conv_out = nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1)
 
     def forward(self, y_hat: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
-        h = self.activation(self.norm_in(self.conv_in(torch.cat([y_hat, side], dim=1))))
+        h = self.checkpointed(self._stem, y_hat, side)
         for block in self.resblocks:
-            h = block(h)
-        h = self.activation(self.upsample(h))
-        return self.conv_out(h)
+            h = self.checkpointed(block, h)
+        return self.checkpointed(self._head, h)
+
+    def _stem(self, y_hat: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.norm_in(self.conv_in(torch.cat([y_hat, side], dim=1))))
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.activation(self.upsample(h)))

@@ -26,6 +26,19 @@ class ChannelNorm2d(nn.Module):
         return self.gamma * (x - mean) * torch.rsqrt(var + self.eps) + self.beta
 
 
+class GradientCheckpointingMixin:
+    """An ``nn.Module`` whose :meth:`checkpointed` blocks are recomputed in the backward pass once
+    ``gradient_checkpointing`` is set (diffusers' ``ModelMixin.enable_gradient_checkpointing`` sets it,
+    with ``_gradient_checkpointing_func``, on every submodule that has the attribute)."""
+
+    gradient_checkpointing = False
+
+    def checkpointed(self, block, *inputs):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(block, *inputs)
+        return block(*inputs)
+
+
 def make_norm(num_channels: int, channel_norm: bool) -> nn.Module:
     """ChannelNorm2d, or an affine InstanceNorm2d when ``channel_norm`` is False."""
     if channel_norm:

@@ -1,5 +1,6 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
+from fractions import Fraction
 from typing import List, Sequence, Tuple, Union
 
 import torch
@@ -12,8 +13,10 @@ from ..models.compression_vae import PADDING_MULTIPLE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
 from .pipeline_output import SODECPipelineOutput
+from .tiling import TileSpecs, run_tiled, tile_specs_for
 
 DECODERS = ("diffusion", "fidelity")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def realign_cpu_tensors(module: torch.nn.Module, alignment: int = 64) -> None:
@@ -81,6 +84,19 @@ class SODECPipeline(DiffusionPipeline):
         """The dtype the decoder networks run in (the codec itself stays float32)."""
         return self.unet.dtype
 
+    @property
+    def tile_specs(self) -> TileSpecs:
+        """The tile layout of E, D_a, the UNet step and the VAE decoder: a function of the configs only
+        (see :mod:`sodec_pipeline.pipelines.tiling`)."""
+        return tile_specs_for(self.unet.config, self.vae.config)
+
+    def _onload(self, module: torch.nn.Module) -> None:
+        """Runs the accelerate offload hook of ``module`` (``enable_model_cpu_offload``) before a call that
+        is not its ``forward`` (``compress``, ``decode``), as diffusers' ``apply_forward_hook`` does."""
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and hasattr(hook, "pre_forward"):
+            hook.pre_forward(module)
+
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
     def compress(self, images: ImageInput) -> List[bytes]:
@@ -88,19 +104,25 @@ class SODECPipeline(DiffusionPipeline):
 
         Images of any size from 1×1 (up to the format's limits) and any PIL mode; see
         ``sodec_pipeline.image_processing`` for the accepted types. Deterministic: the same image and
-        model give the same bytes in any process.
+        model give the same bytes in any process. E runs tile by tile (bounded memory); each image is coded
+        on its own, one tile per call, so that its bytes never depend on what else is compressed with it
+        (batched convolutions round differently from single ones on CPU).
         """
         tensors = to_image_tensors(images)
         device = self._execution_device
         fingerprint = self.compression_vae.fingerprint()
+        self._onload(self.compression_vae)
+        spec = self.tile_specs.analysis
         streams = []
-        for image in tensors:
+        for image in self.progress_bar(tensors):
             height, width = image.shape[-2:]
             check_image_size(height, width)
             x = pad_to_multiple(image[None].to(device), PADDING_MULTIPLE)
-            coded = self.compression_vae.compress(x)
+            y = run_tiled(lambda tiles, _: self.compression_vae.encode(tiles), x, spec, Fraction(1, 16))
+            coded = self.compression_vae.compress_latent(y)
             y_strings, z_strings = coded["strings"]
             streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0]))
+        self.maybe_free_model_hooks()
         return streams
 
     # ------------------------------------------------------------------ decoding
@@ -111,32 +133,90 @@ class SODECPipeline(DiffusionPipeline):
         fingerprint = self.compression_vae.fingerprint()
         return [decode_bitstream(s, expected_fingerprint=fingerprint) for s in bitstreams]
 
-    def decode_latents(
-        self, y_hat: torch.Tensor, z_hat: torch.Tensor, decoder: str = "diffusion"
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped).
+    def entropy_decode(self, stream: SODECBitstream) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One parsed stream → (ŷ, ẑ) on the execution device (rANS decoding; always one image at a
+        time, so that the entropy parameters never depend on batching)."""
+        padded_h, padded_w = padded_size(stream.height, stream.width)
+        z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
+        self._onload(self.compression_vae)
+        latents = self.compression_vae.decompress([[stream.y_string], [stream.z_string]], z_shape)
+        device = self._execution_device
+        return latents["y_hat"].to(device), latents["z_hat"].to(device)
 
-        Differentiable (no ``no_grad`` here): the training script uses it. With ``decoder="fidelity"``
-        only D_a runs and x̂ is x̂_f.
-        """
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
-        if decoder == "fidelity":
-            x_f = self.fidelity_guidance.decode(y_hat).float()
-            return x_f, x_f
-        noisy_latents = self.compression_vae.synthesize_latents(y_hat, z_hat)
-        x_f, guidance = self.fidelity_guidance(y_hat, self.image_encoder)
-        latents = self.denoise(noisy_latents, guidance)
-        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return (image.float() + 1.0) / 2.0, x_f.float()
+    def synthesize_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+        """H_s and T_s: (ŷ, ẑ) → ŷ_t, the UNet's input."""
+        self._onload(self.compression_vae)
+        return self.compression_vae.synthesize_latents(y_hat, z_hat)
+
+    def decode_fidelity(self, y_hat: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+        """D_a tile by tile: ŷ → x̂_f (B, 3, H, W), [0, 1] scale, float32, unclamped."""
+        self._onload(self.fidelity_guidance)
+        decode = lambda tiles, _: self.fidelity_guidance.decode(tiles).float()  # noqa: E731
+        return run_tiled(decode, y_hat.float(), self.tile_specs.fidelity, 16, tiles_per_batch=batch_size)
+
+    def encode_guidance(self, x_f: torch.Tensor) -> torch.Tensor:
+        """x̂_f → c_g: the whole x̂_f resized to the ViT's input, the frozen ViT F, then F_p."""
+        self._onload(self.fidelity_guidance)
+        pixel_values = self.fidelity_guidance.prepare_image_encoder_input(x_f).to(self.image_encoder.dtype)
+        tokens = self.image_encoder(pixel_values=pixel_values).last_hidden_state
+        self._onload(self.fidelity_guidance)
+        return self.fidelity_guidance.project(tokens)
 
     def denoise(self, noisy_latents: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-        """The one UNet step: ε = UNet(ŷ_t, t, c_g), then the scheduler's x0."""
+        """The one UNet step on the whole latent (what training uses): ε = UNet(ŷ_t, t, c_g), then the
+        scheduler's x0."""
         timestep = self.scheduler.config.timestep
         sample = self.scheduler.scale_model_input(noisy_latents.to(self.unet.dtype), timestep)
         t = torch.full((sample.shape[0],), timestep, device=sample.device, dtype=torch.long)
         model_output = self.unet(sample, t, encoder_hidden_states=guidance.to(self.unet.dtype)).sample
         return self.scheduler.step(model_output, timestep, sample).prev_sample
+
+    def denoise_tiled(self, noisy_latents: torch.Tensor, guidance: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+        """The one UNet step on overlapping latent tiles: each tile's ε with its image's guidance, the ε
+        blended across overlaps, then one scheduler step on the whole latent. Equals :meth:`denoise` when
+        the latent is a single tile."""
+        timestep = self.scheduler.config.timestep
+        sample = self.scheduler.scale_model_input(noisy_latents.to(self.unet.dtype), timestep)
+        guidance = guidance.to(self.unet.dtype)
+
+        def predict_noise(tiles: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+            t = torch.full((tiles.shape[0],), timestep, device=tiles.device, dtype=torch.long)
+            return self.unet(tiles, t, encoder_hidden_states=guidance[sample_index]).sample
+
+        model_output = run_tiled(predict_noise, sample, self.tile_specs.unet, 1, tiles_per_batch=batch_size)
+        return self.scheduler.step(model_output, timestep, sample).prev_sample
+
+    def decode_vae(self, latents: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+        """The VAE decoder D_m tile by tile: ŷ_0 → x̂ (B, 3, H, W) on the [0, 1] scale, float32, unclamped."""
+        scaling_factor = self.vae.config.scaling_factor
+
+        def decode(tiles: torch.Tensor, _) -> torch.Tensor:
+            return self.vae.decode(tiles.to(self.vae.dtype) / scaling_factor).sample.float()
+
+        image = run_tiled(decode, latents, self.tile_specs.vae, 8, tiles_per_batch=batch_size)
+        return (image.float() + 1.0) / 2.0
+
+    def decode_latents(
+        self, y_hat: torch.Tensor, z_hat: torch.Tensor, decoder: str = "diffusion", batch_size: int = 1
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every large
+        network tile by tile with at most ``batch_size`` tiles per call.
+
+        Differentiable (no ``no_grad`` here). With ``decoder="fidelity"`` only D_a runs and x̂ is x̂_f.
+        """
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
+        x_f = self.decode_fidelity(y_hat, batch_size)
+        if decoder == "fidelity":
+            return x_f, x_f
+        latents = self.denoise_latents(y_hat, z_hat, x_f, batch_size)
+        return self.decode_vae(latents, batch_size), x_f
+
+    def denoise_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor, x_f: torch.Tensor, batch_size: int = 1):
+        """(ŷ, ẑ, x̂_f) → ŷ_0, the denoised SD latent (B, 4, H/8, W/8) that the VAE decoder turns into x̂."""
+        noisy_latents = self.synthesize_latents(y_hat, z_hat)
+        guidance = self.encode_guidance(x_f)
+        return self.denoise_tiled(noisy_latents, guidance, batch_size)
 
     @torch.no_grad()
     def decompress(
@@ -144,35 +224,54 @@ class SODECPipeline(DiffusionPipeline):
         bitstreams: Union[bytes, Sequence[bytes]],
         output_type: str = "pil",
         decoder: str = "diffusion",
+        batch_size: int = 1,
     ) -> SODECPipelineOutput:
         """Decodes SODEC streams to images of their original sizes.
 
         Args:
             bitstreams: one stream or a list of them.
-            output_type: ``"pil"``, ``"np"`` or ``"pt"``.
+            output_type: ``"pil"``, ``"np"``, ``"pt"``, or ``"latent"`` (the denoised SD latents ŷ_0 of the
+                padded images, (4, H/8, W/8) each, before the VAE decoder; ``decoder="diffusion"`` only).
             decoder: ``"diffusion"`` (the SODEC decode: one UNet step steered by x̂_f, then the SD VAE)
                 or ``"fidelity"`` (x̂_f from the fidelity decoder D_a alone: fast, high PSNR, no diffusion).
+            batch_size: images of the same padded size go through the networks together, and every
+                network call takes up to this many tiles. ``1`` (the default) is one tile per call.
         """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt'; got {output_type!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        if output_type == "latent" and decoder != "diffusion":
+            raise ValueError("output_type='latent' needs decoder='diffusion' (the fidelity decoder has no latent)")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         streams = [bytes(s) for s in bitstreams]
         parsed = self.parse_bitstreams(streams)
-        device = self._execution_device
-        images = []
-        for stream in parsed:
-            padded_h = -(-stream.height // PADDING_MULTIPLE) * PADDING_MULTIPLE
-            padded_w = -(-stream.width // PADDING_MULTIPLE) * PADDING_MULTIPLE
-            z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
-            latents = self.compression_vae.decompress([[stream.y_string], [stream.z_string]], z_shape)
-            y_hat, z_hat = latents["y_hat"].to(device), latents["z_hat"].to(device)
-            image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder)
-            images.append(image[0, :, : stream.height, : stream.width].clamp(0, 1))
+        outputs: List[torch.Tensor] = [None] * len(parsed)
+        with self.progress_bar(total=len(parsed)) as progress:
+            for group in batch_groups([padded_size(p.height, p.width) for p in parsed], batch_size):
+                decoded = [self.entropy_decode(parsed[i]) for i in group]
+                y_hat = torch.cat([y for y, _ in decoded])
+                z_hat = torch.cat([z for _, z in decoded])
+                if output_type == "latent":
+                    x_f = self.decode_fidelity(y_hat, batch_size)
+                    result = self.denoise_latents(y_hat, z_hat, x_f, batch_size)
+                    for k, i in enumerate(group):
+                        outputs[i] = result[k]
+                else:
+                    image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder, batch_size=batch_size)
+                    for k, i in enumerate(group):
+                        outputs[i] = image[k, :, : parsed[i].height, : parsed[i].width].clamp(0, 1)
+                progress.update(len(group))
+        self.maybe_free_model_hooks()
         bpp = [bits_per_pixel(s, p.height, p.width) for s, p in zip(streams, parsed)]
-        return SODECPipelineOutput(images=postprocess(images, output_type), bitstreams=streams, bpp=bpp)
+        if output_type == "latent":
+            images = torch.stack(outputs) if len({tuple(o.shape) for o in outputs}) == 1 else outputs
+        else:
+            images = postprocess(outputs, output_type)
+        return SODECPipelineOutput(images=images, bitstreams=streams, bpp=bpp)
 
     @torch.no_grad()
     def __call__(
@@ -181,11 +280,26 @@ class SODECPipeline(DiffusionPipeline):
         output_type: str = "pil",
         decoder: str = "diffusion",
         return_dict: bool = True,
+        batch_size: int = 1,
     ):
-        """Round trip: compress to real bytes, then decompress them. The returned ``bitstreams`` equal
-        :meth:`compress`'s and ``bpp`` is computed from their lengths."""
+        """Round trip: compress to real bytes, then decompress them (``batch_size`` as in
+        :meth:`decompress`). The returned ``bitstreams`` equal :meth:`compress`'s and ``bpp`` is computed
+        from their lengths."""
         streams = self.compress(image)
-        output = self.decompress(streams, output_type=output_type, decoder=decoder)
+        output = self.decompress(streams, output_type=output_type, decoder=decoder, batch_size=batch_size)
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)
         return output
+
+
+def padded_size(height: int, width: int) -> Tuple[int, int]:
+    """The size an image is padded to before coding (multiples of 64)."""
+    return -(-height // PADDING_MULTIPLE) * PADDING_MULTIPLE, -(-width // PADDING_MULTIPLE) * PADDING_MULTIPLE
+
+
+def batch_groups(sizes: Sequence[Tuple[int, int]], batch_size: int) -> List[List[int]]:
+    """Indexes of same-size items, in groups of at most ``batch_size``, in order of first appearance."""
+    by_size = {}
+    for i, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(i)
+    return [indexes[k : k + batch_size] for indexes in by_size.values() for k in range(0, len(indexes), batch_size)]

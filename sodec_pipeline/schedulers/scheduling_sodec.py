@@ -84,9 +84,17 @@ class SODECScheduler(SchedulerMixin, ConfigMixin):
         return sample
 
     def _alpha_prod(self, timestep, like: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(timestep, device="cpu").long().flatten()
-        if ((t < 0) | (t >= len(self.alphas_cumprod))).any():
-            raise ValueError(f"timestep {timestep} is outside [0, {len(self.alphas_cumprod)})")
+        """ᾱ_t shaped to broadcast over ``like``. An int timestep is checked in Python, so that a
+        ``torch.compile(fullgraph=True)`` graph holding the step has no data-dependent branch."""
+        num_timesteps = len(self.alphas_cumprod)
+        if isinstance(timestep, torch.Tensor):
+            t = timestep.to(self.alphas_cumprod.device).long().flatten()
+            if not torch.compiler.is_compiling() and ((t < 0) | (t >= num_timesteps)).any():
+                raise ValueError(f"timestep {timestep} is outside [0, {num_timesteps})")
+        else:
+            if not 0 <= int(timestep) < num_timesteps:
+                raise ValueError(f"timestep {timestep} is outside [0, {num_timesteps})")
+            t = torch.tensor([int(timestep)])
         a = self.alphas_cumprod[t].to(like.device)
         return a.view(-1, *([1] * (like.ndim - 1)))
 

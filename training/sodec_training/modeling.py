@@ -74,6 +74,23 @@ def fuse_unet_lora(unet) -> None:
     unet.unload_lora()
 
 
+# ---------------------------------------------------------------------------------------------- memory
+def enable_gradient_checkpointing(pipe) -> None:
+    """Gradient checkpointing in every network that gradients pass through in training: the codec (E, H_a,
+    P, H_s, T_s), the fidelity/guidance encoder (D_a, F_p), the frozen ViT (x̂_f's gradient flows through
+    it), the UNet and the VAE decoder. Activations are recomputed in the backward pass instead of stored.
+
+    transformers checkpoints a model only in training mode: :meth:`SODECTrainingModel.set_train_mode` keeps
+    the frozen ViT in training mode when it checkpoints (CLIP's vision tower has no active dropout at its
+    default ``attention_dropout=0``, so its output is the same).
+    """
+    pipe.compression_vae.enable_gradient_checkpointing()
+    pipe.fidelity_guidance.enable_gradient_checkpointing()
+    pipe.unet.enable_gradient_checkpointing()
+    pipe.vae.enable_gradient_checkpointing()
+    pipe.image_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 # ---------------------------------------------------------------------------------------------- the model
 class SODECTrainingModel(nn.Module):
     """The pipeline's networks plus the loss, for one training step of any stage.
@@ -104,6 +121,8 @@ class SODECTrainingModel(nn.Module):
         self.train()
         for module in (self.image_encoder, self.vae, self.distortion):
             module.eval()
+        if getattr(self.image_encoder, "is_gradient_checkpointing", False):
+            self.image_encoder.train()  # transformers only checkpoints in training mode
         return self
 
     def main_parameters(self) -> List[nn.Parameter]:
