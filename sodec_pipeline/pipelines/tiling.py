@@ -18,7 +18,7 @@ tiles, plus the full-size input and output grids.
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Tuple, Union
 
 import torch
 
@@ -136,14 +136,13 @@ def run_tiled(
     spec: TileSpec,
     scale: Union[int, Fraction] = 1,
     tiles_per_batch: int = 1,
-    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``fn`` over overlapping tiles of ``x`` (B, C, H, W), blended into one output grid.
 
     ``fn(tiles, sample_index)`` gets a batch of tiles (N, C, t, t) and, for each, the index of the
     sample of ``x`` it comes from (for per-sample inputs such as the UNet's guidance); it returns
     (N, C', t·scale, t·scale). When the grid is a single tile, ``fn`` runs on ``x`` as a whole.
-    ``out`` (B, C', H·scale, W·scale), if given, receives the result (its dtype is kept).
+    The result has ``fn``'s dtype (blended in float32 at least).
     Differentiable: a tile's gradient flows back through the slicing and the blending.
     """
     scale = Fraction(scale)
@@ -151,11 +150,7 @@ def run_tiled(
     rows, cols = axis_tiles(height, spec), axis_tiles(width, spec)
     all_samples = torch.arange(batch, device=x.device)
     if len(rows) == 1 and len(cols) == 1:
-        result = fn(x, all_samples)
-        if out is None:
-            return result
-        out.copy_(result)
-        return out
+        return fn(x, all_samples)
     out_h, out_w = int(height * scale), int(width * scale)
     ramp = int(spec.overlap * scale)
     tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
@@ -170,15 +165,16 @@ def run_tiled(
             sample_index.append(all_samples[samples])
         result = fn(torch.cat(inputs), torch.cat(sample_index))
         if accumulator is None:
-            accumulator = torch.zeros(batch, result.shape[1], out_h, out_w, device=result.device, dtype=torch.float32)
-            weight_sum = torch.zeros(1, 1, out_h, out_w, device=result.device, dtype=torch.float32)
+            out_dtype, dtype = result.dtype, torch.promote_types(result.dtype, torch.float32)  # blend in ≥ float32
+            accumulator = torch.zeros(batch, result.shape[1], out_h, out_w, device=result.device, dtype=dtype)
+            weight_sum = torch.zeros(1, 1, out_h, out_w, device=result.device, dtype=dtype)
         offset = 0
         for (r, c), samples in group:
             n = samples.stop - samples.start
-            tile_out = result[offset : offset + n].float()
+            tile_out = result[offset : offset + n].to(dtype)
             offset += n
-            wy = _axis_weights(rows, r, scale, ramp, result.device, torch.float32)
-            wx = _axis_weights(cols, c, scale, ramp, result.device, torch.float32)
+            wy = _axis_weights(rows, r, scale, ramp, result.device, dtype)
+            wx = _axis_weights(cols, c, scale, ramp, result.device, dtype)
             weight = wy[:, None] * wx[None, :]
             (r0, r1), (c0, c1) = rows[r], cols[c]
             oy, ox = int(r0 * scale), int(c0 * scale)
@@ -187,11 +183,9 @@ def run_tiled(
             accumulator[region] += tile_out * weight
             if samples.start == 0:
                 weight_sum[..., oy : oy + ty, ox : ox + tx] += weight
-    result = accumulator / weight_sum
-    if out is None:
-        return result.to(x.dtype if x.is_floating_point() else torch.float32)
-    out.copy_(result)
-    return out
+    # in place where no gradient is needed: the full-size grid is the largest tensor here
+    result = accumulator / weight_sum if accumulator.requires_grad else accumulator.div_(weight_sum)
+    return result.to(out_dtype)
 
 
 def _tile_groups(tiles, batch: int, tiles_per_batch: int):
