@@ -88,7 +88,17 @@ def enable_gradient_checkpointing(pipe) -> None:
     pipe.fidelity_guidance.enable_gradient_checkpointing()
     pipe.unet.enable_gradient_checkpointing()
     pipe.vae.enable_gradient_checkpointing()
-    pipe.image_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    vit = pipe.image_encoder
+    if hasattr(vit, "activation_checkpointing_enable"):  # transformers ≥ 5.x; the older name is deprecated
+        vit.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        vit.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def is_checkpointing(module) -> bool:
+    """Whether a transformers model has activation (gradient) checkpointing on, under either name."""
+    flag = "is_activation_checkpointing" if hasattr(type(module), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(module, flag, False))
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -121,7 +131,7 @@ class SODECTrainingModel(nn.Module):
         self.train()
         for module in (self.image_encoder, self.vae, self.distortion):
             module.eval()
-        if getattr(self.image_encoder, "is_gradient_checkpointing", False):
+        if is_checkpointing(self.image_encoder):
             self.image_encoder.train()  # transformers only checkpoints in training mode
         return self
 
