@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="saved SODEC pipeline folder or Hub repo id")
     source.add_argument("--config", help="hub config folder or name (e.g. hub_configs/sodec-sd21-base): random weights")
-    p.add_argument("--size", required=True, help="image size HxW, e.g. 512x512")
+    p.add_argument("--size", required=True, help="image size HxW, e.g. 512x512 (with --scaling: a comma-separated list)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (the codec stays float32)")
     p.add_argument("--baseline-steps", type=int, default=4, help="steps of the DDIM baseline decode (default 4)")
@@ -41,12 +41,23 @@ def add_arguments(p) -> None:
     p.add_argument("--image", help="benchmark on this image, resized to --size (default: a synthetic image)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead of the stage benchmark: one timed round trip per --size with its peak memory (tiled decode)")
+    p.add_argument("--batch-size", type=int, default=1, help="decompress batch_size (tiles per network call) with --scaling")
+    p.add_argument("--batch-speedup", type=int, metavar="N",
+                   help="with --scaling: also decode N different images of the first --size with batch_size 1 and N")
 
 
 def _check_args(args):
     import torch
 
-    size = parse_size(args.size)
+    if args.scaling:
+        sizes = [parse_size(s) for s in args.size.split(",") if s.strip()]
+        if not sizes:
+            raise CLIError("--size: give at least one size")
+        if args.batch_size < 1 or (args.batch_speedup is not None and args.batch_speedup < 2):
+            raise CLIError("--batch-size must be at least 1 and --batch-speedup at least 2")
+    size = parse_size(args.size.split(",")[0] if args.scaling else args.size)
     if args.baseline_steps < 1 or args.baseline_steps > 1000:
         raise CLIError("--baseline-steps must be between 1 and 1000")
     if args.repeats < 1:
@@ -106,6 +117,8 @@ def run(args) -> int:
     from .benchmark import format_table, run_benchmark
 
     height, width = _check_args(args)
+    if args.scaling:
+        return _run_scaling(args)
     image = _load_image(args.image, (height, width)) if args.image else None
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,6 +145,42 @@ def run(args) -> int:
             f.write("\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _run_scaling(args) -> int:
+    import torch
+
+    from .benchmark import environment
+    from .scaling import format_scaling, measure_batching, measure_round_trip
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.config:
+        pipe = _build_from_config(args.config, args.seed, args.device, args.dtype)
+    else:
+        pipe = load_pipeline(args.model, args.device, args.dtype)
+    log = lambda m: print(f"[sodec benchmark] {m}", flush=True)  # noqa: E731
+    sizes = [parse_size(s) for s in args.size.split(",") if s.strip()]
+    result = {"schema": "sodec-benchmark-scaling/1", "model": args.model, "config": args.config,
+              "seed": args.seed if args.config else None, "device": args.device, "dtype": args.dtype,
+              "tile_specs": {k: vars(v) for k, v in vars(pipe.tile_specs).items()},
+              "environment": environment(torch.device(args.device)), "round_trips": []}  # fmt: skip
+    for height, width in sizes:
+        result["round_trips"].append(measure_round_trip(pipe, height, width, args.batch_size, log))
+        _write(args.out, result)
+    if args.batch_speedup:
+        result["batching"] = measure_batching(pipe, *sizes[0], num_images=args.batch_speedup, batch_size=args.batch_speedup, log=log)
+    result["arguments"] = {k: v for k, v in vars(args).items() if not callable(v)}
+    print(format_scaling(result["round_trips"], result.get("batching")))
+    _write(args.out, result)
+    return 0
+
+
+def _write(path, result) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
 
 
 register_command(

@@ -263,7 +263,7 @@ class SODECPipeline(DiffusionPipeline):
                 else:
                     image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder, batch_size=batch_size)
                     for k, i in enumerate(group):
-                        outputs[i] = image[k, :, : parsed[i].height, : parsed[i].width].clamp(0, 1)
+                        outputs[i] = image[k, :, : parsed[i].height, : parsed[i].width].clamp_(0, 1)
                 progress.update(len(group))
         self.maybe_free_model_hooks()
         bpp = [bits_per_pixel(s, p.height, p.width) for s, p in zip(streams, parsed)]
