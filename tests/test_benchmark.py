@@ -164,3 +164,27 @@ def test_benchmark_model_and_config_are_exclusive(capsys):
         main(["benchmark", "--model", "a/b", "--config", str(TINY_CONFIG), "--size", "64x64"])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_scaling_benchmark_writes_round_trips_and_batching(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    rc = main(["benchmark", "--config", str(TINY_CONFIG), "--size", "64x96,300x200", "--scaling", "--batch-speedup", "2", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert [r["size"] for r in result["round_trips"]] == [[64, 96], [300, 200]]
+    for r in result["round_trips"]:
+        assert r["encode_s"] > 0 and r["decode_s"] > 0 and r["decode_peak_mib"] > 10 and r["decoded_finite"]
+        assert r["decoded_shape"] == [1, 3, *r["size"]]
+    assert result["round_trips"][1]["tiles"]["vae"] > 1  # 320×256 padded: 40×32 latents, tiles of 32
+    batching = result["batching"]
+    assert batching["bytes_identical"] and batching["speedup"] > 0 and batching["max_abs_difference"] < 1e-3
+    assert result["tile_specs"]["unet"] == {"size": 32, "overlap": 8, "align": 2}
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_scaling_image_is_deterministic():
+    from sodec_pipeline.benchmarking.scaling import banded_synthetic_image
+
+    a = banded_synthetic_image(100, 70, seed=1, band_rows=16)
+    assert a.shape == (3, 100, 70) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, banded_synthetic_image(100, 70, seed=1, band_rows=16))

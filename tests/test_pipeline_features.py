@@ -52,9 +52,10 @@ def test_batch_groups_keep_order():
 
 
 # ---------------------------------------------------------------------- offload
-def test_model_cpu_offload_moves_each_component_in_turn(fresh_pipeline, tiny_pipeline, small_photo, monkeypatch):
+def test_model_cpu_offload_moves_each_component_in_turn(fresh_pipeline, small_photo, monkeypatch):
     from accelerate.hooks import CpuOffload
 
+    reference = fresh_pipeline()  # not the session fixture: another test round-trips it through bf16
     pipe = fresh_pipeline()
     names = {id(getattr(pipe, n)): n for n in ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")}
     onloaded = []
@@ -69,12 +70,12 @@ def test_model_cpu_offload_moves_each_component_in_turn(fresh_pipeline, tiny_pip
     assert all(hasattr(getattr(pipe, n), "_hf_hook") for n in names.values())
     streams = pipe.compress(small_photo)
     assert onloaded == ["compression_vae"]
-    assert streams == tiny_pipeline.compress(small_photo)
+    assert streams == reference.compress(small_photo)
     onloaded.clear()
     out = pipe.decompress(streams, output_type="pt").images
     first_use = list(dict.fromkeys(onloaded))
     assert first_use == ["compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae"]  # model_cpu_offload_seq
-    assert torch.equal(out, tiny_pipeline.decompress(streams, output_type="pt").images)
+    assert torch.equal(out, reference.decompress(streams, output_type="pt").images)
 
 
 # ---------------------------------------------------------------------- variant
@@ -106,7 +107,7 @@ def test_progress_bar_over_images_follows_its_config(fresh_pipeline, small_photo
 
 
 # ---------------------------------------------------------------------- AutoencoderTiny
-def test_autoencoder_tiny_as_vae(tiny_pipeline, small_photo, photos, tmp_path):
+def test_autoencoder_tiny_as_vae(fresh_pipeline, small_photo, photos, tmp_path):
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
@@ -114,7 +115,7 @@ def test_autoencoder_tiny_as_vae(tiny_pipeline, small_photo, photos, tmp_path):
         encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
         num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
     ).eval()  # fmt: skip
-    components = dict(tiny_pipeline.components, vae=taesd)
+    components = dict(fresh_pipeline().components, vae=taesd)
     pipe = SODECPipeline(**components)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.tile_specs.vae.size == pipe.tile_specs.unet.size  # TAESD's config has no sample_size
@@ -130,22 +131,22 @@ def test_autoencoder_tiny_as_vae(tiny_pipeline, small_photo, photos, tmp_path):
 
 
 # ---------------------------------------------------------------------- torch.compile
-def test_torch_compile_fullgraph_of_unet_step_and_vae_decoder(fresh_pipeline, tiny_pipeline, small_photo):
+def test_torch_compile_fullgraph_of_unet_step_and_vae_decoder(fresh_pipeline, small_photo):
     """The UNet with the scheduler's step, and the VAE decoder, each trace into one graph (fullgraph=True
     raises on any graph break). The eager backend keeps the test fast; inductor compiles the same graphs."""
     import torch._dynamo
 
     torch._dynamo.reset()
-    pipe = fresh_pipeline()
+    reference, pipe = fresh_pipeline(), fresh_pipeline()
     streams = pipe.compress(small_photo)
-    expected = tiny_pipeline.decompress(streams, output_type="pt").images
+    expected = reference.decompress(streams, output_type="pt").images
     pipe.unet.compile(fullgraph=True, backend="eager")
     pipe.vae.decoder.compile(fullgraph=True, backend="eager")
     one_step = torch.compile(pipe.denoise, fullgraph=True, backend="eager")
     with torch.no_grad():
         latents = torch.randn(1, 4, 8, 12)
         guidance = torch.randn(1, pipe.fidelity_guidance.config.num_tokens, pipe.unet.config.cross_attention_dim)
-        torch.testing.assert_close(one_step(latents, guidance), tiny_pipeline.denoise(latents, guidance))
+        torch.testing.assert_close(one_step(latents, guidance), reference.denoise(latents, guidance))
     out = pipe.decompress(streams, output_type="pt").images
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     torch._dynamo.reset()

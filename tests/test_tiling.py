@@ -43,7 +43,7 @@ def test_tile_specs_come_from_the_configs():
     assert tiny.fidelity == TileSpec(16, 4, 1) and tiny.analysis == TileSpec(256, 64, 16)
     full = tile_specs_for(_config("sodec-sd21-base", "unet"), _config("sodec-sd21-base", "vae"))
     assert full.unet == TileSpec(64, 16, 8) and full.vae == TileSpec(64, 16, 1)  # 512 px, SD's training size
-    assert full.fidelity == TileSpec(32, 8, 1) and full.analysis == TileSpec(512, 128, 16)
+    assert full.fidelity == TileSpec(32, 8, 1) and full.analysis == TileSpec(256, 64, 16) == tiny.analysis
     # a VAE config without sample_size (AutoencoderTiny) takes the UNet's tile
     assert tile_specs_for(_config("sodec-tiny", "unet"), {"scaling_factor": 1.0}).vae == TileSpec(32, 8, 1)
 

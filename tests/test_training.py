@@ -374,7 +374,8 @@ def test_two_process_launch(tiny_pipeline_dir, train_dir, tmp_path):
     from sodec_pipeline import SODECPipeline
 
     output_dir = tmp_path / "ddp"
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    # PYTHONPATH: the launched script imports this checkout's sodec_pipeline, not another installed copy
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),

@@ -42,6 +42,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dists-weights", metavar="PATH", help="full DISTS_pytorch.DISTS state_dict (.pth); DISTS is left out without it")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per network call when decoding (pipe.decompress batch_size)")
 
 
 def run(args) -> int:
@@ -56,6 +57,8 @@ def run(args) -> int:
     if unknown or not codecs:
         raise CLIError(f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(baselines_lib.CODECS)}")
     targets = _float_list(args.targets, "--targets")
+    if args.batch_size < 1:
+        raise CLIError("--batch-size must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise CLIError("--limit must be at least 1")
     # Everything the user gave is checked before the (slow) model load.
@@ -72,7 +75,8 @@ def run(args) -> int:
     pipe = load_pipeline(args.model, args.device, args.dtype)
 
     start = time.time()
-    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=not args.no_progress)
+    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=not args.no_progress,
+                      batch_size=args.batch_size)
     settings = {
         "arguments": {k: v for k, v in vars(args).items() if not callable(v)},
         "model": args.model,

@@ -91,6 +91,7 @@ def evaluate(
     perceptual: Optional[Dict] = None,
     downscale_factors: Sequence[float] = baselines_lib.DOWNSCALE_FACTORS,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> EvaluationResult:
     """Runs the evaluation and returns the rows; :func:`.report.write_report` writes the files."""
     from tqdm.auto import tqdm
@@ -128,7 +129,7 @@ def evaluate(
         data = stream_path.read_bytes()
         sodec_bpp = 8.0 * file_bytes / (height * width)
         for decoder in SODEC_DECODERS:
-            decoded_image = pipe.decompress(data, output_type="pil", decoder=decoder).images[0]
+            decoded_image = pipe.decompress(data, output_type="pil", decoder=decoder, batch_size=batch_size).images[0]
             decoded_image.save(out / "decoded" / f"{stem}.{decoder}.png")
             decoded = np.asarray(decoded_image, dtype=np.uint8)
             result.rows.append({

@@ -24,6 +24,10 @@ import torch
 
 Span = Tuple[int, int]
 
+#: Side of E's tiles in pixels (a multiple of 64). E (HiFiC's encoder) sees ±34 px around a latent; at
+#: 256 px its first activation is 60 × 256² floats (15 MiB) per tile for the full-size layout.
+ANALYSIS_TILE = 256
+
 
 @dataclass(frozen=True)
 class TileSpec:
@@ -59,8 +63,9 @@ def tile_specs_for(unet_config, vae_config) -> TileSpecs:
       512 px for SD 2.1-base), overlap a quarter, starts on multiples of its total downsampling factor.
     - VAE decoder: tiles of ``vae.config.sample_size`` / 8 latents (the UNet's when the config has none,
       as ``AutoencoderTiny``'s), overlap a quarter.
-    - D_a and E: tiles covering the same image area as the VAE decoder's, overlap a quarter; E's tiles
-      start on multiples of its stride 16.
+    - D_a: tiles covering the same image area as the VAE decoder's, overlap a quarter.
+    - E: tiles of :data:`ANALYSIS_TILE` pixels, overlap a quarter, starts on multiples of its stride 16 —
+      the same for every model, so that the bytes depend on the codec alone, not on the decoder's configs.
     """
     unet_tile = int(unet_config.sample_size)
     unet_align = 2 ** (len(unet_config.block_out_channels) - 1)
@@ -70,9 +75,8 @@ def tile_specs_for(unet_config, vae_config) -> TileSpecs:
     vae_tile = max(2, vae_tile)
     pixels = vae_tile * 8
     fidelity_tile = max(2, pixels // 16)
-    analysis_tile = max(64, pixels // 64 * 64)
     return TileSpecs(
-        analysis=TileSpec(analysis_tile, _quarter(analysis_tile, 16), 16),
+        analysis=TileSpec(ANALYSIS_TILE, _quarter(ANALYSIS_TILE, 16), 16),
         fidelity=TileSpec(fidelity_tile, _quarter(fidelity_tile, 1), 1),
         unet=TileSpec(unet_tile, _quarter(unet_tile, 1), unet_align),
         vae=TileSpec(vae_tile, _quarter(vae_tile, 1), 1),
