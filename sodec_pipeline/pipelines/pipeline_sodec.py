@@ -118,7 +118,8 @@ class SODECPipeline(DiffusionPipeline):
             height, width = image.shape[-2:]
             check_image_size(height, width)
             x = pad_to_multiple(image[None].to(device), PADDING_MULTIPLE)
-            y = run_tiled(lambda tiles, _: self.compression_vae.encode(tiles), x, spec, Fraction(1, 16))
+            with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
+                y = run_tiled(lambda tiles, _: self.compression_vae.encode(tiles), x, spec, Fraction(1, 16))
             coded = self.compression_vae.compress_latent(y)
             y_strings, z_strings = coded["strings"]
             streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0]))
