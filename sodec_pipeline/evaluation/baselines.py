@@ -27,7 +27,7 @@ import numpy as np
 import PIL.features
 import PIL.Image
 
-from .metrics import psnr
+from ..metrics import psnr
 
 #: Downscale factors d (the image is coded at 1/d of its size).
 DOWNSCALE_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
