@@ -292,6 +292,87 @@ def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, smal
     assert str(tiny_pipeline_dir) in card
 
 
+def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """--unet_training full --train_vae_decoder --train_image_encoder (the sodec-small recipe): every UNet
+    weight, the VAE decoder and the ViT change, the VAE encoder does not; checkpoints hold them; a resumed
+    run matches the uninterrupted one; the release reloads with the trained weights."""
+    from safetensors.torch import load_file
+
+    from sodec_pipeline import SODECPipeline
+
+    def args(output_dir, *extra):
+        return base_args(
+            tiny_pipeline_dir, train_dir, output_dir, "--stage", "all", "--stage_steps", "1,1,2", "--train_batch_size", "2",
+            "--unet_training", "full", "--train_vae_decoder", "--train_image_encoder", "--checkpointing_steps", "2", *extra,
+        )
+
+    output_dir = tmp_path / "no_priors"
+    run_training(train_sodec, args(output_dir))
+    checkpoint = output_dir / "checkpoint-2"
+    for name in ("unet", "vae", "image_encoder"):
+        assert (checkpoint / name / "diffusion_pytorch_model.safetensors").is_file(), name
+    assert not (checkpoint / "pytorch_lora_weights.safetensors").exists()
+
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    trained = SODECPipeline.from_pretrained(output_dir)
+
+    def changed(a, b):
+        return {k for k, v in a.state_dict().items() if not torch.equal(v, b.state_dict()[k])}
+
+    unet_changed = changed(trained.unet, base.unet)
+    assert any(".attn2." in k for k in unet_changed) and any("up_blocks" in k for k in unet_changed)  # not only LoRA targets
+    vae_changed = changed(trained.vae, base.vae)
+    assert vae_changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in vae_changed)
+    assert changed(trained.image_encoder, base.image_encoder)
+    card = (output_dir / "README.md").read_text()
+    assert "the whole UNet" in card and "VAE decoder D_m" in card.split("Frozen:")[0] and "lora" not in card.split("---")[1]
+
+    resumed_dir = tmp_path / "no_priors_resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(checkpoint, resumed_dir / "checkpoint-2")
+    run_training(train_sodec, args(resumed_dir, "--resume_from_checkpoint", "latest"))
+    uninterrupted, _ = train_records(output_dir)
+    resumed, _ = train_records(resumed_dir)
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        for key, value in uninterrupted[step].items():
+            assert resumed[step][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (step, key)
+    released = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert torch.equal(released["conv_out.weight"], load_file(resumed_dir / "unet" / "diffusion_pytorch_model.safetensors")["conv_out.weight"])
+
+
+def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_path, small_photo):
+    """training/export_pipeline.py: a checkpoint's networks into a pipeline folder, parameters in fp16,
+    buffers (the entropy tables) untouched; the folder loads in fp32 and round-trips an image."""
+    import export_pipeline
+    from safetensors.torch import load_file, save_file
+
+    from sodec_pipeline import SODECPipeline
+
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    checkpoint = tmp_path / "checkpoint-7"
+    for name in ("compression_vae", "unet"):
+        module = getattr(base, name)
+        state = {k: (v + 0.01 if v.is_floating_point() and k in dict(module.named_parameters()) else v) for k, v in module.state_dict().items()}
+        (checkpoint / name).mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(checkpoint / name / "diffusion_pytorch_model.safetensors"))
+    out = tmp_path / "exported"
+    export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(checkpoint), "--output", str(out), "--weights_dtype", "float16"])
+    saved = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {torch.float16}
+    codec_file = load_file(str(out / "compression_vae" / "diffusion_pytorch_model.safetensors"))
+    assert codec_file["gaussian_conditional.scale_table"].dtype == torch.float32  # buffers keep their dtype
+    loaded = SODECPipeline.from_pretrained(out)
+    expected = base.unet.state_dict()["conv_out.weight"] + 0.01
+    assert loaded.unet.conv_out.weight.dtype == torch.float32
+    assert torch.equal(loaded.unet.conv_out.weight, expected.half().float())
+    assert torch.equal(loaded.vae.decoder.conv_out.weight, base.vae.decoder.conv_out.weight.half().float())
+    output = loaded(image=small_photo)
+    assert output.images[0].size == small_photo.size and output.bpp[0] > 0
+    with pytest.raises(FileNotFoundError, match="not a train_sodec.py checkpoint"):
+        export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(tmp_path), "--output", str(tmp_path / "x")])
+
+
 def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, monkeypatch):
     import huggingface_hub
 
