@@ -17,8 +17,10 @@ pickles are read by :class:`NumpyOnlyUnpickler`, which builds numpy arrays and r
 object, so no code in a pickle ever runs.
 """
 
+import contextlib
 import functools
 import importlib
+import io
 import importlib.util
 import os
 import pickle
@@ -126,8 +128,9 @@ def _torchvision_features(net: str) -> Optional[Dict[str, torch.Tensor]]:
             state = torch.load(cached, map_location="cpu", weights_only=True)
         elif _offline():
             return None
-        else:
-            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+        else:  # torch.hub announces the download on stderr even when the machine is offline: keep that quiet
+            with contextlib.redirect_stderr(io.StringIO()):
+                state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except Exception:  # noqa: BLE001 - no network, a partial download, ...: fall through to the next source
         return None
     return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
