@@ -69,6 +69,14 @@ class SODECPipeline(DiffusionPipeline):
                 realign_cpu_tensors(module)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained`` (a folder or a Hub repo id), plus the short names of the pipelines
+        shipped with this package (``"sodec-small"``; see ``sodec_pipeline.shipped_models``)."""
+        from ..shipped_models import resolve_model_path
+
+        return super().from_pretrained(resolve_model_path(pretrained_model_name_or_path), **kwargs)
+
+    @classmethod
     def from_pretrained_parts(cls, sd_model, image_encoder, codec=None, config="sodec-sd21-base", **kwargs):
         """Assembles a pipeline from published parts (SD 2.1 ``unet``/``vae``, a CLIP ViT, optionally a
         converted HiFiC codec) and a hub config for the rest. See ``sodec_pipeline.pipelines.assembly``."""
