@@ -32,6 +32,8 @@ _DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 # Stride of the hyper-latent z relative to the image: inputs must be a multiple of it.
 PADDING_MULTIPLE = 64
+# Stride of ŷ_t = T_s(ŷ, H_s(ẑ)), the UNet's latent (E's 16, halved by T_s): the VAE must decode it ×8.
+LATENT_STRIDE = 8
 
 #: How the coder computes the entropy parameters (μ, σ) from ẑ: "fixed_point" (exact, the same bits on
 #: every machine; models/fixed_point_hyper_synthesis.py) or "float32" (P's float output as it is: fast to
