@@ -17,10 +17,14 @@ Coding scheme of one string (what :func:`encode_symbols` writes and :func:`decod
   ``e = 2·(bin - (n_k - 1))`` above it. Values farther out than ``e < 2**ESCAPE_BITS`` allows are clamped
   by the encoder.
 - The string is the coder's 32-bit words, little-endian. A decoder that does not end with the coder
-  exactly empty has been given a string that this scheme did not write: :class:`BitstreamError`.
+  empty has been given a string that this scheme did not write (too long, or other symbols):
+  :class:`BitstreamError`.
 
 Decoding reads only the given words, and does work proportional to the number of symbols the caller asks
-for (which the caller bounds), whatever the bytes are.
+for (which the caller bounds), whatever the bytes are. A string too short for the symbols asked for is not
+an error by itself: an ANS coder whose words are used up goes on decoding from its exhausted state (and
+ends empty); the stream's entropy check and the pixel budget are what stand between such a string and
+the networks.
 """
 
 from typing import List, Sequence, Tuple
