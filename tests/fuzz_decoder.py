@@ -57,9 +57,9 @@ def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
 
 def split_stream(stream: bytes) -> Dict[str, object]:
     """The fields of a well-formed version-2 stream (see docs/bitstream.md)."""
-    fixed = stream[:9]  # magic, version, fingerprint
-    check = stream[9:11]
-    height, pos = _read_varint(stream, 11)
+    fixed = stream[:7]  # magic, version, fingerprint
+    check = stream[7:9]
+    height, pos = _read_varint(stream, 9)
     width, pos = _read_varint(stream, pos)
     z_length, pos = _read_varint(stream, pos)
     body_end = len(stream) - 4
