@@ -27,7 +27,7 @@ ends empty); the stream's entropy check and the pixel budget are what stand betw
 the networks.
 """
 
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class CategoricalTables:
         return len(self.models)
 
 
-def _as_int64(array, name: str) -> np.ndarray:
+def _as_int64(array) -> np.ndarray:
     if isinstance(array, torch.Tensor):
         array = array.detach().to("cpu").numpy()
     return np.ascontiguousarray(np.asarray(array).reshape(-1), dtype=np.int64)
@@ -98,8 +98,8 @@ def _group_order(table_indexes: np.ndarray, num_tables: int) -> Tuple[np.ndarray
 def encode_symbols(symbols, table_indexes, tables: CategoricalTables) -> bytes:
     """Codes integer symbols (any shape, flattened in C order), symbol ``i`` with table ``table_indexes[i]``."""
     constriction = _constriction()
-    values = _as_int64(symbols, "symbols")
-    indexes = _as_int64(table_indexes, "table_indexes")
+    values = _as_int64(symbols)
+    indexes = _as_int64(table_indexes)
     if values.shape != indexes.shape:
         raise ValueError(f"{values.size} symbols but {indexes.size} table indexes")
     order, counts = _group_order(indexes, len(tables))
@@ -130,7 +130,7 @@ def decode_symbols(data: bytes, table_indexes, tables: CategoricalTables) -> np.
     these tables and indexes (its length is not whole words, or the coder does not end exactly empty).
     """
     constriction = _constriction()
-    indexes = _as_int64(table_indexes, "table_indexes")
+    indexes = _as_int64(table_indexes)
     if len(data) % 4:
         raise BitstreamError(f"an entropy-coded string is {len(data)} bytes long, not a whole number of 32-bit words")
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
@@ -169,4 +169,4 @@ def table_indexes_of_channels(num_channels: int, spatial: Sequence[int]) -> np.n
     return np.repeat(np.arange(num_channels, dtype=np.int64), size)
 
 
-__all__: List[str] = ["CategoricalTables", "ESCAPE_BITS", "decode_symbols", "encode_symbols", "table_indexes_of_channels"]
+__all__ = ["CategoricalTables", "ESCAPE_BITS", "decode_symbols", "encode_symbols", "table_indexes_of_channels"]

@@ -8,7 +8,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.ops import quantize_ste
@@ -83,6 +82,14 @@ class CompressionVAE(ModelMixin, ConfigMixin):
     Images are (B, 3, H, W) tensors in [0, 1] whose sides are multiples of 64 (the pipeline pads).
     The entropy models stay in float32 whatever dtype the module is moved to, and the CDF tables
     built by :meth:`update` are saved and restored byte for byte.
+
+    :meth:`compress`/:meth:`decompress` code the symbols with constriction's ANS coder using those tables
+    (``sodec_pipeline.entropy_coding``), with (μ, σ) from P in exact fixed point
+    (``entropy_parameter_arithmetic="fixed_point"``, ``models/fixed_point_hyper_synthesis.py``) so that every
+    machine derives the same CDF indexes; ``"float32"`` uses P's float output instead (not portable).
+    Training (:meth:`forward`) always uses the float P. ``scale_bias_init=(low, high)`` initialises P_scale's
+    output bias log-spaced over [low, high] across channels, so that a randomly initialised model's scales
+    span the scale table (the tiny test layout uses it); loaded weights replace it.
     """
 
     _supports_gradient_checkpointing = False
