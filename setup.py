@@ -22,6 +22,7 @@ setup(
         "torch>=2.1",
         "torchvision",
         "compressai>=1.2.7",
+        "constriction>=0.4.1,<0.6",
         "diffusers>=0.35",
         "transformers>=4.45",
         "huggingface_hub",

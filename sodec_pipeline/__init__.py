@@ -14,7 +14,16 @@ with _warnings.catch_warnings():
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES as _LOADABLE_CLASSES
 
-from .bitstream import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, BitstreamError, SODECBitstream, decode_bitstream, encode_bitstream
+from .bitstream import (
+    DEFAULT_MAX_PIXELS,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    BitstreamError,
+    PixelBudgetError,
+    SODECBitstream,
+    decode_bitstream,
+    encode_bitstream,
+)
 from .models import CompressionVAE, CompressionVAEOutput, FidelityGuidanceEncoder
 from .pipelines import SODECPipeline, SODECPipelineOutput
 from .schedulers import SODECScheduler, SODECSchedulerOutput
@@ -39,9 +48,11 @@ __all__ = [
     "BitstreamError",
     "CompressionVAE",
     "CompressionVAEOutput",
+    "DEFAULT_MAX_PIXELS",
     "FidelityGuidanceEncoder",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
+    "PixelBudgetError",
     "SODECBitstream",
     "SODECPipeline",
     "SODECPipelineOutput",

@@ -151,6 +151,11 @@ def _add_decompress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (no diffusion step)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument(
+        "--max-pixels", type=int, default=None,
+        help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "
+        "sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS)",
+    )
 
 
 def _run_decompress(args) -> int:
@@ -165,7 +170,7 @@ def _run_decompress(args) -> int:
     decoder = "fidelity" if args.fidelity else "diffusion"
     for path, stream in zip(args.streams, streams):
         try:
-            output = pipe.decompress(stream, output_type="pil", decoder=decoder)
+            output = pipe.decompress(stream, output_type="pil", decoder=decoder, max_pixels=args.max_pixels)
         except BitstreamError as e:
             raise CLIError(f"{path}: {e}") from e
         image = output.images[0]

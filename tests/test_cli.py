@@ -65,6 +65,7 @@ def test_init_compress_decompress(tiny_pipeline_dir, workdir, capsys, tmp_path):
         ("not_a_model_dir", "no model_index.json"),
         ("missing_stream", "no such file"),
         ("bad_config", "hub config"),
+        ("over_budget", "96×64 image (6144 pixels), above this decoder's budget of 6000 pixels"),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, capsys, tmp_path):
@@ -93,11 +94,15 @@ def test_bad_input_gives_one_line_and_nonzero_exit(case, needle, tiny_pipeline_d
         args = ["compress", workdir / "grey.png", "--model", workdir]
     elif case == "missing_stream":
         args = ["decompress", tmp_path / "none.sodec", "--model", model]
+    elif case == "over_budget":
+        args = ["decompress", stream, "--model", model, "--max-pixels", "6000"]
     else:
         args = ["init", tmp_path / "no_such_config", tmp_path / "out"]
     code, out, err = _run(capsys, *args)
     assert code != 0
     assert needle in err
+    if case == "over_budget":
+        assert code == 2 and "--max-pixels" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
