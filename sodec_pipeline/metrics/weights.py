@@ -128,8 +128,8 @@ def _torchvision_features(net: str) -> Optional[Dict[str, torch.Tensor]]:
             state = torch.load(cached, map_location="cpu", weights_only=True)
         elif _offline():
             return None
-        else:  # torch.hub announces the download on stderr even when the machine is offline: keep that quiet
-            with contextlib.redirect_stderr(io.StringIO()):
+        else:  # torch.hub announces the download (on stdout) even when the machine is offline: keep that quiet
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except Exception:  # noqa: BLE001 - no network, a partial download, ...: fall through to the next source
         return None
