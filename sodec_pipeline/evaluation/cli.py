@@ -1,14 +1,17 @@
 """``sodec eval --model PATH_OR_ID --images DIR --out DIR``: SODEC and the Pillow baselines, side by side.
 
-Importing this module registers the subcommand with :mod:`sodec_pipeline.cli`.
+:mod:`sodec_pipeline.cli.main` lists this module as the ``eval`` subcommand. Nothing heavy is imported
+at module level (``sodec eval --help`` stays fast): torch and the models come in :func:`run`.
 """
 
 import importlib.util
 import time
+from pathlib import Path
 
-from ..cli import CLIError, load_pipeline, register_command
+from ..cli.errors import CLIError
+from ..cli.files import prepare_output_folder
+from ..cli.model_loading import DTYPES, add_model_argument, load_pipeline
 from . import baselines as baselines_lib
-from .evaluate import DEFAULT_TARGETS
 
 
 def _float_list(text: str, what: str):
@@ -22,11 +25,11 @@ def _float_list(text: str, what: str):
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, help="SODEC pipeline folder or Hub repo id")
+    add_model_argument(p)
     p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
     p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument(
         "--codecs",
         default=",".join(baselines_lib.CODECS),
@@ -34,14 +37,14 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--targets",
-        default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
+        default=",".join(f"{t:g}" for t in baselines_lib.DEFAULT_TARGETS),
         help="target bitrates (bpp) at which each baseline's best variant is chosen; SODEC's own bpp per image "
         "is always added (default: %(default)s)",
     )
     p.add_argument("--lpips-weights", metavar="PATH", help="full lpips.LPIPS state_dict (.pth); LPIPS is left out without it")
     p.add_argument("--dists-weights", metavar="PATH", help="full DISTS_pytorch.DISTS state_dict (.pth); DISTS is left out without it")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
 
 
 def run(args) -> int:
@@ -69,10 +72,12 @@ def run(args) -> int:
         perceptual = load_perceptual_metrics(args.lpips_weights, args.dists_weights, args.device)
     except MetricWeightsError as e:
         raise CLIError(str(e)) from e
-    pipe = load_pipeline(args.model, args.device, args.dtype)
+    prepare_output_folder(Path(args.out), args.out)
+    pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
 
     start = time.time()
-    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=not args.no_progress)
+    progress = args.show_progress and not args.no_progress
+    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=progress)
     settings = {
         "arguments": {k: v for k, v in vars(args).items() if not callable(v)},
         "model": args.model,
@@ -107,6 +112,3 @@ def _print_summary(result, summary, files) -> None:
         print(f"note: {skipped} baseline variants were refused by their encoder (listed in results.json)")
     for kind, path in files.items():
         print(f"{kind}: {path}")
-
-
-register_command("eval", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)", add_arguments, run)
