@@ -1,5 +1,5 @@
 """``sodec benchmark (--model PATH_OR_ID | --config CONFIG_DIR) --size WxH``: latency, stages, memory, and
-the N-step DDIM baseline, in one run. :mod:`sodec_pipeline.cli.main` lists this module as the
+the N-step DDIM baseline, in one run. :mod:`sodec_pipeline.cli.dispatch` lists this module as the
 ``benchmark`` subcommand; torch comes in :func:`run` (``sodec benchmark --help`` stays fast)."""
 
 import json

@@ -1,6 +1,6 @@
 """``sodec eval --model PATH_OR_ID --images DIR --out DIR``: SODEC and the Pillow baselines, side by side.
 
-:mod:`sodec_pipeline.cli.main` lists this module as the ``eval`` subcommand. Nothing heavy is imported
+:mod:`sodec_pipeline.cli.dispatch` lists this module as the ``eval`` subcommand. Nothing heavy is imported
 at module level (``sodec eval --help`` stays fast): torch and the models come in :func:`run`.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..cli.errors import CLIError
 from ..cli.files import prepare_output_folder
-from ..cli.model_loading import DTYPES, add_model_argument, load_pipeline
+from ..cli.model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 from . import baselines as baselines_lib
 
 
@@ -52,6 +52,7 @@ def run(args) -> int:
     from .metrics import MetricWeightsError, load_perceptual_metrics
     from .report import write_report
 
+    resolve_model(args.model)  # a wrong --model is reported before anything else is read
     if importlib.util.find_spec("matplotlib") is None:
         raise CLIError("sodec eval draws its RD plot with matplotlib, which is not installed: pip install matplotlib")
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
