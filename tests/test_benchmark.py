@@ -93,7 +93,8 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
         "decode_stage_sum_median_s", "baseline", "speedup", "floor", "memory", "notes", "load_s", "image", "arguments",
     }  # fmt: skip
     assert expected <= set(result)
-    assert result["size"] == [64, 96] and result["device"]  # --size is W×H; the JSON keeps [H, W] == "cpu" and result["dtype"] == "float32"
+    # --size is W×H; the JSON keeps [H, W]
+    assert result["size"] == [64, 96] and result["device"] == "cpu" and result["dtype"] == "float32"
     assert result["config"] == str(TINY_CONFIG) and result["model"] is None
     for key in ("encode", "decode", "decode_staged_total"):
         _check_stats(result[key], 2)
