@@ -1,11 +1,14 @@
 import json
 import os
+import re
+import shlex
 import shutil
 import struct
 import subprocess
 import sys
 import types
 import zlib
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -146,6 +149,7 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
         ("no_model", "no --model given"),
         ("missing_stream", "no such file"),
         ("bad_config", "hub config"),
+        ("init_into_a_full_folder", "not empty"),
         ("bad_device", "--device"),
     ],
 )
@@ -188,6 +192,8 @@ def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, ti
         args = ["decompress", tmp_path / "none.sodec", "--model", model]
     elif case == "bad_device":
         args = ["decompress", stream, "--model", model, "--device", "no-such-device"]
+    elif case == "init_into_a_full_folder":
+        args = ["init", "sodec-tiny", workdir]
     else:
         args = ["init", tmp_path / "no_such_config", tmp_path / "out"]
     code, out, err = _run(capsys, *args, "-o", tmp_path / "out") if args[0] != "init" else _run(capsys, *args)
@@ -366,6 +372,29 @@ def test_progress_shows_each_step_on_stderr(tiny_pipeline_dir, streams, capsys, 
     assert len(out.strip().splitlines()) == 2 and all("\r" not in line for line in out.splitlines())
     code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "-q")
     assert code == 0 and err == ""
+
+
+# ---------------------------------------------------------------------- the README
+def test_readme_quick_start_runs_as_written(photo_paths, capsys, tmp_path, monkeypatch):
+    """The README's quick start, both blocks, top to bottom, in a folder laid out like the repository."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "tests" / "assets").mkdir(parents=True)
+    for path in photo_paths:
+        shutil.copy(path, tmp_path / "tests" / "assets" / path.name)
+    monkeypatch.chdir(tmp_path)
+    commands = [shlex.split(line, comments=True) for line in shell.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["sodec", "init"], ["sodec", "compress"], ["sodec", "decompress"], ["sodec", "decompress"]]
+    for command in commands:
+        code, out, err = _run(capsys, *command[1:])
+        assert code == 0, (command, err)
+    assert PIL.Image.open("decoded/bsds_481x321.diffusion.png").size == (481, 321)
+    assert PIL.Image.open("decoded/bsds_481x321.fidelity.png").size == (481, 321)
+    exec(compile(python, "README.md quick start", "exec"), {})
+    assert PIL.Image.open("decoded.png").size == (481, 321)
+    assert "bpp" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- start-up
