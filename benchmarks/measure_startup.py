@@ -31,7 +31,9 @@ CASES = {
     "sodec eval --help": ["-m", "sodec_pipeline", "eval", "--help"],
     "sodec benchmark --help": ["-m", "sodec_pipeline", "benchmark", "--help"],
     "sodec compress photo.png (error: no --model)": ["-m", "sodec_pipeline", "compress", "photo.png"],
-    "sodec compress photo.png --model sodec-tiny (error: a layout)": ["-m", "sodec_pipeline", "compress", "photo.png", "--model", "sodec-tiny"],
+    "sodec compress photo.png --model sodec-tiny (error: a layout)": [
+        "-m", "sodec_pipeline", "compress", "photo.png", "--model", "sodec-tiny",
+    ],  # fmt: skip
 }
 
 
@@ -47,14 +49,17 @@ def run_once(args, cwd):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=str(Path(__file__).resolve().parent.parent), help="checkout to measure (default: this one)")
+    parser.add_argument(
+        "--source", default=str(Path(__file__).resolve().parent.parent), help="checkout to measure (default: this one)"
+    )
     parser.add_argument("--label", default="this checkout", help="name of the measured code in the output")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
 
     source = str(Path(args.source).resolve())
-    commit = subprocess.run(["git", "-C", source, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git = subprocess.run(["git", "-C", source, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = git.stdout.strip() if git.returncode == 0 else None
     load_before = os.getloadavg()
     samples = {name: [] for name in CASES}
     for round_index in range(args.repeats + 1):
@@ -88,7 +93,7 @@ def main() -> int:
         "cases": rows,
     }
     print(f"{args.label} ({commit}), {args.repeats} rounds, load average {load_before[0]:.2f} → {load_after[0]:.2f}")
-    print(f"| case | median s | min s | max s | peak RSS MiB | exit |\n| --- | ---: | ---: | ---: | ---: | --- |")
+    print("| case | median s | min s | max s | peak RSS MiB | exit |\n| --- | ---: | ---: | ---: | ---: | --- |")
     for row in rows:
         print(f"| `{row['case']}` | {row['median_s']:.2f} | {row['min_s']:.2f} | {row['max_s']:.2f} | {row['peak_rss_mib']:.0f} | "
               f"{','.join(map(str, row['exit_status']))} |")  # fmt: skip

@@ -7,7 +7,16 @@ reported and skipped, the others are still compressed (:mod:`.batch`).
 from pathlib import Path
 
 from .batch import Batch
-from .files import STREAM_SUFFIX, format_size, load_image, output_paths, prepare_output_file, prepare_output_folder, read_image_size, write_bytes
+from .files import (
+    STREAM_SUFFIX,
+    format_size,
+    load_image,
+    output_paths,
+    prepare_output_file,
+    prepare_output_folder,
+    read_image_size,
+    write_bytes,
+)
 from .model_loading import add_model_argument, load_pipeline, resolve_model
 from .progress import COMPRESS_STEPS, Progress
 
@@ -15,7 +24,9 @@ from .progress import COMPRESS_STEPS, Progress
 def add_arguments(p) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     add_model_argument(p)
-    p.add_argument("-o", "--output", metavar="OUT", help="output folder (default: next to each image), or OUT.sodec for one image")
+    p.add_argument(
+        "-o", "--output", metavar="OUT", help="output folder (default: next to each image), or OUT.sodec for one image"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
 
 

@@ -8,7 +8,15 @@ bad stream is reported and skipped, the others are still decoded (:mod:`.batch`)
 from pathlib import Path
 
 from .batch import Batch
-from .files import DECODED_SUFFIXES, format_size, output_paths, prepare_output_file, prepare_output_folder, read_stream, save_image
+from .files import (
+    DECODED_SUFFIXES,
+    format_size,
+    output_paths,
+    prepare_output_file,
+    prepare_output_folder,
+    read_stream,
+    save_image,
+)
 from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 from .progress import DECOMPRESS_STEPS, Progress
 
@@ -21,7 +29,9 @@ def add_arguments(p) -> None:
         help="output folder (default: next to each stream), or OUT.png for one stream; files are named "
         "<stem>.diffusion.png, or <stem>.fidelity.png with --fidelity",
     )  # fmt: skip
-    p.add_argument("--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)")
+    p.add_argument(
+        "--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)")
 

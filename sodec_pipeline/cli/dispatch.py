@@ -23,7 +23,10 @@ COMMANDS = {
     "compress": ("sodec_pipeline.cli.compress_command", "compress images to .sodec files"),
     "decompress": ("sodec_pipeline.cli.decompress_command", "decode .sodec files to PNG"),
     "eval": ("sodec_pipeline.evaluation.cli", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)"),
-    "benchmark": ("sodec_pipeline.benchmarking.cli", "encode/decode latency by stage and peak memory, with an N-step DDIM decode"),
+    "benchmark": (
+        "sodec_pipeline.benchmarking.cli",
+        "encode/decode latency by stage and peak memory, with an N-step DDIM decode",
+    ),
 }
 
 _EPILOG = """\
@@ -93,7 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 - never a bare traceback
         if args.debug:
             raise
-        print(f"sodec {args.command}: error: {type(e).__name__}: {first_line(e)} (run with --debug for details)", file=sys.stderr)
+        message = f"{type(e).__name__}: {first_line(e)} (run with --debug for details)"
+        print(f"sodec {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -9,7 +9,9 @@ from .progress import Progress
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config_dir", metavar="LAYOUT", help="a hub config layout: the name of a shipped one (sodec-tiny, sodec-sd21-base) or a folder")
+    p.add_argument(
+        "config_dir", metavar="LAYOUT", help="a hub config layout: a shipped one's name (sodec-tiny, sodec-sd21-base) or a folder"
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="where to save the randomly initialised pipeline")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
 

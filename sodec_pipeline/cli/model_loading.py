@@ -203,7 +203,8 @@ def describe_load_error(source: str, error: BaseException) -> str:
                 f"(log in with `hf auth login`); no local folder {source} either"
             )
         offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-        if offline or names & _NETWORK_ERRORS or any(isinstance(e, (socket.gaierror, ConnectionError, TimeoutError)) for e in _chain(error)):
+        no_network = any(isinstance(e, (socket.gaierror, ConnectionError, TimeoutError)) for e in _chain(error))
+        if offline or no_network or names & _NETWORK_ERRORS:
             return (
                 f"--model {source}: cannot download it from the Hugging Face Hub: this machine is offline "
                 f"(or the Hub is unreachable) and the model is not in the local cache; download it where there "
