@@ -37,6 +37,7 @@ _submodules = (
     "evaluation",
     "hub_configs",
     "image_processing",
+    "metrics",
     "models",
     "pipelines",
     "schedulers",

@@ -1,4 +1,5 @@
-"""Evaluation of SODEC against classical codecs: metrics, Pillow baselines, the ``sodec eval`` command.
+"""Evaluation of SODEC against classical codecs: Pillow baselines, the ``sodec eval`` command (metrics:
+:mod:`sodec_pipeline.metrics`).
 
 Names are imported on first use (:mod:`sodec_pipeline.lazy_exports`): ``sodec eval --help`` does not
 import torch.
@@ -11,7 +12,6 @@ from ..lazy_exports import lazy_exports
 _import_structure = {
     ".baselines": ["CODECS", "DOWNSCALE_FACTORS", "codec_availability", "run_codec", "select_best"],
     ".evaluate": ["DEFAULT_TARGETS", "EvaluationInputError", "EvaluationResult", "evaluate", "find_images", "summarize"],
-    ".metrics": ["DISTS", "LPIPS", "MetricWeightsError", "load_dists", "load_lpips", "ms_ssim", "ms_ssim_scales", "psnr"],
     ".report": ["plot_rd", "write_report"],
 }
 
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
         find_images,
         summarize,
     )
-    from .metrics import (  # noqa: F401
-        DISTS,
-        LPIPS,
-        MetricWeightsError,
-        load_dists,
-        load_lpips,
-        ms_ssim,
-        ms_ssim_scales,
-        psnr,
-    )
     from .report import plot_rd, write_report  # noqa: F401
 else:
-    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "cli", "evaluate", "metrics", "report"))
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "cli", "evaluate", "report"))

@@ -151,7 +151,7 @@ def run_codec(
     A variant that the codec refuses (e.g. an image too small for it) is skipped and described in
     ``failures`` if a list is given.
     """
-    from .metrics import psnr  # imports torch: not at module level, so that `sodec eval --help` is fast
+    from ..metrics import psnr  # imports torch: not at module level, so that `sodec eval --help` is fast
 
     height, width = reference.shape[:2]
     original = PIL.Image.fromarray(reference)

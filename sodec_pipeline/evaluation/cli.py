@@ -5,6 +5,7 @@ at module level (``sodec eval --help`` stays fast): torch and the models come in
 """
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -41,15 +42,42 @@ def add_arguments(p) -> None:
         help="target bitrates (bpp) at which each baseline's best variant is chosen; SODEC's own bpp per image "
         "is always added (default: %(default)s)",
     )
-    p.add_argument("--lpips-weights", metavar="PATH", help="full lpips.LPIPS state_dict (.pth); LPIPS is left out without it")
-    p.add_argument("--dists-weights", metavar="PATH", help="full DISTS_pytorch.DISTS state_dict (.pth); DISTS is left out without it")
+    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS backbone (default: %(default)s)")
+    p.add_argument("--lpips-weights", metavar="PATH",
+                   help="full lpips.LPIPS state_dict (.pth or .safetensors) instead of the weights found on the machine")
+    p.add_argument("--dists-weights", metavar="PATH",
+                   help="full DISTS_pytorch.DISTS state_dict instead of the weights found on the machine")
+    p.add_argument("--no-perceptual", action="store_true", help="PSNR and MS-SSIM only (no LPIPS, no DISTS)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
 
 
+def load_perceptual_metrics(args):
+    """LPIPS and DISTS as ``{name: PerceptualMetric}`` plus a message for each one left out: a file given by
+    the user must load (else :class:`MetricWeightsError`); weights the machine lacks leave the metric out."""
+    from ..metrics import MetricWeightsError, PerceptualMetric, load_dists, load_lpips
+
+    metrics, missing = {}, []
+    if args.no_perceptual:
+        return metrics, missing
+    for name, loader, path in (
+        ("lpips", lambda: load_lpips(args.lpips_net, args.lpips_weights), args.lpips_weights),
+        ("dists", lambda: load_dists(args.dists_weights), args.dists_weights),
+    ):
+        try:
+            model = loader()
+        except MetricWeightsError as e:
+            if path:
+                raise
+            missing.append(f"{name.upper()} left out: {e}")
+            continue
+        metrics[name] = PerceptualMetric(name, model, args.device, source=model.weights_source)
+    return metrics, missing
+
+
 def run(args) -> int:
     from .evaluate import EvaluationInputError, evaluate, find_images, load_image
-    from .metrics import MetricWeightsError, load_perceptual_metrics
+    from ..metrics import MetricWeightsError
     from .report import write_report
 
     resolve_model(args.model)  # a wrong --model is reported before anything else is read
@@ -70,9 +98,11 @@ def run(args) -> int:
     except EvaluationInputError as e:
         raise CLIError(str(e)) from e
     try:
-        perceptual = load_perceptual_metrics(args.lpips_weights, args.dists_weights, args.device)
+        perceptual, missing = load_perceptual_metrics(args)
     except MetricWeightsError as e:
         raise CLIError(str(e)) from e
+    for message in missing:
+        print(f"note: {message}", file=sys.stderr)
     prepare_output_folder(Path(args.out), args.out)
     pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
 
@@ -89,8 +119,8 @@ def run(args) -> int:
         "codecs": codecs,
         "targets_bpp": targets,
         "downscale_factors": list(baselines_lib.DOWNSCALE_FACTORS),
-        "lpips_weights": args.lpips_weights,
-        "dists_weights": args.dists_weights,
+        "perceptual_weights": {name: metric.source for name, metric in perceptual.items()},
+        "perceptual_missing": missing,
         "seconds": round(time.time() - start, 2),
         "title": f"SODEC ({args.model}) vs. Pillow baselines on {len(paths)} image(s)",
     }
