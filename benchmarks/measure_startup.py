@@ -3,6 +3,7 @@
 
     python benchmarks/measure_startup.py --repeats 10 --out benchmarks/startup.json
     python benchmarks/measure_startup.py --source /tmp/sodec-before --label before ...   # another checkout
+    python benchmarks/measure_startup.py --source CLONE --sodec-script VENV/bin/sodec ...   # + the console script
 
 Each case runs ``python -m sodec_pipeline ...`` (or ``python -c ...``) with the checkout ``--source`` as
 working directory, so that its code is the one imported (not the installed ``sodec`` script's). Rounds
@@ -38,9 +39,11 @@ CASES = {
 
 
 def run_once(args, cwd):
-    """(wall seconds, peak RSS in MiB, exit status) of one fresh interpreter."""
+    """(wall seconds, peak RSS in MiB, exit status) of one fresh interpreter (``args`` starting with a
+    path: that program instead of this Python)."""
+    command = list(args) if os.path.isabs(args[0]) else [sys.executable, *args]
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -53,6 +56,10 @@ def main() -> int:
         "--source", default=str(Path(__file__).resolve().parent.parent), help="checkout to measure (default: this one)"
     )
     parser.add_argument("--label", default="this checkout", help="name of the measured code in the output")
+    parser.add_argument(
+        "--sodec-script",
+        help="also time this installed `sodec` console script (one installed from --source: pip install -e . --no-deps)",
+    )
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
@@ -61,9 +68,12 @@ def main() -> int:
     git = subprocess.run(["git", "-C", source, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     commit = git.stdout.strip() if git.returncode == 0 else None
     load_before = os.getloadavg()
-    samples = {name: [] for name in CASES}
+    cases = dict(CASES)
+    if args.sodec_script:
+        cases["sodec --help (the installed console script)"] = [str(Path(args.sodec_script).resolve()), "--help"]
+    samples = {name: [] for name in cases}
     for round_index in range(args.repeats + 1):
-        for name, case in CASES.items():
+        for name, case in cases.items():
             result = run_once(case, source)
             if round_index:  # round 0 is the warm-up
                 samples[name].append(result)
