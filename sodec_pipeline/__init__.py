@@ -15,9 +15,11 @@ __version__ = "0.1.0"
 
 _import_structure = {
     ".bitstream": [
+        "DEFAULT_MAX_PIXELS",
         "MAX_IMAGE_PIXELS",
         "MAX_IMAGE_SIDE",
         "BitstreamError",
+        "PixelBudgetError",
         "SODECBitstream",
         "decode_bitstream",
         "encode_bitstream",
@@ -34,6 +36,7 @@ _submodules = (
     "bitstream",
     "cli",
     "conversion",
+    "entropy_coding",
     "evaluation",
     "hub_configs",
     "image_processing",
@@ -41,6 +44,7 @@ _submodules = (
     "models",
     "pipelines",
     "schedulers",
+    "shipped_models",
 )
 
 __all__ = sorted(name for module, names in _import_structure.items() if module != "diffusers" for name in names)
@@ -49,9 +53,11 @@ if TYPE_CHECKING:
     from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
     from .bitstream import (  # noqa: F401
+        DEFAULT_MAX_PIXELS,
         MAX_IMAGE_PIXELS,
         MAX_IMAGE_SIDE,
         BitstreamError,
+        PixelBudgetError,
         SODECBitstream,
         decode_bitstream,
         encode_bitstream,

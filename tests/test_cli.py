@@ -151,6 +151,7 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
         ("bad_config", "hub config"),
         ("init_into_a_full_folder", "not empty"),
         ("bad_device", "--device"),
+        ("over_budget", "96×64 image (6144 pixels), above this decoder's budget of 6000 pixels"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path):
@@ -194,10 +195,14 @@ def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, ti
         args = ["decompress", stream, "--model", model, "--device", "no-such-device"]
     elif case == "init_into_a_full_folder":
         args = ["init", "sodec-tiny", workdir]
+    elif case == "over_budget":
+        args = ["decompress", stream, "--model", model, "--max-pixels", "6000"]
     else:
         args = ["init", tmp_path / "no_such_config", tmp_path / "out"]
     code, out, err = _run(capsys, *args, "-o", tmp_path / "out") if args[0] != "init" else _run(capsys, *args)
     _one_line_error(code, err, needle)
+    if case == "over_budget":
+        assert "--max-pixels" in err
     assert not any(p.suffix == ".png" and "diffusion" in p.name for p in tmp_path.rglob("*"))
 
 

@@ -217,7 +217,9 @@ def decode_by_stage(pipe, stream: bytes, timer: StageTimer, scheduler=None) -> t
         padded_w = -(-parsed.width // PADDING_MULTIPLE) * PADDING_MULTIPLE
         z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
     with timer("entropy_decoding"):
-        latents = pipe.compression_vae.decompress([[parsed.y_string], [parsed.z_string]], z_shape)
+        latents = pipe.compression_vae.decompress(
+            [[parsed.y_string], [parsed.z_string]], z_shape, entropy_checks=[parsed.entropy_check]
+        )
         y_hat, z_hat = latents["y_hat"].to(device), latents["z_hat"].to(device)
     with timer("hs_ts"):
         noisy_latents = pipe.compression_vae.synthesize_latents(y_hat, z_hat)

@@ -1,8 +1,9 @@
 """``sodec decompress FILE.sodec... [--model MODEL] [-o OUT] [--fidelity]``: streams → PNGs of the
 original sizes, ``<stem>.diffusion.png`` (or ``<stem>.fidelity.png`` with ``--fidelity``).
 
-Every stream's header and checksum and every output folder are checked before the model is loaded; a
-bad stream is reported and skipped, the others are still decoded (:mod:`.batch`).
+Every stream's header, checksum and size (against the decode budget ``--max-pixels``) and every output
+folder are checked before the model is loaded; a bad stream is reported and skipped, the others are
+still decoded (:mod:`.batch`).
 """
 
 from pathlib import Path
@@ -34,6 +35,11 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)")
+    p.add_argument(
+        "--max-pixels", type=int, default=None,
+        help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "
+        "sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS)",
+    )  # fmt: skip
 
 
 def run(args) -> int:
@@ -48,7 +54,7 @@ def run(args) -> int:
     todo, folders = [], set()
     for path, out in zip(args.streams, outputs):
         with batch.item(path, final=False):
-            data, header = read_stream(path)
+            data, header = read_stream(path, max_pixels=args.max_pixels)
             prepare_output_file(out, folders)
             todo.append((path, out, data, header))
     if not todo:
@@ -59,7 +65,7 @@ def run(args) -> int:
     for path, out, data, header in progress.files(todo, unit="stream"):
         label = f"{path} ({format_size(header.width, header.height)})"
         with batch.item(path), progress.steps(label, DECOMPRESS_STEPS[decoder], pipe) as steps:
-            output = pipe.decompress(data, output_type="pil", decoder=decoder)
+            output = pipe.decompress(data, output_type="pil", decoder=decoder, max_pixels=args.max_pixels)
             steps.start("writing the PNG")
             image = output.images[0]
             save_image(out, image)

@@ -109,9 +109,9 @@ def _reason(error: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- streams
-def read_stream(path: str):
-    """A ``.sodec`` file's bytes and parsed header (checksum, version, size limits verified; the model's
-    fingerprint is checked when decoding)."""
+def read_stream(path: str, max_pixels: Optional[int] = None):
+    """A ``.sodec`` file's bytes and parsed header (checksum, version, size limits and the decode budget
+    ``max_pixels`` verified; the model's fingerprint is checked when decoding)."""
     from ..bitstream import BitstreamError, decode_bitstream
 
     file = check_input_file(path, "a .sodec file", "*.sodec")
@@ -120,7 +120,7 @@ def read_stream(path: str):
     except OSError as e:
         raise CLIError(f"{path}: cannot read it ({e.strerror or e})") from None
     try:
-        return data, decode_bitstream(data)
+        return data, decode_bitstream(data, max_pixels=max_pixels)
     except BitstreamError as e:
         raise CLIError(f"{path}: {e}") from None
 

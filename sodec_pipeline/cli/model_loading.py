@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional
 from .errors import CLIError, first_line
 
 #: The model ``--model`` defaults to. None: no trained model ships yet, so ``--model`` must be given.
-#: Once one ships (a short name that ``SODECPipeline.from_pretrained`` resolves), it goes here.
+#: Once one ships in ``pretrained/`` (a short name, :mod:`sodec_pipeline.shipped_models`), its name goes here.
 DEFAULT_MODEL: Optional[str] = None
 
 #: ``--dtype`` choices: the dtype of the decoder networks (the codec and its entropy models stay float32).
@@ -53,9 +53,11 @@ def torch_dtype(name: str):
 def resolve_model(model: Optional[str]) -> str:
     """``--model`` → what to hand ``SODECPipeline.from_pretrained``: a pipeline folder or a Hub repo id.
 
-    Raises :class:`CLIError` at once for what can be known without loading: no model given, a missing
-    folder, a folder that is not a pipeline or holds no weights, a layout name (configs without
-    weights), a file. Imports nothing heavy.
+    In this order: an existing folder; the name of a pipeline shipped in ``pretrained/``; the name of a
+    layout in ``hub_configs/`` (configs only: the answer is the ``sodec init`` line that makes a model
+    from it); a Hub repo id ``owner/name``. Raises :class:`CLIError` at once for what can be known
+    without loading: no model given, a missing folder, a folder that is not a pipeline or holds no
+    weights, a layout, a file. Imports nothing heavy.
     """
     if model is None:
         if DEFAULT_MODEL is None:
@@ -67,10 +69,14 @@ def resolve_model(model: Optional[str]) -> str:
         return str(path)
     if path.exists():
         raise CLIError(f"--model {model}: a file, not a pipeline folder (pass the folder holding model_index.json)")
-    shipped = _shipped_folder(model)
+    shipped = _shipped_folder(model, "shipped_models")
     if shipped is not None:
-        if not _weightless_components(shipped):
-            return str(shipped)
+        check_pipeline_folder(shipped, model)
+        return str(shipped)
+    layout = _shipped_folder(model, "hub_configs")
+    if layout is not None:
+        if not _weightless_components(layout):
+            return str(layout)
         raise CLIError(
             f"--model {model}: {model!r} is a layout (configs without weights), not a model; make a randomly "
             f"initialised model from it with `sodec init {model} my-model`, then pass --model my-model"
@@ -117,13 +123,16 @@ def _weightless_components(folder: Path) -> List[str]:
     return missing
 
 
-def _shipped_folder(name: str) -> Optional[Path]:
-    """The folder of a layout or model shipped with the package under this short name, if any."""
+def _shipped_folder(name: str, where: str) -> Optional[Path]:
+    """The folder shipped with the package under this short name, if any: a trained pipeline
+    (``where="shipped_models"``, ``pretrained/``) or a layout (``"hub_configs"``, ``hub_configs/``)."""
     if os.sep in name or "/" in name or name.startswith("."):
         return None
-    from ..hub_configs import hub_configs_root  # standard library only
-
-    folder = hub_configs_root() / name
+    if where == "shipped_models":  # both modules import the standard library only
+        from ..shipped_models import shipped_models_root as root
+    else:
+        from ..hub_configs import hub_configs_root as root
+    folder = root() / name
     return folder if (folder / "model_index.json").is_file() else None
 
 

@@ -1,6 +1,6 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
@@ -69,6 +69,14 @@ class SODECPipeline(DiffusionPipeline):
                 realign_cpu_tensors(module)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained`` (a folder or a Hub repo id), plus the short names of the pipelines
+        shipped with this package (``"sodec-small"``; see ``sodec_pipeline.shipped_models``)."""
+        from ..shipped_models import resolve_model_path
+
+        return super().from_pretrained(resolve_model_path(pretrained_model_name_or_path), **kwargs)
+
+    @classmethod
     def from_pretrained_parts(cls, sd_model, image_encoder, codec=None, config="sodec-sd21-base", **kwargs):
         """Assembles a pipeline from published parts (SD 2.1 ``unet``/``vae``, a CLIP ViT, optionally a
         converted HiFiC codec) and a hub config for the rest. See ``sodec_pipeline.pipelines.assembly``."""
@@ -100,16 +108,20 @@ class SODECPipeline(DiffusionPipeline):
             x = pad_to_multiple(image[None].to(device), PADDING_MULTIPLE)
             coded = self.compression_vae.compress(x)
             y_strings, z_strings = coded["strings"]
-            streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0]))
+            check = coded["entropy_checks"][0]
+            streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check))
         return streams
 
     # ------------------------------------------------------------------ decoding
-    def parse_bitstreams(self, bitstreams: Union[bytes, Sequence[bytes]]) -> List[SODECBitstream]:
-        """Verifies streams against this model; raises ``BitstreamError`` on any problem."""
+    def parse_bitstreams(
+        self, bitstreams: Union[bytes, Sequence[bytes]], max_pixels: Optional[int] = None
+    ) -> List[SODECBitstream]:
+        """Verifies streams against this model and the pixel budget ``max_pixels`` (``None``:
+        ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``); raises ``BitstreamError`` on any problem."""
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         fingerprint = self.compression_vae.fingerprint()
-        return [decode_bitstream(s, expected_fingerprint=fingerprint) for s in bitstreams]
+        return [decode_bitstream(s, expected_fingerprint=fingerprint, max_pixels=max_pixels) for s in bitstreams]
 
     def decode_latents(
         self, y_hat: torch.Tensor, z_hat: torch.Tensor, decoder: str = "diffusion"
@@ -144,6 +156,7 @@ class SODECPipeline(DiffusionPipeline):
         bitstreams: Union[bytes, Sequence[bytes]],
         output_type: str = "pil",
         decoder: str = "diffusion",
+        max_pixels: Optional[int] = None,
     ) -> SODECPipelineOutput:
         """Decodes SODEC streams to images of their original sizes.
 
@@ -152,6 +165,8 @@ class SODECPipeline(DiffusionPipeline):
             output_type: ``"pil"``, ``"np"`` or ``"pt"``.
             decoder: ``"diffusion"`` (the SODEC decode: one UNet step steered by x̂_f, then the SD VAE)
                 or ``"fidelity"`` (x̂_f from the fidelity decoder D_a alone: fast, high PSNR, no diffusion).
+            max_pixels: the decode budget: a stream announcing more pixels raises ``PixelBudgetError`` before
+                anything is decoded (``None``: ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``, 4096 × 4096).
         """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
@@ -160,16 +175,24 @@ class SODECPipeline(DiffusionPipeline):
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         streams = [bytes(s) for s in bitstreams]
-        parsed = self.parse_bitstreams(streams)
+        parsed = self.parse_bitstreams(streams, max_pixels=max_pixels)
         device = self._execution_device
         images = []
         for stream in parsed:
             padded_h = -(-stream.height // PADDING_MULTIPLE) * PADDING_MULTIPLE
             padded_w = -(-stream.width // PADDING_MULTIPLE) * PADDING_MULTIPLE
             z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
-            latents = self.compression_vae.decompress([[stream.y_string], [stream.z_string]], z_shape)
+            latents = self.compression_vae.decompress(
+                [[stream.y_string], [stream.z_string]], z_shape, entropy_checks=[stream.entropy_check]
+            )
             y_hat, z_hat = latents["y_hat"].to(device), latents["z_hat"].to(device)
             image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder)
+            if tuple(image.shape[-2:]) != (padded_h, padded_w):
+                raise ValueError(
+                    f"the {decoder} decoder made a {image.shape[-1]}×{image.shape[-2]} image from a stream of a "
+                    f"{stream.width}×{stream.height} image (padded {padded_w}×{padded_h}): this pipeline's parts "
+                    "do not fit together (a VAE whose scale factor is not 8?)"
+                )
             images.append(image[0, :, : stream.height, : stream.width].clamp(0, 1))
         bpp = [bits_per_pixel(s, p.height, p.width) for s, p in zip(streams, parsed)]
         return SODECPipelineOutput(images=postprocess(images, output_type), bitstreams=streams, bpp=bpp)
@@ -181,11 +204,12 @@ class SODECPipeline(DiffusionPipeline):
         output_type: str = "pil",
         decoder: str = "diffusion",
         return_dict: bool = True,
+        max_pixels: Optional[int] = None,
     ):
         """Round trip: compress to real bytes, then decompress them. The returned ``bitstreams`` equal
         :meth:`compress`'s and ``bpp`` is computed from their lengths."""
         streams = self.compress(image)
-        output = self.decompress(streams, output_type=output_type, decoder=decoder)
+        output = self.decompress(streams, output_type=output_type, decoder=decoder, max_pixels=max_pixels)
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)
         return output
