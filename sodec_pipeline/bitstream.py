@@ -74,10 +74,10 @@ class SODECBitstream:
 def check_image_size(height: int, width: int) -> None:
     """Raises ``ValueError`` if an image of this size cannot be represented in a stream."""
     if height < 1 or width < 1:
-        raise ValueError(f"image of size {height}×{width} is empty")
+        raise ValueError(f"image of size {width}×{height} (W×H) is empty")
     if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
         raise ValueError(
-            f"image of size {height}×{width} is beyond the limits of the format "
+            f"image of size {width}×{height} (W×H) is beyond the limits of the format "
             f"(sides ≤ {MAX_IMAGE_SIDE}, at most {MAX_IMAGE_PIXELS} pixels)"
         )
 

@@ -75,7 +75,10 @@ def test_every_codec_is_available_or_reported():
 
 
 # ---------------------------------------------------------------------- the command
-def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys):
+def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys, monkeypatch):
+    import sodec_pipeline.cli.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "progress_enabled", lambda quiet: not quiet)  # stderr as a terminal: bars on
     out = tmp_path / "report"
     rc = main(["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--targets", "0.5,1,2", "--no-perceptual"])
     captured = capsys.readouterr()

@@ -1,22 +1,32 @@
 """Evaluation of SODEC against classical codecs: Pillow baselines, the ``sodec eval`` command (metrics:
-:mod:`sodec_pipeline.metrics`)."""
+:mod:`sodec_pipeline.metrics`).
 
-from .baselines import CODECS, DOWNSCALE_FACTORS, codec_availability, run_codec, select_best
-from .evaluate import DEFAULT_TARGETS, EvaluationInputError, EvaluationResult, evaluate, find_images, summarize
-from .report import plot_rd, write_report
+Names are imported on first use (:mod:`sodec_pipeline.lazy_exports`): ``sodec eval --help`` does not
+import torch.
+"""
 
-__all__ = [
-    "CODECS",
-    "DEFAULT_TARGETS",
-    "DOWNSCALE_FACTORS",
-    "EvaluationInputError",
-    "EvaluationResult",
-    "codec_availability",
-    "evaluate",
-    "find_images",
-    "plot_rd",
-    "run_codec",
-    "select_best",
-    "summarize",
-    "write_report",
-]
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy_exports
+
+_import_structure = {
+    ".baselines": ["CODECS", "DOWNSCALE_FACTORS", "codec_availability", "run_codec", "select_best"],
+    ".evaluate": ["DEFAULT_TARGETS", "EvaluationInputError", "EvaluationResult", "evaluate", "find_images", "summarize"],
+    ".report": ["plot_rd", "write_report"],
+}
+
+__all__ = sorted(name for names in _import_structure.values() for name in names)
+
+if TYPE_CHECKING:
+    from .baselines import CODECS, DOWNSCALE_FACTORS, codec_availability, run_codec, select_best  # noqa: F401
+    from .evaluate import (  # noqa: F401
+        DEFAULT_TARGETS,
+        EvaluationInputError,
+        EvaluationResult,
+        evaluate,
+        find_images,
+        summarize,
+    )
+    from .report import plot_rd, write_report  # noqa: F401
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "cli", "evaluate", "report"))

@@ -1,15 +1,18 @@
 """``sodec eval --model PATH_OR_ID --images DIR --out DIR``: SODEC and the Pillow baselines, side by side.
 
-Importing this module registers the subcommand with :mod:`sodec_pipeline.cli`.
+:mod:`sodec_pipeline.cli.dispatch` lists this module as the ``eval`` subcommand. Nothing heavy is imported
+at module level (``sodec eval --help`` stays fast): torch and the models come in :func:`run`.
 """
 
 import importlib.util
 import sys
 import time
+from pathlib import Path
 
-from ..cli import CLIError, load_pipeline, register_command
+from ..cli.errors import CLIError
+from ..cli.files import prepare_output_folder
+from ..cli.model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 from . import baselines as baselines_lib
-from .evaluate import DEFAULT_TARGETS
 
 
 def _float_list(text: str, what: str):
@@ -23,11 +26,11 @@ def _float_list(text: str, what: str):
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, help="SODEC pipeline folder or Hub repo id")
+    add_model_argument(p)
     p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
     p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument(
         "--codecs",
         default=",".join(baselines_lib.CODECS),
@@ -35,7 +38,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--targets",
-        default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
+        default=",".join(f"{t:g}" for t in baselines_lib.DEFAULT_TARGETS),
         help="target bitrates (bpp) at which each baseline's best variant is chosen; SODEC's own bpp per image "
         "is always added (default: %(default)s)",
     )
@@ -46,7 +49,7 @@ def add_arguments(p) -> None:
                    help="full DISTS_pytorch.DISTS state_dict instead of the weights found on the machine")
     p.add_argument("--no-perceptual", action="store_true", help="PSNR and MS-SSIM only (no LPIPS, no DISTS)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
 
 
 def load_perceptual_metrics(args):
@@ -77,6 +80,7 @@ def run(args) -> int:
     from ..metrics import MetricWeightsError
     from .report import write_report
 
+    resolve_model(args.model)  # a wrong --model is reported before anything else is read
     if importlib.util.find_spec("matplotlib") is None:
         raise CLIError("sodec eval draws its RD plot with matplotlib, which is not installed: pip install matplotlib")
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
@@ -99,10 +103,12 @@ def run(args) -> int:
         raise CLIError(str(e)) from e
     for message in missing:
         print(f"note: {message}", file=sys.stderr)
-    pipe = load_pipeline(args.model, args.device, args.dtype)
+    prepare_output_folder(Path(args.out), args.out)
+    pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
 
     start = time.time()
-    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=not args.no_progress)
+    progress = args.show_progress and not args.no_progress
+    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=progress)
     settings = {
         "arguments": {k: v for k, v in vars(args).items() if not callable(v)},
         "model": args.model,
@@ -137,6 +143,3 @@ def _print_summary(result, summary, files) -> None:
         print(f"note: {skipped} baseline variants were refused by their encoder (listed in results.json)")
     for kind, path in files.items():
         print(f"{kind}: {path}")
-
-
-register_command("eval", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)", add_arguments, run)

@@ -28,7 +28,7 @@ from . import baselines as baselines_lib
 from ..metrics import ms_ssim, ms_ssim_scales, psnr
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DEFAULT_TARGETS = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+DEFAULT_TARGETS = baselines_lib.DEFAULT_TARGETS
 SODEC_DECODERS = ("diffusion", "fidelity")
 SODEC_TARGET = "sodec"
 
