@@ -11,13 +11,18 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["sodec_pipeline", "sodec_pipeline.*"]) + ["sodec_pipeline.hub_configs_data"],
-    package_dir={"sodec_pipeline.hub_configs_data": "hub_configs"},
-    package_data={"sodec_pipeline.hub_configs_data": ["*/*.json", "*/*/*.json"]},
+    packages=find_packages(include=["sodec_pipeline", "sodec_pipeline.*"])
+    + ["sodec_pipeline.hub_configs_data", "sodec_pipeline.pretrained_data"],
+    package_dir={"sodec_pipeline.hub_configs_data": "hub_configs", "sodec_pipeline.pretrained_data": "pretrained"},
+    package_data={
+        "sodec_pipeline.hub_configs_data": ["*/*.json", "*/*/*.json"],
+        "sodec_pipeline.pretrained_data": ["*/*.json", "*/*.md", "*/*/*.json", "*/*/*.safetensors", "*/*/*.txt"],
+    },
     install_requires=[
         "torch>=2.1",
         "torchvision",
         "compressai>=1.2.7",
+        "constriction>=0.4.1,<0.6",
         "diffusers>=0.35",
         "transformers>=4.45",
         "huggingface_hub",

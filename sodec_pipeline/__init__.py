@@ -1,52 +1,69 @@
-"""sodec-pipeline: SODEC (Chen et al., AAAI 2026) as a diffusers pipeline with real bitstreams."""
+"""sodec-pipeline: SODEC (Chen et al., AAAI 2026) as a diffusers pipeline with real bitstreams.
 
-import warnings as _warnings
+``import sodec_pipeline`` is cheap (no torch, diffusers or compressai): each public name below is
+imported the first time it is used, the way diffusers and transformers do it
+(:mod:`sodec_pipeline.lazy_exports`). Importing ``SODECPipeline`` registers it with diffusers, so that
+plain ``diffusers.DiffusionPipeline.from_pretrained(dir_or_id)`` returns a ``SODECPipeline`` from then
+on (:mod:`sodec_pipeline.pipelines.diffusers_registration`).
+"""
 
-import diffusers as _diffusers
+from typing import TYPE_CHECKING
 
-with _warnings.catch_warnings():
-    # compressai 1.2.8 scripts a function with torch.jit at import time, which torch ≥ 2.10 deprecates.
-    _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    import compressai as _compressai  # noqa: F401
-
-# diffusers' loader resolves a component recorded as ["sodec_pipeline", "CompressionVAE"] by looking its
-# base classes up in this namespace: keep them importable from here.
-from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
-from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES as _LOADABLE_CLASSES
-
-from .bitstream import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, BitstreamError, SODECBitstream, decode_bitstream, encode_bitstream
-from .models import CompressionVAE, CompressionVAEOutput, FidelityGuidanceEncoder
-from .pipelines import SODECPipeline, SODECPipelineOutput
-from .schedulers import SODECScheduler, SODECSchedulerOutput
+from .lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
-# `DiffusionPipeline.from_pretrained(dir)` looks the `_class_name` of model_index.json up in the
-# diffusers namespace: make SODECPipeline resolvable there once this package is imported.
-for _name, _obj in (("SODECPipeline", SODECPipeline),):
-    if not hasattr(_diffusers, _name):
-        setattr(_diffusers, _name, _obj)
-
-# Register this package as a library diffusers loads components from (like "transformers"): components
-# are then recorded in model_index.json as ["sodec_pipeline", class], and the Hub download path accepts
-# them instead of looking for a custom-code file in the repository.
-_LOADABLE_CLASSES.setdefault(
-    "sodec_pipeline",
-    {"ModelMixin": ["save_pretrained", "from_pretrained"], "SchedulerMixin": ["save_pretrained", "from_pretrained"]},
+_import_structure = {
+    ".bitstream": [
+        "DEFAULT_MAX_PIXELS",
+        "MAX_IMAGE_PIXELS",
+        "MAX_IMAGE_SIDE",
+        "BitstreamError",
+        "PixelBudgetError",
+        "SODECBitstream",
+        "decode_bitstream",
+        "encode_bitstream",
+    ],
+    ".models": ["CompressionVAE", "CompressionVAEOutput", "FidelityGuidanceEncoder"],
+    ".pipelines": ["SODECPipeline", "SODECPipelineOutput"],
+    ".schedulers": ["SODECScheduler", "SODECSchedulerOutput"],
+    # diffusers' loader resolves a component recorded as ["sodec_pipeline", "CompressionVAE"] by looking
+    # its base classes up in this namespace: keep them reachable from here.
+    "diffusers": ["ModelMixin", "SchedulerMixin"],
+}
+_submodules = (
+    "benchmarking",
+    "bitstream",
+    "cli",
+    "conversion",
+    "entropy_coding",
+    "evaluation",
+    "hub_configs",
+    "image_processing",
+    "metrics",
+    "models",
+    "pipelines",
+    "schedulers",
+    "shipped_models",
 )
 
-__all__ = [
-    "BitstreamError",
-    "CompressionVAE",
-    "CompressionVAEOutput",
-    "FidelityGuidanceEncoder",
-    "MAX_IMAGE_PIXELS",
-    "MAX_IMAGE_SIDE",
-    "SODECBitstream",
-    "SODECPipeline",
-    "SODECPipelineOutput",
-    "SODECScheduler",
-    "SODECSchedulerOutput",
-    "decode_bitstream",
-    "encode_bitstream",
-]
+__all__ = sorted(name for module, names in _import_structure.items() if module != "diffusers" for name in names)
+
+if TYPE_CHECKING:
+    from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+
+    from .bitstream import (  # noqa: F401
+        DEFAULT_MAX_PIXELS,
+        MAX_IMAGE_PIXELS,
+        MAX_IMAGE_SIDE,
+        BitstreamError,
+        PixelBudgetError,
+        SODECBitstream,
+        decode_bitstream,
+        encode_bitstream,
+    )
+    from .models import CompressionVAE, CompressionVAEOutput, FidelityGuidanceEncoder  # noqa: F401
+    from .pipelines import SODECPipeline, SODECPipelineOutput  # noqa: F401
+    from .schedulers import SODECScheduler, SODECSchedulerOutput  # noqa: F401
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, _submodules)

@@ -1,18 +1,20 @@
 """The SODEC bitstream: one image per stream, specified in docs/bitstream.md.
 
-Layout (version 1)::
+Layout (version 2)::
 
     magic            2 bytes   b"S\\xdc"
-    version          1 byte    1
+    version          1 byte    2
     fingerprint      4 bytes   CompressionVAE.fingerprint() of the model that wrote it
+    entropy check    2 bytes   CompressionVAE.entropy_check() of the image's entropy parameters
     height           varint    original image height, 1 … MAX_IMAGE_SIDE
     width            varint    original image width,  1 … MAX_IMAGE_SIDE, height·width ≤ MAX_IMAGE_PIXELS
     z_length         varint    length of the z string in bytes
-    z string         z_length bytes
-    y string         the bytes up to the checksum
+    z string         z_length bytes (a whole number of 32-bit words)
+    y string         the bytes up to the checksum (a whole number of 32-bit words)
     crc32            4 bytes   CRC-32 (zlib) of every byte before it, little-endian
 
-Every check happens before anything proportional to the announced image size is allocated.
+Every check happens before anything proportional to the announced image size is allocated, and
+:func:`decode_bitstream` refuses images above the caller's pixel budget (``max_pixels``).
 """
 
 import struct
@@ -21,20 +23,35 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 MAGIC = b"S\xdc"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FINGERPRINT_SIZE = 4
+ENTROPY_CHECK_SIZE = 2
 CHECKSUM_SIZE = 4
+#: Words of the entropy coder: every z and y string is a whole number of them.
+WORD_SIZE = 4
 #: Largest height or width a stream may announce (and the pipeline will compress).
 MAX_IMAGE_SIDE = 16384
 #: Largest number of pixels a stream may announce (and the pipeline will compress): 64 Mpx.
 MAX_IMAGE_PIXELS = 1 << 26
+#: Default decode budget (like Pillow's ``Image.MAX_IMAGE_PIXELS``): streams announcing more pixels are
+#: refused before any network runs unless the caller raises ``max_pixels`` (API) / ``--max-pixels`` (CLI).
+#: 4096 × 4096. Read at call time, so ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS = n`` changes it.
+DEFAULT_MAX_PIXELS = 1 << 24
 _MAX_VARINT_BYTES = 5
-_MIN_STREAM_SIZE = len(MAGIC) + 1 + FINGERPRINT_SIZE + 3 + CHECKSUM_SIZE
+_MIN_STREAM_SIZE = len(MAGIC) + 1 + FINGERPRINT_SIZE + ENTROPY_CHECK_SIZE + 3 + CHECKSUM_SIZE
+_OLD_VERSIONS = {
+    1: "version 1 streams (sodec-pipeline 0.1) were coded with compressai's rANS coder and float entropy "
+    "parameters that other machines cannot reproduce; re-encode the image with this version",
+}
 
 
 class BitstreamError(ValueError):
     """A SODEC bitstream is malformed, truncated, corrupted, from another model, or announces an image
     beyond the documented limits."""
+
+
+class PixelBudgetError(BitstreamError):
+    """A stream announces more pixels than the decoder's budget (``max_pixels``) allows."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,7 @@ class SODECBitstream:
     width: int
     z_string: bytes
     y_string: bytes
+    entropy_check: bytes = bytes(ENTROPY_CHECK_SIZE)
     version: int = FORMAT_VERSION
 
     @property
@@ -56,10 +74,10 @@ class SODECBitstream:
 def check_image_size(height: int, width: int) -> None:
     """Raises ``ValueError`` if an image of this size cannot be represented in a stream."""
     if height < 1 or width < 1:
-        raise ValueError(f"image of size {height}×{width} is empty")
+        raise ValueError(f"image of size {width}×{height} (W×H) is empty")
     if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
         raise ValueError(
-            f"image of size {height}×{width} is beyond the limits of the format "
+            f"image of size {width}×{height} (W×H) is beyond the limits of the format "
             f"(sides ≤ {MAX_IMAGE_SIDE}, at most {MAX_IMAGE_PIXELS} pixels)"
         )
 
@@ -91,16 +109,35 @@ def _read_varint(data: memoryview, pos: int, end: int, what: str) -> Tuple[int, 
     raise BitstreamError(f"header field '{what}' is malformed (varint longer than {_MAX_VARINT_BYTES} bytes)")
 
 
-def encode_bitstream(fingerprint: bytes, height: int, width: int, z_string: bytes, y_string: bytes) -> bytes:
+def check_pixel_budget(height: int, width: int, max_pixels: Optional[int]) -> None:
+    """Raises :class:`PixelBudgetError` when an image of ``height × width`` is above ``max_pixels``
+    (``None``: :data:`DEFAULT_MAX_PIXELS`)."""
+    budget = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if height * width > budget:
+        raise PixelBudgetError(
+            f"stream announces a {width}×{height} image ({height * width} pixels), above this decoder's budget "
+            f"of {budget} pixels; to decode it, raise the budget: max_pixels={height * width} "
+            "(SODECPipeline.decompress) or --max-pixels (sodec decompress)"
+        )
+
+
+def encode_bitstream(
+    fingerprint: bytes, height: int, width: int, z_string: bytes, y_string: bytes, entropy_check: bytes
+) -> bytes:
     """Packs one image's strings into a stream."""
     if len(fingerprint) != FINGERPRINT_SIZE:
         raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
+    if len(entropy_check) != ENTROPY_CHECK_SIZE:
+        raise ValueError(f"entropy check must be {ENTROPY_CHECK_SIZE} bytes")
+    if not z_string or len(z_string) % WORD_SIZE or len(y_string) % WORD_SIZE:
+        raise ValueError(f"z and y strings must be whole numbers of {WORD_SIZE}-byte words (z non-empty)")
     check_image_size(height, width)
     body = b"".join(
         [
             MAGIC,
             bytes([FORMAT_VERSION]),
             fingerprint,
+            entropy_check,
             _write_varint(height),
             _write_varint(width),
             _write_varint(len(z_string)),
@@ -112,9 +149,12 @@ def encode_bitstream(fingerprint: bytes, height: int, width: int, z_string: byte
 
 
 def decode_bitstream(
-    data: Union[bytes, bytearray, memoryview], expected_fingerprint: Optional[bytes] = None
+    data: Union[bytes, bytearray, memoryview],
+    expected_fingerprint: Optional[bytes] = None,
+    max_pixels: Optional[int] = None,
 ) -> SODECBitstream:
-    """Parses and verifies a stream. Raises :class:`BitstreamError` saying what is wrong."""
+    """Parses and verifies a stream. Raises :class:`BitstreamError` saying what is wrong, and
+    :class:`PixelBudgetError` for an image above ``max_pixels`` (``None``: :data:`DEFAULT_MAX_PIXELS`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"a bitstream must be bytes, got {type(data).__name__}")
     data = memoryview(bytes(data))
@@ -125,6 +165,8 @@ def decode_bitstream(
     if len(data) < _MIN_STREAM_SIZE:
         raise BitstreamError(f"stream is truncated: {len(data)} bytes is shorter than the smallest header")
     version = data[len(MAGIC)]
+    if version in _OLD_VERSIONS:
+        raise BitstreamError(f"unsupported stream version {version}: {_OLD_VERSIONS[version]}")
     if version != FORMAT_VERSION:
         raise BitstreamError(f"unsupported stream version {version} (this package reads version {FORMAT_VERSION})")
     end = len(data) - CHECKSUM_SIZE
@@ -134,6 +176,8 @@ def decode_bitstream(
     pos = len(MAGIC) + 1
     fingerprint = bytes(data[pos : pos + FINGERPRINT_SIZE])
     pos += FINGERPRINT_SIZE
+    entropy_check = bytes(data[pos : pos + ENTROPY_CHECK_SIZE])
+    pos += ENTROPY_CHECK_SIZE
     height, pos = _read_varint(data, pos, end, "height")
     width, pos = _read_varint(data, pos, end, "width")
     try:
@@ -146,14 +190,20 @@ def decode_bitstream(
             f"header is inconsistent: z string of {z_length} bytes does not leave room for a y string "
             f"in a payload of {end - pos} bytes"
         )
+    if z_length % WORD_SIZE or (end - pos - z_length) % WORD_SIZE:
+        raise BitstreamError(
+            f"header is inconsistent: the z string ({z_length} bytes) and the y string ({end - pos - z_length} "
+            f"bytes) must be whole numbers of {WORD_SIZE}-byte words"
+        )
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
         raise BitstreamError(
             f"stream was written by another model (fingerprint {fingerprint.hex()}, "
             f"this model is {expected_fingerprint.hex()})"
         )
+    check_pixel_budget(height, width, max_pixels)
     z_string = bytes(data[pos : pos + z_length])
     y_string = bytes(data[pos + z_length : end])
-    return SODECBitstream(fingerprint, height, width, z_string, y_string, version)
+    return SODECBitstream(fingerprint, height, width, z_string, y_string, entropy_check, version)
 
 
 def bits_per_pixel(stream: bytes, height: int, width: int) -> float:

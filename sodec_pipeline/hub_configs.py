@@ -1,13 +1,14 @@
 """Named hub config layouts (``hub_configs/<name>/``: model_index.json and each component's config,
-no weights) and building a randomly initialised pipeline from one."""
+no weights) and building a randomly initialised pipeline from one.
+
+Finding layouts imports nothing heavy (the CLI uses it before deciding to load torch).
+"""
 
 import importlib
 import json
 import os
 from pathlib import Path
 from typing import Union
-
-import torch
 
 _REPO_HUB_CONFIGS = Path(__file__).resolve().parent.parent / "hub_configs"
 
@@ -65,6 +66,8 @@ def build_pipeline_from_config(config: Union[str, os.PathLike], seed: int = 0):
     Random weights make meaningless pictures, but real bitstreams: this is what the tests, the
     benchmarks and ``sodec init`` use.
     """
+    import torch
+
     from .pipelines import SODECPipeline
 
     folder = resolve_hub_config(config)

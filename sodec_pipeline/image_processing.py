@@ -69,7 +69,7 @@ def _tensor_to_tensors(tensor: torch.Tensor) -> List[torch.Tensor]:
 
 def _checked(image: torch.Tensor) -> torch.Tensor:
     if image.shape[-1] < 1 or image.shape[-2] < 1:
-        raise ValueError(f"image of size {image.shape[-2]}×{image.shape[-1]} is empty")
+        raise ValueError(f"image of size {image.shape[-1]}×{image.shape[-2]} (W×H) is empty")
     if not torch.isfinite(image).all():
         raise ValueError("image contains NaN or infinite values")
     if image.min() < 0 or image.max() > 1:

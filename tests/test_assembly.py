@@ -36,7 +36,8 @@ def write_preprocessor(folder: Path, size=32):
     }))
 
 
-def save_sd_model(folder: Path, cross_attention_dim=24, unet_in=4, unet_out=4, vae_latent=4, prediction_type="v_prediction", seed=0):
+def save_sd_model(folder: Path, cross_attention_dim=24, unet_in=4, unet_out=4, vae_latent=4, prediction_type="v_prediction", seed=0,
+                  vae_blocks=(4, 4, 8, 8)):
     """A Stable-Diffusion-2.1-like folder: model_index.json, unet/, vae/, scheduler/."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -45,8 +46,9 @@ def save_sd_model(folder: Path, cross_attention_dim=24, unet_in=4, unet_out=4, v
         cross_attention_dim=cross_attention_dim, attention_head_dim=2, norm_num_groups=4, use_linear_projection=True,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(4, 4, 8, 8), latent_channels=vae_latent, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=2,
+        in_channels=3, out_channels=3, block_out_channels=vae_blocks, latent_channels=vae_latent, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_blocks), up_block_types=("UpDecoderBlock2D",) * len(vae_blocks),
+        norm_num_groups=2,
         sample_size=64, scaling_factor=0.13025,
     )
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
@@ -194,6 +196,9 @@ def test_parts_that_cannot_fit(parts, tmp_path):
     bad_vae = save_sd_model(tmp_path / "vae8", vae_latent=8)
     with pytest.raises(ValueError, match=r"predicts 4 channels \(unet out_channels\) but the VAE decodes 8"):
         SODECPipeline.from_pretrained_parts(bad_vae, parts["vit"], config=TINY_CONFIG)
+    two_blocks = save_sd_model(tmp_path / "vae-x2", vae_blocks=(4, 8))
+    with pytest.raises(ValueError, match=r"upsamples its latents ×2 \(2 blocks in vae block_out_channels\).*stride 8"):
+        SODECPipeline.from_pretrained_parts(two_blocks, parts["vit"], config=TINY_CONFIG)
     odd = save_sd_model(tmp_path / "cross25", cross_attention_dim=25)
     with pytest.raises(ValueError, match=r"projection_num_attention_heads=2, which does not divide the UNet's cross_attention_dim=25"):
         SODECPipeline.from_pretrained_parts(odd, parts["vit"], config=TINY_CONFIG)
@@ -220,3 +225,20 @@ def test_random_codec_follows_the_unet_input_width(parts, tmp_path, small_photo)
     assert pipe.compression_vae.analysis_transform.conv_block1[1].weight.dtype == torch.float32
     out = pipe(small_photo, output_type="pt")
     assert out.images.shape == (1, 3, small_photo.height, small_photo.width)
+
+
+def test_a_decode_never_returns_another_size_than_the_header(assembled, small_photo):
+    """A pipeline put together by hand with a VAE of scale factor 2 (no assembly check in the way): decoding
+    raises instead of returning a smaller image."""
+    from diffusers import AutoencoderKL
+
+    (stream,) = assembled.compress(small_photo)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(4, 8), latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=2,
+    ).eval()
+    components = dict(assembled.components, vae=vae)
+    wrong = SODECPipeline(**components)
+    with pytest.raises(ValueError, match=r"made a 32×16 image from a stream of a 96×64 image \(padded 128×64\)"):
+        wrong.decompress(stream)
+    assert wrong.decompress(stream, decoder="fidelity").images[0].size == small_photo.size

@@ -81,7 +81,7 @@ def _check_stats(stats, runs):
 def test_benchmark_command_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main([
-        "benchmark", "--config", str(TINY_CONFIG), "--size", "64x96", "--warmup", "1", "--repeats", "2",
+        "benchmark", "--config", str(TINY_CONFIG), "--size", "96x64", "--warmup", "1", "--repeats", "2",
         "--baseline-steps", "3", "--out", str(out),
     ])  # fmt: skip
     captured = capsys.readouterr()
@@ -93,6 +93,7 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
         "decode_stage_sum_median_s", "baseline", "speedup", "floor", "memory", "notes", "load_s", "image", "arguments",
     }  # fmt: skip
     assert expected <= set(result)
+    # --size is W×H; the JSON keeps [H, W]
     assert result["size"] == [64, 96] and result["device"] == "cpu" and result["dtype"] == "float32"
     assert result["config"] == str(TINY_CONFIG) and result["model"] is None
     for key in ("encode", "decode", "decode_staged_total"):
@@ -168,7 +169,7 @@ def test_benchmark_model_and_config_are_exclusive(capsys):
 
 def test_scaling_benchmark_writes_round_trips_and_batching(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    rc = main(["benchmark", "--config", str(TINY_CONFIG), "--size", "64x96,300x200", "--scaling", "--batch-speedup", "2", "--out", str(out)])
+    rc = main(["benchmark", "--config", str(TINY_CONFIG), "--size", "96x64,200x300", "--scaling", "--batch-speedup", "2", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert [r["size"] for r in result["round_trips"]] == [[64, 96], [300, 200]]

@@ -3,14 +3,24 @@ import zlib
 
 import pytest
 
-from sodec_pipeline import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, BitstreamError, decode_bitstream, encode_bitstream
+from sodec_pipeline import (
+    DEFAULT_MAX_PIXELS,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    BitstreamError,
+    PixelBudgetError,
+    decode_bitstream,
+    encode_bitstream,
+)
 from sodec_pipeline.bitstream import MAGIC, _write_varint, bits_per_pixel
 
 FP = b"\x01\x02\x03\x04"
+CHECK = b"\xab\xcd"
+V2 = b"\x02"
 
 
 def _stream(height=321, width=481, z=b"zzzz", y=b"y" * 40, fp=FP):
-    return encode_bitstream(fp, height, width, z, y)
+    return encode_bitstream(fp, height, width, z, y, CHECK)
 
 
 def _with_crc(body: bytes) -> bytes:
@@ -20,11 +30,11 @@ def _with_crc(body: bytes) -> bytes:
 def test_round_trip_and_overhead():
     s = _stream()
     parsed = decode_bitstream(s, expected_fingerprint=FP)
-    assert (parsed.height, parsed.width, parsed.z_string, parsed.y_string, parsed.fingerprint) == (
-        321, 481, b"zzzz", b"y" * 40, FP
+    assert (parsed.height, parsed.width, parsed.z_string, parsed.y_string, parsed.fingerprint, parsed.entropy_check) == (
+        321, 481, b"zzzz", b"y" * 40, FP, CHECK
     )
-    # magic 2 + version 1 + fingerprint 4 + varints (2 + 2 + 1) + crc 4 = 16 bytes of overhead
-    assert len(s) - 44 == 16
+    # magic 2 + version 1 + fingerprint 4 + entropy check 2 + varints (2 + 2 + 1) + crc 4 = 18 bytes of overhead
+    assert len(s) - 44 == 18
     assert bits_per_pixel(s, 321, 481) == 8 * len(s) / (321 * 481)
 
 
@@ -32,7 +42,7 @@ def test_error_is_a_value_error():
     assert issubclass(BitstreamError, ValueError)
 
 
-@pytest.mark.parametrize("cut", range(0, 60))
+@pytest.mark.parametrize("cut", range(0, 62))
 def test_every_truncation_is_detected(cut):
     s = _stream()
     with pytest.raises(BitstreamError):
@@ -62,6 +72,8 @@ def test_messages_say_what_is_wrong():
         decode_bitstream(b"\x89PNG\r\n\x1a\n" + s)
     with pytest.raises(BitstreamError, match="version"):
         decode_bitstream(_with_crc(MAGIC + b"\x07" + s[3:-4]))
+    with pytest.raises(BitstreamError, match="version 1 .*re-encode"):
+        decode_bitstream(_with_crc(MAGIC + b"\x01" + s[3:-4]))
     with pytest.raises(BitstreamError, match="another model"):
         decode_bitstream(s, expected_fingerprint=b"\x00\x00\x00\x00")
     with pytest.raises(BitstreamError, match="must be bytes"):
@@ -73,25 +85,49 @@ def test_messages_say_what_is_wrong():
     [(MAX_IMAGE_SIDE + 1, 10), (10, 1 << 30), (0, 5), (5, 0), (MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS // MAX_IMAGE_SIDE + 1)],
 )
 def test_absurd_sizes_with_valid_checksum_are_refused(height, width):
-    body = MAGIC + b"\x01" + FP + _write_varint(height) + _write_varint(width) + _write_varint(4) + b"zzzz" + b"yyyy"
+    body = MAGIC + V2 + FP + CHECK + _write_varint(height) + _write_varint(width) + _write_varint(4) + b"zzzz" + b"yyyy"
     with pytest.raises(BitstreamError, match="image size"):
         decode_bitstream(_with_crc(body), expected_fingerprint=FP)
 
 
 def test_overlong_varint_and_inconsistent_lengths():
-    body = MAGIC + b"\x01" + FP + b"\xff" * 8 + b"\x01" + b"payload"
+    body = MAGIC + V2 + FP + CHECK + b"\xff" * 8 + b"\x01" + b"payload"
     with pytest.raises(BitstreamError, match="varint"):
         decode_bitstream(_with_crc(body))
-    body = MAGIC + b"\x01" + FP + _write_varint(8) + _write_varint(8) + _write_varint(500) + b"short"
+    body = MAGIC + V2 + FP + CHECK + _write_varint(8) + _write_varint(8) + _write_varint(500) + b"short"
     with pytest.raises(BitstreamError, match="inconsistent"):
         decode_bitstream(_with_crc(body))
-    body = MAGIC + b"\x01" + FP + _write_varint(8) + _write_varint(8) + _write_varint(0) + b"short"
+    body = MAGIC + V2 + FP + CHECK + _write_varint(8) + _write_varint(8) + _write_varint(0) + b"short"
     with pytest.raises(BitstreamError, match="inconsistent"):
+        decode_bitstream(_with_crc(body))
+    body = MAGIC + V2 + FP + CHECK + _write_varint(8) + _write_varint(8) + _write_varint(3) + b"zzz" + b"yyyy"
+    with pytest.raises(BitstreamError, match="words"):
+        decode_bitstream(_with_crc(body))
+    body = MAGIC + V2 + FP + CHECK + _write_varint(8) + _write_varint(8) + _write_varint(4) + b"zzzz" + b"yyyyy"
+    with pytest.raises(BitstreamError, match="words"):
         decode_bitstream(_with_crc(body))
 
 
 def test_encoder_refuses_what_the_decoder_would():
     with pytest.raises(ValueError):
-        encode_bitstream(FP, MAX_IMAGE_SIDE + 1, 1, b"z", b"y")
+        encode_bitstream(FP, MAX_IMAGE_SIDE + 1, 1, b"zzzz", b"yyyy", CHECK)
     with pytest.raises(ValueError):
-        encode_bitstream(b"\x00", 1, 1, b"z", b"y")
+        encode_bitstream(b"\x00", 1, 1, b"zzzz", b"yyyy", CHECK)
+    with pytest.raises(ValueError):
+        encode_bitstream(FP, 1, 1, b"zzzz", b"yyyy", b"\x00")
+    with pytest.raises(ValueError):
+        encode_bitstream(FP, 1, 1, b"zzz", b"yyyy", CHECK)
+
+
+def test_pixel_budget_is_checked_from_the_header():
+    s = _stream(height=321, width=481)
+    assert decode_bitstream(s, max_pixels=321 * 481).height == 321
+    with pytest.raises(PixelBudgetError, match=r"481×321 image \(154401 pixels\).*max_pixels=154401.*--max-pixels"):
+        decode_bitstream(s, max_pixels=321 * 481 - 1)
+    assert issubclass(PixelBudgetError, BitstreamError)
+    # the default budget is 4096 × 4096; the format itself goes to 64 Mpx
+    big = encode_bitstream(FP, 4097, 4096, b"zzzz", b"yyyy", CHECK)
+    assert DEFAULT_MAX_PIXELS == 4096 * 4096
+    with pytest.raises(PixelBudgetError):
+        decode_bitstream(big)
+    assert decode_bitstream(big, max_pixels=MAX_IMAGE_PIXELS).width == 4096

@@ -1,12 +1,25 @@
+import json
+import os
+import re
+import shlex
 import shutil
+import struct
 import subprocess
 import sys
+import types
+import zlib
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 
 from sodec_pipeline.cli import main
+from sodec_pipeline.cli import compress_command, decompress_command
+from sodec_pipeline.cli.dispatch import COMMANDS, build_parser
+from sodec_pipeline.cli.progress import progress_enabled
+
+HEAVY_MODULES = ("torch", "diffusers", "transformers", "compressai", "matplotlib", "torchvision")
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +32,54 @@ def workdir(tmp_path_factory, photo_paths):
     return d
 
 
+@pytest.fixture(scope="module")
+def streams(tiny_pipeline, workdir, tmp_path_factory):
+    """Two streams of the tiny test model (seed 0)."""
+    d = tmp_path_factory.mktemp("streams")
+    paths = []
+    for name in ("bsds_crop0_96x64.png", "grey.png"):
+        path = d / (name.rsplit(".", 1)[0] + ".sodec")
+        path.write_bytes(tiny_pipeline.compress(PIL.Image.open(workdir / name))[0])
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if a command loads the model: for errors that must come before any compute."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(compress_command, "load_pipeline", refuse)
+    monkeypatch.setattr(decompress_command, "load_pipeline", refuse)
+
+
 def _run(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
+def _png_header(path, width, height):
+    """A PNG whose header announces width×height, with a few bytes of pixel data: a decoder that reads
+    the pixels fails, so a size error proves the size was checked from the header alone."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def _one_line_error(code, err, needle, status=2):
+    assert code == status, err
+    assert needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------- the main job
 def test_init_compress_decompress(tiny_pipeline_dir, workdir, capsys, tmp_path):
     model = tmp_path / "model"
     code, out, err = _run(capsys, "init", "sodec-tiny", model, "--seed", "0")
@@ -32,12 +87,14 @@ def test_init_compress_decompress(tiny_pipeline_dir, workdir, capsys, tmp_path):
     images = [workdir / "bsds_crop0_96x64.png", workdir / "bsds_481x321.jpg", workdir / "grey.png"]
     code, out, err = _run(capsys, "compress", *images, "--model", model, "-o", tmp_path / "streams")
     assert code == 0, err
+    assert err == ""  # stderr is not a terminal here: no progress bars
     lines = out.strip().splitlines()
     assert len(lines) == 3
     for image, line in zip(images, lines):
         stream = tmp_path / "streams" / (image.stem + ".sodec")
         w, h = PIL.Image.open(image).size
         assert line.startswith(str(stream))
+        assert f"\t{w}×{h}\t" in line  # W×H, as Pillow
         assert f"{8 * stream.stat().st_size / (w * h):.4f} bpp" in line
     # same seed and config as the session fixture: the same model, so the same bytes
     from sodec_pipeline import SODECPipeline
@@ -48,34 +105,67 @@ def test_init_compress_decompress(tiny_pipeline_dir, workdir, capsys, tmp_path):
     code, out, err = _run(capsys, "decompress", *streams, "--model", model, "-o", tmp_path / "png")
     assert code == 0, err
     for image in images:
-        assert PIL.Image.open(tmp_path / "png" / (image.stem + ".png")).size == PIL.Image.open(image).size
-    code, out, err = _run(capsys, "decompress", streams[0], "--model", model, "-o", tmp_path / "fid", "--fidelity")
-    assert code == 0 and "fidelity" in out
+        decoded = tmp_path / "png" / (image.stem + ".diffusion.png")
+        assert PIL.Image.open(decoded).size == PIL.Image.open(image).size
+    # --fidelity gets its own name: the diffusion decode is not overwritten
+    diffusion = tmp_path / "png" / "bsds_481x321.diffusion.png"
+    before = diffusion.read_bytes()
+    code, out, err = _run(capsys, "decompress", tmp_path / "streams" / "bsds_481x321.sodec", "--model", model,
+                          "-o", tmp_path / "png", "--fidelity")  # fmt: skip
+    assert code == 0 and out.rstrip().endswith("fidelity")
+    fidelity = tmp_path / "png" / "bsds_481x321.fidelity.png"
+    assert diffusion.read_bytes() == before and fidelity.read_bytes() != before
+    # an explicit output file for one stream
+    one = tmp_path / "streams" / (images[0].stem + ".sodec")
+    code, out, err = _run(capsys, "decompress", one, "--model", model, "--fidelity", "-o", tmp_path / "mine.png")
+    assert code == 0 and PIL.Image.open(tmp_path / "mine.png").size == PIL.Image.open(images[0]).size
 
 
+def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir, capsys, tmp_path):
+    """compress writes photo.sodec next to photo.png; decompress of it must not write photo.png."""
+    photo = tmp_path / "photo.png"
+    shutil.copy(workdir / "bsds_crop0_96x64.png", photo)
+    original = photo.read_bytes()
+    assert _run(capsys, "compress", photo, "--model", tiny_pipeline_dir)[0] == 0
+    assert _run(capsys, "decompress", tmp_path / "photo.sodec", "--model", tiny_pipeline_dir)[0] == 0
+    assert photo.read_bytes() == original and (tmp_path / "photo.diffusion.png").is_file()
+
+
+# ---------------------------------------------------------------------- one-line errors, exit status 2
 @pytest.mark.parametrize(
     "case,needle",
     [
         ("missing_image", "no such file"),
         ("not_an_image", "not a readable image"),
+        ("folder_as_image", "a folder, not an image file"),
+        ("folder_as_stream", "a folder, not a .sodec file"),
         ("corrupt_stream", "corrupted"),
         ("truncated_stream", "truncated"),
         ("other_model", "another model"),
-        ("missing_model", "neither a pipeline folder"),
+        ("missing_model", "no such folder"),
         ("not_a_model_dir", "no model_index.json"),
+        ("layout_name_as_model", "sodec init sodec-tiny my-model"),
+        ("config_folder_as_model", "configs without weights"),
+        ("no_model", "no --model given"),
         ("missing_stream", "no such file"),
         ("bad_config", "hub config"),
+        ("init_into_a_full_folder", "not empty"),
+        ("bad_device", "--device"),
+        ("over_budget", "96×64 image (6144 pixels), above this decoder's budget of 6000 pixels"),
     ],
 )
-def test_bad_input_gives_one_line_and_nonzero_exit(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, capsys, tmp_path):
-    stream = tmp_path / "good.sodec"
-    stream.write_bytes(tiny_pipeline.compress(PIL.Image.open(workdir / "bsds_crop0_96x64.png"))[0])
+def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path):
+    stream = streams[0]
     data = stream.read_bytes()
     model = str(tiny_pipeline_dir)
     if case == "missing_image":
         args = ["compress", workdir / "nope.png", "--model", model]
     elif case == "not_an_image":
         args = ["compress", workdir / "not_an_image.png", "--model", model]
+    elif case == "folder_as_image":
+        args = ["compress", workdir, "--model", model]
+    elif case == "folder_as_stream":
+        args = ["decompress", workdir, "--model", model]
     elif case == "corrupt_stream":
         bad = tmp_path / "bad.sodec"
         bad.write_bytes(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:])
@@ -91,14 +181,251 @@ def test_bad_input_gives_one_line_and_nonzero_exit(case, needle, tiny_pipeline_d
         args = ["compress", workdir / "grey.png", "--model", tmp_path / "no_model_here"]
     elif case == "not_a_model_dir":
         args = ["compress", workdir / "grey.png", "--model", workdir]
+    elif case == "layout_name_as_model":
+        args = ["compress", workdir / "grey.png", "--model", "sodec-tiny"]
+    elif case == "config_folder_as_model":
+        from sodec_pipeline.hub_configs import resolve_hub_config
+
+        args = ["compress", workdir / "grey.png", "--model", resolve_hub_config("sodec-tiny")]
+    elif case == "no_model":
+        args = ["compress", workdir / "grey.png"]
     elif case == "missing_stream":
         args = ["decompress", tmp_path / "none.sodec", "--model", model]
+    elif case == "bad_device":
+        args = ["decompress", stream, "--model", model, "--device", "no-such-device"]
+    elif case == "init_into_a_full_folder":
+        args = ["init", "sodec-tiny", workdir]
+    elif case == "over_budget":
+        args = ["decompress", stream, "--model", model, "--max-pixels", "6000"]
     else:
         args = ["init", tmp_path / "no_such_config", tmp_path / "out"]
-    code, out, err = _run(capsys, *args)
-    assert code != 0
-    assert needle in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, out, err = _run(capsys, *args, "-o", tmp_path / "out") if args[0] != "init" else _run(capsys, *args)
+    _one_line_error(code, err, needle)
+    if case == "over_budget":
+        assert "--max-pixels" in err
+    assert not any(p.suffix == ".png" and "diffusion" in p.name for p in tmp_path.rglob("*"))
+
+
+def test_hub_id_offline_says_the_machine_is_offline(workdir, capsys, monkeypatch, tmp_path):
+    """diffusers' real Hub path, with the network call failing as it does without a network."""
+    import diffusers.pipelines.pipeline_utils as pipeline_utils
+    import requests
+
+    def model_info(repo, **kwargs):
+        raise requests.ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(pipeline_utils, "model_info", model_info)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    code, out, err = _run(capsys, "compress", workdir / "grey.png", "--model", "sodec-test/not-cached", "-o", tmp_path)
+    _one_line_error(code, err, "this machine is offline")
+    assert "stacktrace" not in err
+
+
+def test_unknown_hub_repo_is_named(capsys):
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from sodec_pipeline.cli.model_loading import describe_load_error
+
+    not_found = RepositoryNotFoundError("404 Repository Not Found", response=types.SimpleNamespace(headers={}, request=None))
+    try:
+        try:
+            raise not_found
+        except RepositoryNotFoundError as e:
+            raise OSError("Cannot load model owner/name: the model is not fully cached locally") from e
+    except OSError as e:
+        message = describe_load_error("owner/name", e)
+    assert "no such model on the Hugging Face Hub" in message
+
+
+@pytest.mark.parametrize("size", [(100000, 100000), (9000, 9000), (20000, 16)])
+def test_image_size_is_checked_from_the_header(size, workdir, capsys, tmp_path, no_model_load):
+    """Pillow's bomb guard (100000²) and SODEC's own limit (9000² = 81 Mpx > 64 Mpx; a side > 16384) give
+    the same one line, W×H, before any pixel is decoded or the model is loaded."""
+    path = _png_header(tmp_path / "huge.png", *size)
+    code, out, err = _run(capsys, "compress", path, "--model", _fake_model(tmp_path), "-o", tmp_path)
+    _one_line_error(code, err, f"{size[0]}×{size[1]} (W×H)")
+    assert "DecompressionBomb" not in err
+
+
+def _fake_model(tmp_path):
+    """A folder that passes the cheap --model checks (for tests where the model must never load)."""
+    folder = tmp_path / "fake-model"
+    (folder / "unet").mkdir(parents=True, exist_ok=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "SODECPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (folder / "unet" / "config.json").write_text("{}")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("output_under_a_file", "cannot create the output folder"),
+        ("output_is_a_file", "it is a file, not a folder"),
+        ("one_file_for_two_inputs", "names one file, but 2 images were given"),
+        ("two_inputs_one_name", "would both be written to"),
+    ],
+)
+def test_output_paths_are_checked_before_any_compute(case, needle, workdir, capsys, tmp_path, no_model_load):
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("x")
+    image = workdir / "grey.png"
+    if case == "output_under_a_file":
+        args = [image, "-o", a_file / "sub"]
+    elif case == "output_is_a_file":
+        args = [image, "-o", a_file]
+    elif case == "one_file_for_two_inputs":
+        args = [image, workdir / "bsds_crop0_96x64.png", "-o", tmp_path / "one.sodec"]
+    else:
+        jpg = tmp_path / "grey.jpg"
+        PIL.Image.open(image).convert("RGB").save(jpg)
+        args = [image, jpg, "-o", tmp_path / "out"]
+    code, out, err = _run(capsys, "compress", *args, "--model", _fake_model(tmp_path))
+    _one_line_error(code, err, needle)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_refused_before_compute(workdir, capsys, tmp_path, no_model_load):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        code, out, err = _run(capsys, "compress", workdir / "grey.png", "--model", _fake_model(tmp_path), "-o", folder)
+    finally:
+        folder.chmod(0o700)
+    _one_line_error(code, err, "cannot write in the output folder")
+
+
+# ---------------------------------------------------------------------- batches
+def test_compress_batch_survives_bad_files(tiny_pipeline_dir, workdir, capsys, tmp_path):
+    images = [workdir / "grey.png", workdir / "not_an_image.png", workdir / "missing.png", workdir / "bsds_crop0_96x64.png"]
+    code, out, err = _run(capsys, "compress", *images, "--model", tiny_pipeline_dir, "-o", tmp_path)
+    assert code == 2
+    assert sorted(p.name for p in tmp_path.glob("*.sodec")) == ["bsds_crop0_96x64.sodec", "grey.sodec"]
+    assert len(out.strip().splitlines()) == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and "not_an_image.png" in lines[0] and "missing.png" in lines[1]
+    assert lines[-1] == "sodec compress: 2 of 4 images failed, 2 compressed"
+
+
+def test_decompress_batch_survives_a_bad_stream(tiny_pipeline_dir, streams, capsys, tmp_path):
+    corrupt = tmp_path / "corrupt.sodec"
+    data = bytearray(streams[0].read_bytes())
+    data[len(data) // 2] ^= 0x10
+    corrupt.write_bytes(bytes(data))
+    code, out, err = _run(capsys, "decompress", streams[0], corrupt, streams[1], "--model", tiny_pipeline_dir, "-o", tmp_path)
+    assert code == 2
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["bsds_crop0_96x64.diffusion.png", "grey.diffusion.png"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "corrupt.sodec" in lines[0] and "corrupted" in lines[0]
+    assert lines[-1] == "sodec decompress: 1 of 3 streams failed, 2 decoded"
+
+
+def test_unexpected_failure_of_one_file_exits_1_and_the_rest_go_on(tiny_pipeline_dir, streams, capsys, tmp_path, monkeypatch):
+    from sodec_pipeline import SODECPipeline
+
+    real = SODECPipeline.decompress
+    first = streams[0].read_bytes()
+
+    def flaky(self, data, **kwargs):
+        if data == first:
+            raise RuntimeError("out of memory (simulated)")
+        return real(self, data, **kwargs)
+
+    monkeypatch.setattr(SODECPipeline, "decompress", flaky)
+    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path)
+    assert code == 1
+    assert [p.name for p in tmp_path.glob("*.png")] == ["grey.diffusion.png"]
+    lines = err.strip().splitlines()
+    assert "RuntimeError: out of memory (simulated) (run with --debug for the traceback)" in lines[0]
+    assert lines[-1] == "sodec decompress: 1 of 2 streams failed, 1 decoded"
+    # --debug, after the subcommand: the traceback, and the batch still goes on
+    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "--debug")
+    assert code == 1 and "Traceback" in err and "grey.diffusion.png" in out
+
+
+# ---------------------------------------------------------------------- options anywhere, progress
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_and_quiet_are_accepted_anywhere(where):
+    flags = ["--debug", "--quiet"]
+    argv = flags + ["compress", "a.png"] if where == "before" else ["compress", "a.png"] + flags
+    args = build_parser("compress").parse_args(argv)
+    assert args.debug and args.quiet
+    args = build_parser("compress").parse_args(["compress", "a.png"])
+    assert not args.debug and not args.quiet
+
+
+def test_debug_shows_the_traceback(workdir, capsys):
+    with pytest.raises(Exception, match="no --model given"):
+        main(["compress", str(workdir / "grey.png"), "--debug"])
+
+
+def test_progress_only_for_a_terminal_and_not_with_quiet():
+    tty = types.SimpleNamespace(isatty=lambda: True)
+    pipe = types.SimpleNamespace(isatty=lambda: False)
+    assert progress_enabled(False, tty) and not progress_enabled(True, tty) and not progress_enabled(False, pipe)
+
+
+def test_progress_shows_each_step_on_stderr(tiny_pipeline_dir, streams, capsys, tmp_path, monkeypatch):
+    import sodec_pipeline.cli.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "progress_enabled", lambda quiet: not quiet)  # as on a terminal
+    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path)
+    assert code == 0
+    for step in ("loading the model", "entropy decoding", "UNet step", "VAE decoder", "sodec decompress:"):
+        assert step in err, step
+    assert len(out.strip().splitlines()) == 2 and all("\r" not in line for line in out.splitlines())
+    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "-q")
+    assert code == 0 and err == ""
+
+
+# ---------------------------------------------------------------------- the README
+def test_readme_quick_start_runs_as_written(photo_paths, capsys, tmp_path, monkeypatch):
+    """The README's quick start, both blocks, top to bottom, in a folder laid out like the repository."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "tests" / "assets").mkdir(parents=True)
+    for path in photo_paths:
+        shutil.copy(path, tmp_path / "tests" / "assets" / path.name)
+    monkeypatch.chdir(tmp_path)
+    commands = [shlex.split(line, comments=True) for line in shell.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["sodec", "init"], ["sodec", "compress"], ["sodec", "decompress"], ["sodec", "decompress"]]
+    for command in commands:
+        code, out, err = _run(capsys, *command[1:])
+        assert code == 0, (command, err)
+    assert PIL.Image.open("decoded/bsds_481x321.diffusion.png").size == (481, 321)
+    assert PIL.Image.open("decoded/bsds_481x321.fidelity.png").size == (481, 321)
+    exec(compile(python, "README.md quick start", "exec"), {})
+    assert PIL.Image.open("decoded.png").size == (481, 321)
+    assert "bpp" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- start-up
+def _modules_after(code):
+    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=os.getcwd())
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_help_imports_no_heavy_library():
+    """`sodec --help` and `sodec COMMAND --help` (checked in a child process: sys.modules is clean there)."""
+    for argv in [["--help"]] + [[name, "--help"] for name in COMMANDS]:
+        code = (
+            "from sodec_pipeline.cli import main\n"
+            "import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    try:\n        main({argv!r})\n    except SystemExit as e:\n        assert e.code == 0\n"
+        )
+        assert _modules_after(code) == [], argv
+
+
+def test_import_sodec_pipeline_is_lazy():
+    """`import sodec_pipeline` imports nothing heavy; a name is imported when used (and `SODECPipeline`
+    registers itself with diffusers then: tests/test_pipeline.py::test_package_exports)."""
+    assert _modules_after("import sodec_pipeline\nassert sodec_pipeline.MAX_IMAGE_SIDE == 16384") == []
 
 
 def test_console_script_and_module_entry_point(workdir):

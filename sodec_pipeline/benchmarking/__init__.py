@@ -1,5 +1,27 @@
-"""Latency and memory benchmark of SODEC decoding against an N-step DDIM decode (``sodec benchmark``)."""
+"""Latency and memory benchmark of SODEC decoding against an N-step DDIM decode (``sodec benchmark``).
 
-from .benchmark import STAGES, decode_by_stage, format_table, make_ddim_scheduler, run_benchmark, summarize_times
+Names are imported on first use (:mod:`sodec_pipeline.lazy_exports`): ``sodec benchmark --help`` does
+not import torch.
+"""
 
-__all__ = ["STAGES", "decode_by_stage", "format_table", "make_ddim_scheduler", "run_benchmark", "summarize_times"]
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy_exports
+
+_import_structure = {
+    ".benchmark": ["STAGES", "decode_by_stage", "format_table", "make_ddim_scheduler", "run_benchmark", "summarize_times"],
+}
+
+__all__ = sorted(name for names in _import_structure.values() for name in names)
+
+if TYPE_CHECKING:
+    from .benchmark import (  # noqa: F401
+        STAGES,
+        decode_by_stage,
+        format_table,
+        make_ddim_scheduler,
+        run_benchmark,
+        summarize_times,
+    )
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("benchmark", "cli"))

@@ -217,7 +217,9 @@ def decode_by_stage(pipe, stream: bytes, timer: StageTimer, scheduler=None) -> t
         padded_w = -(-parsed.width // PADDING_MULTIPLE) * PADDING_MULTIPLE
         z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
     with timer("entropy_decoding"):
-        latents = pipe.compression_vae.decompress([[parsed.y_string], [parsed.z_string]], z_shape)
+        latents = pipe.compression_vae.decompress(
+            [[parsed.y_string], [parsed.z_string]], z_shape, entropy_checks=[parsed.entropy_check]
+        )
         y_hat, z_hat = latents["y_hat"].to(device), latents["z_hat"].to(device)
     with timer("hs_ts"):
         noisy_latents = pipe.compression_vae.synthesize_latents(y_hat, z_hat)
@@ -323,7 +325,7 @@ def run_benchmark(
     result["warmup"], result["repeats"], result["baseline_steps"] = warmup, repeats, baseline_steps
     image = synthetic_image(height, width) if image is None else image
     if tuple(image.shape[-2:]) != (height, width):
-        raise ValueError(f"the image is {tuple(image.shape[-2:])}, not {(height, width)}")
+        raise ValueError(f"the image is {image.shape[-1]}x{image.shape[-2]}, not {width}x{height} (W×H)")
     mem = {"kind": memory.kind, "unit": "MiB"}
     if device.type == "cuda":
         mem["after_load"] = torch.cuda.memory_allocated(device) / 2**20
@@ -444,7 +446,7 @@ def format_table(result: dict) -> str:
     lines = []
     h, w = result["size"]
     lines.append(
-        f"SODEC benchmark  {h}x{w}  {result['device']} {result['dtype']}  warm-up {result['warmup']}, "
+        f"SODEC benchmark  {w}x{h}  {result['device']} {result['dtype']}  warm-up {result['warmup']}, "
         f"{result['repeats']} timed runs  (torch threads {result['environment']['torch_num_threads']})"
     )
     lines.append(f"{'':34}{'median ms':>12}{'min ms':>10}{'max ms':>10}{'share':>8}   {'DDIM ' + str(result['baseline_steps']) + ' ms':>12}")

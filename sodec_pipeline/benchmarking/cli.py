@@ -1,5 +1,6 @@
-"""``sodec benchmark (--model PATH_OR_ID | --config CONFIG_DIR) --size HxW``: latency, stages, memory, and
-the N-step DDIM baseline, in one run. Importing this module registers the subcommand."""
+"""``sodec benchmark (--model PATH_OR_ID | --config CONFIG_DIR) --size WxH``: latency, stages, memory, and
+the N-step DDIM baseline, in one run. :mod:`sodec_pipeline.cli.dispatch` lists this module as the
+``benchmark`` subcommand; torch comes in :func:`run` (``sodec benchmark --help`` stays fast)."""
 
 import json
 import os
@@ -7,19 +8,20 @@ import re
 import time
 from pathlib import Path
 
-from ..cli import DTYPES, CLIError, load_pipeline, register_command, torch_dtype
-
+from ..cli.errors import CLIError
+from ..cli.model_loading import DTYPES, check_device, load_pipeline, torch_dtype
 
 
 def parse_size(text: str):
-    """``HxW`` (or one number for a square) → (H, W)."""
+    """``WxH``, width first as Pillow and the rest of the CLI write sizes (or one number for a square)
+    → (H, W)."""
     from ..bitstream import check_image_size
 
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text or "")
     if not match:
-        raise CLIError(f"--size must be HxW, e.g. 512x512; got {text!r}")
-    height = int(match.group(1))
-    width = int(match.group(2)) if match.group(2) else height
+        raise CLIError(f"--size must be WxH, e.g. 768x512; got {text!r}")
+    width = int(match.group(1))
+    height = int(match.group(2)) if match.group(2) else width
     try:
         check_image_size(height, width)
     except ValueError as e:
@@ -31,7 +33,7 @@ def add_arguments(p) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="saved SODEC pipeline folder or Hub repo id")
     source.add_argument("--config", help="hub config folder or name (e.g. hub_configs/sodec-sd21-base): random weights")
-    p.add_argument("--size", required=True, help="image size HxW, e.g. 512x512 (with --scaling: a comma-separated list)")
+    p.add_argument("--size", required=True, help="image size WxH (width first), e.g. 768x512 (with --scaling: a comma-separated list)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (the codec stays float32)")
     p.add_argument("--baseline-steps", type=int, default=4, help="steps of the DDIM baseline decode (default 4)")
@@ -49,8 +51,6 @@ def add_arguments(p) -> None:
 
 
 def _check_args(args):
-    import torch
-
     if args.scaling:
         sizes = [parse_size(s) for s in args.size.split(",") if s.strip()]
         if not sizes:
@@ -66,14 +66,7 @@ def _check_args(args):
         raise CLIError("--warmup must be 0 or more")
     if args.threads is not None and args.threads < 1:
         raise CLIError("--threads must be at least 1")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        raise CLIError(f"--device {args.device!r} is not a device") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise CLIError(f"--device must be cpu or cuda; got {args.device!r}")
+    check_device(args.device)
     if args.out:
         folder = Path(args.out).resolve().parent
         if not folder.is_dir():
@@ -126,7 +119,7 @@ def run(args) -> int:
     if args.config:
         pipe = _build_from_config(args.config, args.seed, args.device, args.dtype)
     else:
-        pipe = load_pipeline(args.model, args.device, args.dtype)
+        pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
     load_seconds = time.perf_counter() - start
     result = {"model": args.model, "config": args.config, "seed": args.seed if args.config else None}
     result.update(
@@ -158,7 +151,7 @@ def _run_scaling(args) -> int:
     if args.config:
         pipe = _build_from_config(args.config, args.seed, args.device, args.dtype)
     else:
-        pipe = load_pipeline(args.model, args.device, args.dtype)
+        pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
     log = lambda m: print(f"[sodec benchmark] {m}", flush=True)  # noqa: E731
     sizes = [parse_size(s) for s in args.size.split(",") if s.strip()]
     result = {"schema": "sodec-benchmark-scaling/1", "model": args.model, "config": args.config,
@@ -182,10 +175,3 @@ def _write(path, result) -> None:
             json.dump(result, f, indent=2)
             f.write("\n")
 
-
-register_command(
-    "benchmark",
-    "encode/decode latency by stage and peak memory, with an N-step DDIM decode on the same networks",
-    add_arguments,
-    run,
-)

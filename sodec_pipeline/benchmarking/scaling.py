@@ -35,7 +35,7 @@ def measure_round_trip(pipe, height: int, width: int, batch_size: int = 1, log: 
     device = pipe._execution_device
     memory = PeakMemory(device)
     image = banded_synthetic_image(height, width)
-    log(f"{height}x{width}: compress")
+    log(f"{width}×{height}: compress")
     memory.reset()
     _synchronize(device)
     start = time.perf_counter()
@@ -44,7 +44,7 @@ def measure_round_trip(pipe, height: int, width: int, batch_size: int = 1, log: 
     encode_s = time.perf_counter() - start
     encode_peak = memory.peak_mib()
     del image
-    log(f"{height}x{width}: decompress ({len(streams[0])} bytes)")
+    log(f"{width}×{height}: decompress ({len(streams[0])} bytes)")
     memory.reset()
     start = time.perf_counter()
     decoded = pipe.decompress(streams, output_type="pt", batch_size=batch_size).images
@@ -91,7 +91,7 @@ def measure_batching(
     for r in range(rounds):
         order = (1, batch_size) if r % 2 == 0 else (batch_size, 1)
         for b in order:
-            log(f"batching {height}x{width} x{num_images}: round {r + 1}/{rounds}, batch_size={b}")
+            log(f"batching {width}×{height} x{num_images}: round {r + 1}/{rounds}, batch_size={b}")
             _synchronize(device)
             start = time.perf_counter()
             outputs[b] = pipe.decompress(streams, output_type="pt", batch_size=b).images
@@ -122,13 +122,13 @@ def format_scaling(results: List[dict], batching: Optional[dict] = None) -> str:
         h, w = r["size"]
         tiles = f"{r['tiles']['unet']}/{r['tiles']['vae']}"
         lines.append(
-            f"{f'{h}x{w}':>12}{r['megapixels']:>8.1f}{r['encode_s']:>10.1f}{r['decode_s']:>10.1f}"
+            f"{f'{w}×{h}':>12}{r['megapixels']:>8.1f}{r['encode_s']:>10.1f}{r['decode_s']:>10.1f}"
             f"{r['encode_peak_mib']:>14.0f}{r['decode_peak_mib']:>14.0f}{tiles:>16}"
         )
     if batching:
         b = batching["batch_size"]
         lines.append(
-            f"batching {batching['num_images']} images {batching['size'][0]}x{batching['size'][1]}: batch 1 "
+            f"batching {batching['num_images']} images {batching['size'][1]}×{batching['size'][0]}: batch 1 "
             f"{batching['median_s_batch_1']:.2f} s, batch {b} {batching[f'median_s_batch_{b}']:.2f} s, speed-up "
             f"{batching['speedup']:.2f}x; max |Δ| {batching['max_abs_difference']:.2e}, uint8 pixels differing "
             f"{batching['uint8_pixels_differing']}, bytes identical {batching['bytes_identical']}"

@@ -1,30 +1,32 @@
-"""Evaluation of SODEC against classical codecs: metrics, Pillow baselines, the ``sodec eval`` command."""
+"""Evaluation of SODEC against classical codecs: Pillow baselines, the ``sodec eval`` command (metrics:
+:mod:`sodec_pipeline.metrics`).
 
-from .baselines import CODECS, DOWNSCALE_FACTORS, codec_availability, run_codec, select_best
-from .evaluate import DEFAULT_TARGETS, EvaluationInputError, EvaluationResult, evaluate, find_images, summarize
-from .metrics import DISTS, LPIPS, MetricWeightsError, load_dists, load_lpips, ms_ssim, ms_ssim_scales, psnr
-from .report import plot_rd, write_report
+Names are imported on first use (:mod:`sodec_pipeline.lazy_exports`): ``sodec eval --help`` does not
+import torch.
+"""
 
-__all__ = [
-    "CODECS",
-    "DEFAULT_TARGETS",
-    "DISTS",
-    "DOWNSCALE_FACTORS",
-    "EvaluationInputError",
-    "EvaluationResult",
-    "LPIPS",
-    "MetricWeightsError",
-    "codec_availability",
-    "evaluate",
-    "find_images",
-    "load_dists",
-    "load_lpips",
-    "ms_ssim",
-    "ms_ssim_scales",
-    "plot_rd",
-    "psnr",
-    "run_codec",
-    "select_best",
-    "summarize",
-    "write_report",
-]
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy_exports
+
+_import_structure = {
+    ".baselines": ["CODECS", "DOWNSCALE_FACTORS", "codec_availability", "run_codec", "select_best"],
+    ".evaluate": ["DEFAULT_TARGETS", "EvaluationInputError", "EvaluationResult", "evaluate", "find_images", "summarize"],
+    ".report": ["plot_rd", "write_report"],
+}
+
+__all__ = sorted(name for names in _import_structure.values() for name in names)
+
+if TYPE_CHECKING:
+    from .baselines import CODECS, DOWNSCALE_FACTORS, codec_availability, run_codec, select_best  # noqa: F401
+    from .evaluate import (  # noqa: F401
+        DEFAULT_TARGETS,
+        EvaluationInputError,
+        EvaluationResult,
+        evaluate,
+        find_images,
+        summarize,
+    )
+    from .report import plot_rd, write_report  # noqa: F401
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "cli", "evaluate", "report"))

@@ -27,8 +27,8 @@ import numpy as np
 import PIL.features
 import PIL.Image
 
-from .metrics import psnr
-
+#: Target bitrates (bpp) at which each baseline's best variant is chosen, unless others are given.
+DEFAULT_TARGETS = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 #: Downscale factors d (the image is coded at 1/d of its size).
 DOWNSCALE_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: Upscale filters tried after decoding (both on the same encoding).
@@ -151,6 +151,8 @@ def run_codec(
     A variant that the codec refuses (e.g. an image too small for it) is skipped and described in
     ``failures`` if a list is given.
     """
+    from ..metrics import psnr  # imports torch: not at module level, so that `sodec eval --help` is fast
+
     height, width = reference.shape[:2]
     original = PIL.Image.fromarray(reference)
     variants: List[Variant] = []

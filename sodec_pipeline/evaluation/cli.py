@@ -1,14 +1,18 @@
 """``sodec eval --model PATH_OR_ID --images DIR --out DIR``: SODEC and the Pillow baselines, side by side.
 
-Importing this module registers the subcommand with :mod:`sodec_pipeline.cli`.
+:mod:`sodec_pipeline.cli.dispatch` lists this module as the ``eval`` subcommand. Nothing heavy is imported
+at module level (``sodec eval --help`` stays fast): torch and the models come in :func:`run`.
 """
 
 import importlib.util
+import sys
 import time
+from pathlib import Path
 
-from ..cli import CLIError, load_pipeline, register_command
+from ..cli.errors import CLIError
+from ..cli.files import prepare_output_folder
+from ..cli.model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 from . import baselines as baselines_lib
-from .evaluate import DEFAULT_TARGETS
 
 
 def _float_list(text: str, what: str):
@@ -22,11 +26,11 @@ def _float_list(text: str, what: str):
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, help="SODEC pipeline folder or Hub repo id")
+    add_model_argument(p)
     p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
     p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument(
         "--codecs",
         default=",".join(baselines_lib.CODECS),
@@ -34,22 +38,50 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--targets",
-        default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
+        default=",".join(f"{t:g}" for t in baselines_lib.DEFAULT_TARGETS),
         help="target bitrates (bpp) at which each baseline's best variant is chosen; SODEC's own bpp per image "
         "is always added (default: %(default)s)",
     )
-    p.add_argument("--lpips-weights", metavar="PATH", help="full lpips.LPIPS state_dict (.pth); LPIPS is left out without it")
-    p.add_argument("--dists-weights", metavar="PATH", help="full DISTS_pytorch.DISTS state_dict (.pth); DISTS is left out without it")
+    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS backbone (default: %(default)s)")
+    p.add_argument("--lpips-weights", metavar="PATH",
+                   help="full lpips.LPIPS state_dict (.pth or .safetensors) instead of the weights found on the machine")
+    p.add_argument("--dists-weights", metavar="PATH",
+                   help="full DISTS_pytorch.DISTS state_dict instead of the weights found on the machine")
+    p.add_argument("--no-perceptual", action="store_true", help="PSNR and MS-SSIM only (no LPIPS, no DISTS)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per network call when decoding (pipe.decompress batch_size)")
+
+
+def load_perceptual_metrics(args):
+    """LPIPS and DISTS as ``{name: PerceptualMetric}`` plus a message for each one left out: a file given by
+    the user must load (else :class:`MetricWeightsError`); weights the machine lacks leave the metric out."""
+    from ..metrics import MetricWeightsError, PerceptualMetric, load_dists, load_lpips
+
+    metrics, missing = {}, []
+    if args.no_perceptual:
+        return metrics, missing
+    for name, loader, path in (
+        ("lpips", lambda: load_lpips(args.lpips_net, args.lpips_weights), args.lpips_weights),
+        ("dists", lambda: load_dists(args.dists_weights), args.dists_weights),
+    ):
+        try:
+            model = loader()
+        except MetricWeightsError as e:
+            if path:
+                raise
+            missing.append(f"{name.upper()} left out: {e}")
+            continue
+        metrics[name] = PerceptualMetric(name, model, args.device, source=model.weights_source)
+    return metrics, missing
 
 
 def run(args) -> int:
     from .evaluate import EvaluationInputError, evaluate, find_images, load_image
-    from .metrics import MetricWeightsError, load_perceptual_metrics
+    from ..metrics import MetricWeightsError
     from .report import write_report
 
+    resolve_model(args.model)  # a wrong --model is reported before anything else is read
     if importlib.util.find_spec("matplotlib") is None:
         raise CLIError("sodec eval draws its RD plot with matplotlib, which is not installed: pip install matplotlib")
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
@@ -69,13 +101,17 @@ def run(args) -> int:
     except EvaluationInputError as e:
         raise CLIError(str(e)) from e
     try:
-        perceptual = load_perceptual_metrics(args.lpips_weights, args.dists_weights, args.device)
+        perceptual, missing = load_perceptual_metrics(args)
     except MetricWeightsError as e:
         raise CLIError(str(e)) from e
-    pipe = load_pipeline(args.model, args.device, args.dtype)
+    for message in missing:
+        print(f"note: {message}", file=sys.stderr)
+    prepare_output_folder(Path(args.out), args.out)
+    pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
 
     start = time.time()
-    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=not args.no_progress,
+    progress = args.show_progress and not args.no_progress
+    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=progress,
                       batch_size=args.batch_size)
     settings = {
         "arguments": {k: v for k, v in vars(args).items() if not callable(v)},
@@ -87,8 +123,8 @@ def run(args) -> int:
         "codecs": codecs,
         "targets_bpp": targets,
         "downscale_factors": list(baselines_lib.DOWNSCALE_FACTORS),
-        "lpips_weights": args.lpips_weights,
-        "dists_weights": args.dists_weights,
+        "perceptual_weights": {name: metric.source for name, metric in perceptual.items()},
+        "perceptual_missing": missing,
         "seconds": round(time.time() - start, 2),
         "title": f"SODEC ({args.model}) vs. Pillow baselines on {len(paths)} image(s)",
     }
@@ -111,6 +147,3 @@ def _print_summary(result, summary, files) -> None:
         print(f"note: {skipped} baseline variants were refused by their encoder (listed in results.json)")
     for kind, path in files.items():
         print(f"{kind}: {path}")
-
-
-register_command("eval", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)", add_arguments, run)

@@ -8,8 +8,8 @@ For every image of the folder:
 2. Baselines: every variant of every available Pillow codec (see :mod:`.baselines`), then for each
    target bitrate the best variant at ≤ target (highest PSNR). The targets are the fixed grid
    ``targets`` and ``"sodec"``: the bpp SODEC spent on that very image (rate-matched comparison).
-3. Metrics on uint8 RGB at the original size: PSNR, MS-SSIM (:mod:`.metrics`), and LPIPS/DISTS when a
-   weights file was given.
+3. Metrics on uint8 RGB at the original size (:mod:`sodec_pipeline.metrics`): PSNR, MS-SSIM, and
+   LPIPS-alex and DISTS whenever their weights are on the machine (lower is better for both).
 
 The per-image rows, the means, the full baseline grid and the notes are written by :mod:`.report`.
 """
@@ -25,10 +25,10 @@ import PIL.Image
 
 from ..image_processing import pil_to_rgb_array
 from . import baselines as baselines_lib
-from .metrics import ms_ssim, ms_ssim_scales, psnr
+from ..metrics import ms_ssim, ms_ssim_scales, psnr
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DEFAULT_TARGETS = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+DEFAULT_TARGETS = baselines_lib.DEFAULT_TARGETS
 SODEC_DECODERS = ("diffusion", "fidelity")
 SODEC_TARGET = "sodec"
 

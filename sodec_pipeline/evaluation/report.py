@@ -56,9 +56,8 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
     summary, summary_notes = summarize(result)
     result.notes.extend(summary_notes)
     perceptual = [m for m in result.metrics if m not in ("psnr", "ms_ssim")]
-    for name, flag in (("lpips", "--lpips-weights"), ("dists", "--dists-weights")):
-        if name not in perceptual:
-            result.notes.append(f"{name.upper()}: not computed (no weights given; pass {flag} PATH)")
+    for message in settings.get("perceptual_missing", []):
+        result.notes.append(message)
     fields = ROW_FIELDS + perceptual + ["file"]
     paths = {
         "per_image_csv": out / "per_image.csv",
@@ -99,30 +98,50 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
     return {k: str(v) for k, v in paths.items()}, summary
 
 
+PLOT_PANELS = (
+    ("psnr", "PSNR (dB, RGB) — higher is better"),
+    ("ms_ssim", "MS-SSIM (RGB) — higher is better"),
+    ("lpips", "LPIPS — lower is better"),
+    ("dists", "DISTS — lower is better"),
+)
+
+
 def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
-    """PSNR and MS-SSIM against mean bpp: each baseline's curve over the fixed targets (line), its point
-    rate-matched to SODEC (hollow marker), and SODEC's diffusion and fidelity decodes (stars)."""
+    """Each metric of the summary against mean bpp, one panel per metric: each baseline's curve over the fixed
+    targets (line), its point rate-matched to SODEC (hollow marker), and SODEC's diffusion and fidelity
+    decodes (stars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = [(m, label) for m, label in PLOT_PANELS if any(m in e for e in summary)] or list(PLOT_PANELS[:2])
+    columns = 2
+    rows = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(12, 4.8 * rows), squeeze=False)
+    axes = axes.flatten()
+    for axis in axes[len(panels):]:
+        axis.set_visible(False)
     colors = {"jpeg": "tab:blue", "webp": "tab:orange", "avif": "tab:green", "jpeg2000": "tab:purple"}
     sodec_style = {"sodec-diffusion": ("tab:red", "*"), "sodec-fidelity": ("tab:brown", "P")}
-    for axis, metric, label in ((axes[0], "psnr", "PSNR (dB, RGB)"), (axes[1], "ms_ssim", "MS-SSIM (RGB)")):
+
+    def finite(e, metric):
+        value = e.get(metric)
+        return value is not None and math.isfinite(value)
+
+    for axis, (metric, label) in zip(axes, panels):
         for codec, color in colors.items():
             curve = sorted(
-                (e for e in summary if e["method"] == codec and e["target"] != SODEC_TARGET and math.isfinite(e[metric])),
+                (e for e in summary if e["method"] == codec and e["target"] != SODEC_TARGET and finite(e, metric)),
                 key=lambda e: e["bpp"],
             )
             if curve:
                 axis.plot([e["bpp"] for e in curve], [e[metric] for e in curve], "-o", color=color, ms=4, label=codec)
-            matched = [e for e in summary if e["method"] == codec and e["target"] == SODEC_TARGET and math.isfinite(e[metric])]
+            matched = [e for e in summary if e["method"] == codec and e["target"] == SODEC_TARGET and finite(e, metric)]
             for e in matched:
                 axis.plot(e["bpp"], e[metric], "o", mfc="none", mec=color, ms=9, label=f"{codec} @ SODEC rate")
         for method, (color, marker) in sodec_style.items():
-            for e in (e for e in summary if e["method"] == method and math.isfinite(e[metric])):
+            for e in (e for e in summary if e["method"] == method and finite(e, metric)):
                 axis.plot(e["bpp"], e[metric], marker, color=color, ms=13, label=method)
         axis.set_xlabel("bits per pixel (from file sizes)")
         axis.set_ylabel(label)

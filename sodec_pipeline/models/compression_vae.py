@@ -4,6 +4,7 @@ transforms (H_s, T_s), as a diffusers model."""
 import hashlib
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,7 +17,10 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.hub_utils import _add_variant, _get_model_file
 from safetensors.torch import load_file
 
+from ..bitstream import ENTROPY_CHECK_SIZE, BitstreamError
+from ..entropy_coding import CategoricalTables, decode_symbols, encode_symbols, table_indexes_of_channels
 from .analysis_transform import AnalysisTransform
+from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
 from .latent_transforms import LatentSynthesis, LatentTransform
 
@@ -27,6 +31,13 @@ _DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 # Stride of the hyper-latent z relative to the image: inputs must be a multiple of it.
 PADDING_MULTIPLE = 64
+# Stride of ŷ_t = T_s(ŷ, H_s(ẑ)), the UNet's latent (E's 16, halved by T_s): the VAE must decode it ×8.
+LATENT_STRIDE = 8
+
+#: How the coder computes the entropy parameters (μ, σ) from ẑ: "fixed_point" (exact, the same bits on
+#: every machine; models/fixed_point_hyper_synthesis.py) or "float32" (P's float output as it is: fast to
+#: reason about, but another machine can derive other CDF indexes; streams then fail the entropy check).
+ENTROPY_PARAMETER_ARITHMETIC = ("fixed_point", "float32")
 
 
 def get_scale_table(minimum: float, maximum: float, levels: int) -> torch.Tensor:
@@ -71,6 +82,14 @@ class CompressionVAE(ModelMixin, ConfigMixin):
     Images are (B, 3, H, W) tensors in [0, 1] whose sides are multiples of 64 (the pipeline pads).
     The entropy models stay in float32 whatever dtype the module is moved to, and the CDF tables
     built by :meth:`update` are saved and restored byte for byte.
+
+    :meth:`compress`/:meth:`decompress` code the symbols with constriction's ANS coder using those tables
+    (``sodec_pipeline.entropy_coding``), with (μ, σ) from P in exact fixed point
+    (``entropy_parameter_arithmetic="fixed_point"``, ``models/fixed_point_hyper_synthesis.py``) so that every
+    machine derives the same CDF indexes; ``"float32"`` uses P's float output instead (not portable).
+    Training (:meth:`forward`) always uses the float P. ``scale_bias_init=(low, high)`` initialises P_scale's
+    output bias log-spaced over [low, high] across channels, so that a randomly initialised model's scales
+    span the scale table (the tiny test layout uses it); loaded weights replace it.
     """
 
     _supports_gradient_checkpointing = True
@@ -93,8 +112,14 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         scale_table_min: float = 0.11,
         scale_table_max: float = 256.0,
         scale_table_levels: int = 64,
+        entropy_parameter_arithmetic: str = "fixed_point",
+        scale_bias_init: Optional[Sequence[float]] = None,
     ):
         super().__init__()
+        if entropy_parameter_arithmetic not in ENTROPY_PARAMETER_ARITHMETIC:
+            raise ValueError(
+                f"entropy_parameter_arithmetic must be one of {ENTROPY_PARAMETER_ARITHMETIC}, got {entropy_parameter_arithmetic!r}"
+            )
         self.analysis_transform = AnalysisTransform(
             in_channels, block_out_channels, latent_channels, channel_norm, activation
         )
@@ -113,7 +138,15 @@ class CompressionVAE(ModelMixin, ConfigMixin):
             channel_norm,
             activation,
         )
+        if scale_bias_init is not None:
+            # random initialisation only (loaded weights replace it): σ's output bias log-spaced over
+            # [low, high] across channels, so that an untrained model's scales span the scale table
+            low, high = (float(v) for v in scale_bias_init)
+            with torch.no_grad():
+                bias = self.hyper_synthesis_scale.conv3.bias
+                bias.copy_(torch.exp(torch.linspace(math.log(low), math.log(high), bias.numel())))
         self._fingerprint_cache: Optional[Tuple[tuple, bytes]] = None
+        self._coding_cache: Optional[Tuple[tuple, dict]] = None
 
     # ------------------------------------------------------------------ dtype: entropy models stay fp32
     def to(self, *args, **kwargs):
@@ -192,10 +225,51 @@ class CompressionVAE(ModelMixin, ConfigMixin):
                 "initialising the model, before compressing"
             )
 
+    def _coding_state(self) -> dict:
+        """The constriction tables of both entropy models and the fixed-point P, rebuilt when weights change."""
+        modules = (self.entropy_bottleneck, self.gaussian_conditional, self.hyper_synthesis_mean, self.hyper_synthesis_scale)
+        key = weights_key(modules)
+        if self._coding_cache is None or self._coding_cache[0] != key:
+            state = {
+                "z_tables": CategoricalTables.from_entropy_model(self.entropy_bottleneck),
+                "y_tables": CategoricalTables.from_entropy_model(self.gaussian_conditional),
+            }
+            if self.config.entropy_parameter_arithmetic == "fixed_point":
+                state["mean"] = FixedPointHyperSynthesis(self.hyper_synthesis_mean)
+                state["scale"] = FixedPointHyperSynthesis(self.hyper_synthesis_scale)
+            self._coding_cache = (key, state)
+        return self._coding_cache[1]
+
+    def entropy_parameters(self, z_hat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ) of the Gaussian conditional as the entropy coder uses them: P evaluated in exact fixed
+        point (the same bits on every machine), or P's float32 output with
+        ``entropy_parameter_arithmetic="float32"``."""
+        if self.config.entropy_parameter_arithmetic == "float32":
+            return self.hyper_synthesis(z_hat)
+        state = self._coding_state()
+        return state["mean"](z_hat), state["scale"](z_hat)
+
+    @staticmethod
+    def entropy_check(indexes: torch.Tensor, means: torch.Tensor) -> bytes:
+        """A short check value of one image's entropy parameters (the CDF indexes and μ): the low
+        ``ENTROPY_CHECK_SIZE`` bytes of the CRC-32 of their little-endian bytes. Written in the stream, so
+        that a decoder deriving other parameters than the encoder raises instead of decoding garbage."""
+        crc = zlib.crc32(indexes.detach().to("cpu", torch.int32).numpy().astype("<i4").tobytes())
+        crc = zlib.crc32(means.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes(), crc)
+        return (crc & ((1 << (8 * ENTROPY_CHECK_SIZE)) - 1)).to_bytes(ENTROPY_CHECK_SIZE, "little")
+
+    def _z_medians(self) -> torch.Tensor:
+        return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1).float()
+
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> Dict[str, object]:
-        """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, with compressai's rANS
-        coder. Returns ``{"strings": [y_strings, z_strings], "shape": z_shape}`` as compressai does."""
+        """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, each on its own.
+
+        Returns ``{"strings": [y_strings, z_strings], "shape": z_shape, "entropy_checks": checks}``: per
+        image the y and z strings (``sodec_pipeline.entropy_coding``, constriction's ANS coder with the
+        entropy models' tables) and the :meth:`entropy_check` of its entropy parameters.
+        """
+        self._require_tables()
         with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
             return self.compress_latent(self.encode(x))
 
@@ -203,28 +277,63 @@ class CompressionVAE(ModelMixin, ConfigMixin):
     def compress_latent(self, y: torch.Tensor) -> Dict[str, object]:
         """:meth:`compress` from E's output y (the pipeline runs E tile by tile)."""
         self._require_tables()
+        state = self._coding_state()
+        y_strings, z_strings, checks = [], [], []
         with torch.autocast(device_type=y.device.type, enabled=False):  # bit-exact fp32 under any autocast
             y = y.float()
             z = self.hyper_analysis(y)
-            z_strings = self.entropy_bottleneck.compress(z)
-            z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-            means, scales = self.hyper_synthesis(z_hat)
-            indexes = self.gaussian_conditional.build_indexes(scales)
-            y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+            medians = self._z_medians().to(z.device)
+            for i in range(y.shape[0]):
+                z_symbols = torch.round(z[i : i + 1] - medians)
+                z_hat = z_symbols + medians
+                z_tables_of = table_indexes_of_channels(z.shape[1], z.shape[-2:])
+                z_strings.append(encode_symbols(z_symbols.to(torch.int64), z_tables_of, state["z_tables"]))
+                means, scales = self.entropy_parameters(z_hat)
+                indexes = self.gaussian_conditional.build_indexes(scales)
+                y_symbols = torch.round(y[i : i + 1] - means)
+                y_strings.append(encode_symbols(y_symbols.to(torch.int64), indexes, state["y_tables"]))
+                checks.append(self.entropy_check(indexes, means))
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "entropy_checks": checks}
 
     @torch.no_grad()
-    def decompress(self, strings: List[List[bytes]], shape: Sequence[int]) -> Dict[str, torch.Tensor]:
-        """Inverse of :meth:`compress`: returns ``{"y_hat": ŷ, "z_hat": ẑ}``."""
+    def decompress(
+        self, strings: List[List[bytes]], shape: Sequence[int], entropy_checks: Optional[Sequence[bytes]] = None
+    ) -> Dict[str, torch.Tensor]:
+        """Inverse of :meth:`compress`: returns ``{"y_hat": ŷ, "z_hat": ẑ}``.
+
+        With ``entropy_checks`` (from :meth:`compress`, or the stream's header) each image's entropy
+        parameters are verified before its y string is decoded. Raises ``BitstreamError`` for a string
+        that does not decode, or parameters other than the encoder's.
+        """
         self._require_tables()
+        state = self._coding_state()
         y_strings, z_strings = strings
-        device_type = self.entropy_bottleneck.quantiles.device.type
-        with torch.autocast(device_type=device_type, enabled=False):  # bit-exact fp32 under any autocast
-            z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
-            means, scales = self.hyper_synthesis(z_hat)
-            indexes = self.gaussian_conditional.build_indexes(scales)
-            y_hat = self.gaussian_conditional.decompress(y_strings, indexes, z_hat.dtype, means)
-        return {"y_hat": y_hat, "z_hat": z_hat}
+        if len(y_strings) != len(z_strings) or (entropy_checks is not None and len(entropy_checks) != len(y_strings)):
+            raise ValueError("decompress needs as many y strings, z strings (and entropy checks) as images")
+        shape = tuple(int(v) for v in shape)
+        device = self.entropy_bottleneck.quantiles.device
+        channels = self.config.hyper_channels
+        medians = self._z_medians().to(device)
+        y_hats, z_hats = [], []
+        with torch.autocast(device_type=device.type, enabled=False):  # bit-exact fp32 under any autocast
+            for i, (y_string, z_string) in enumerate(zip(y_strings, z_strings)):
+                z_symbols = decode_symbols(z_string, table_indexes_of_channels(channels, shape), state["z_tables"])
+                z_hat = torch.from_numpy(z_symbols).to(device=device, dtype=torch.float32).reshape(1, channels, *shape)
+                z_hat = z_hat + medians
+                means, scales = self.entropy_parameters(z_hat)
+                indexes = self.gaussian_conditional.build_indexes(scales)
+                if entropy_checks is not None and self.entropy_check(indexes, means) != bytes(entropy_checks[i]):
+                    raise BitstreamError(
+                        "this decoder derives other entropy parameters from the stream than its encoder did "
+                        f"(entropy check {self.entropy_check(indexes, means).hex()}, stream says "
+                        f"{bytes(entropy_checks[i]).hex()}): the stream is damaged, or was written with "
+                        "another entropy-parameter arithmetic (a float32-P model on another machine)"
+                    )
+                y_symbols = decode_symbols(y_string, indexes, state["y_tables"])
+                y_symbols = torch.from_numpy(y_symbols).to(device=device, dtype=torch.float32).reshape(means.shape)
+                y_hats.append(y_symbols + means)
+                z_hats.append(z_hat)
+        return {"y_hat": torch.cat(y_hats), "z_hat": torch.cat(z_hats)}
 
     # ------------------------------------------------------------------ identity of the model
     def fingerprint(self) -> bytes:

@@ -29,7 +29,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from ..hub_configs import resolve_hub_config
-from ..models.compression_vae import CompressionVAE
+from ..models.compression_vae import LATENT_STRIDE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
 
@@ -220,6 +220,13 @@ def from_pretrained_parts(
         )
     if getattr(vae.config, "scaling_factor", None) is None:
         raise ValueError(f"the VAE of {str(sd_model)!r} has no scaling_factor in its config")
+    vae_blocks = getattr(vae.config, "block_out_channels", None)
+    if vae_blocks is not None and 2 ** (len(vae_blocks) - 1) != LATENT_STRIDE:
+        raise ValueError(
+            f"the VAE of {str(sd_model)!r} upsamples its latents ×{2 ** (len(vae_blocks) - 1)} ({len(vae_blocks)} blocks in "
+            f"vae block_out_channels) but SODEC's latents ŷ_t are at stride {LATENT_STRIDE} (T_s): decoded images would "
+            f"not have the stream's size; use a VAE with a scale factor of {LATENT_STRIDE} (4 blocks, like Stable Diffusion's)"
+        )
 
     fg_defaults = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
     mean, std = _normalisation(preprocessor, fg_defaults)

@@ -1,7 +1,7 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
 from fractions import Fraction
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
@@ -16,6 +16,14 @@ from .pipeline_output import SODECPipelineOutput
 from .tiling import TileSpecs, run_tiled, tile_specs_for
 
 DECODERS = ("diffusion", "fidelity")
+
+
+class DecoderScaleError(ValueError):
+    """The VAE decoder's output is not 8× its input tile (``scale``: (rows, columns) relative to 8×)."""
+
+    def __init__(self, scale):
+        super().__init__(f"the VAE decoder's scale factor is not 8 (output/expected: {scale[0]}, {scale[1]})")
+        self.scale = scale
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
@@ -72,6 +80,14 @@ class SODECPipeline(DiffusionPipeline):
                 realign_cpu_tensors(module)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained`` (a folder or a Hub repo id), plus the short names of the pipelines
+        shipped with this package (``"sodec-small"``; see ``sodec_pipeline.shipped_models``)."""
+        from ..shipped_models import resolve_model_path
+
+        return super().from_pretrained(resolve_model_path(pretrained_model_name_or_path), **kwargs)
+
+    @classmethod
     def from_pretrained_parts(cls, sd_model, image_encoder, codec=None, config="sodec-sd21-base", **kwargs):
         """Assembles a pipeline from published parts (SD 2.1 ``unet``/``vae``, a CLIP ViT, optionally a
         converted HiFiC codec) and a hub config for the rest. See ``sodec_pipeline.pipelines.assembly``."""
@@ -122,25 +138,31 @@ class SODECPipeline(DiffusionPipeline):
                 y = run_tiled(lambda tiles, _: self.compression_vae.encode(tiles), x, spec, Fraction(1, 16))
             coded = self.compression_vae.compress_latent(y)
             y_strings, z_strings = coded["strings"]
-            streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0]))
+            check = coded["entropy_checks"][0]
+            streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check))
         self.maybe_free_model_hooks()
         return streams
 
     # ------------------------------------------------------------------ decoding
-    def parse_bitstreams(self, bitstreams: Union[bytes, Sequence[bytes]]) -> List[SODECBitstream]:
-        """Verifies streams against this model; raises ``BitstreamError`` on any problem."""
+    def parse_bitstreams(
+        self, bitstreams: Union[bytes, Sequence[bytes]], max_pixels: Optional[int] = None
+    ) -> List[SODECBitstream]:
+        """Verifies streams against this model and the pixel budget ``max_pixels`` (``None``:
+        ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``); raises ``BitstreamError`` on any problem."""
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         fingerprint = self.compression_vae.fingerprint()
-        return [decode_bitstream(s, expected_fingerprint=fingerprint) for s in bitstreams]
+        return [decode_bitstream(s, expected_fingerprint=fingerprint, max_pixels=max_pixels) for s in bitstreams]
 
     def entropy_decode(self, stream: SODECBitstream) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One parsed stream → (ŷ, ẑ) on the execution device (rANS decoding; always one image at a
-        time, so that the entropy parameters never depend on batching)."""
+        """One parsed stream → (ŷ, ẑ) on the execution device (ANS decoding with the stream's entropy check;
+        always one image at a time, so that the entropy parameters never depend on batching)."""
         padded_h, padded_w = padded_size(stream.height, stream.width)
         z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
         self._onload(self.compression_vae)
-        latents = self.compression_vae.decompress([[stream.y_string], [stream.z_string]], z_shape)
+        latents = self.compression_vae.decompress(
+            [[stream.y_string], [stream.z_string]], z_shape, entropy_checks=[stream.entropy_check]
+        )
         device = self._execution_device
         return latents["y_hat"].to(device), latents["z_hat"].to(device)
 
@@ -192,7 +214,12 @@ class SODECPipeline(DiffusionPipeline):
         scaling_factor = self.vae.config.scaling_factor
 
         def decode(tiles: torch.Tensor, _) -> torch.Tensor:
-            return self.vae.decode(tiles.to(self.vae.dtype) / scaling_factor).sample.float()
+            out = self.vae.decode(tiles.to(self.vae.dtype) / scaling_factor).sample.float()
+            if tuple(out.shape[-2:]) != (tiles.shape[-2] * 8, tiles.shape[-1] * 8):
+                raise DecoderScaleError(
+                    (Fraction(out.shape[-2], tiles.shape[-2] * 8), Fraction(out.shape[-1], tiles.shape[-1] * 8))
+                )
+            return out
 
         image = run_tiled(decode, latents, self.tile_specs.vae, 8, tiles_per_batch=batch_size)
         return (image.float() + 1.0) / 2.0
@@ -226,6 +253,7 @@ class SODECPipeline(DiffusionPipeline):
         output_type: str = "pil",
         decoder: str = "diffusion",
         batch_size: int = 1,
+        max_pixels: Optional[int] = None,
     ) -> SODECPipelineOutput:
         """Decodes SODEC streams to images of their original sizes.
 
@@ -237,6 +265,8 @@ class SODECPipeline(DiffusionPipeline):
                 or ``"fidelity"`` (x̂_f from the fidelity decoder D_a alone: fast, high PSNR, no diffusion).
             batch_size: images of the same padded size go through the networks together, and every
                 network call takes up to this many tiles. ``1`` (the default) is one tile per call.
+            max_pixels: the decode budget: a stream announcing more pixels raises ``PixelBudgetError`` before
+                anything is decoded (``None``: ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``, 4096 × 4096).
         """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
@@ -249,7 +279,7 @@ class SODECPipeline(DiffusionPipeline):
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         streams = [bytes(s) for s in bitstreams]
-        parsed = self.parse_bitstreams(streams)
+        parsed = self.parse_bitstreams(streams, max_pixels=max_pixels)
         outputs: List[torch.Tensor] = [None] * len(parsed)
         with self.progress_bar(total=len(parsed)) as progress:
             for group in batch_groups([padded_size(p.height, p.width) for p in parsed], batch_size):
@@ -262,7 +292,19 @@ class SODECPipeline(DiffusionPipeline):
                     for k, i in enumerate(group):
                         outputs[i] = result[k]
                 else:
-                    image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder, batch_size=batch_size)
+                    padded_h, padded_w = padded_size(parsed[group[0]].height, parsed[group[0]].width)
+                    try:
+                        image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder, batch_size=batch_size)
+                        made_h, made_w = image.shape[-2:]
+                    except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
+                        made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
+                    if (made_h, made_w) != (padded_h, padded_w):
+                        stream = parsed[group[0]]
+                        raise ValueError(
+                            f"the {decoder} decoder made a {made_w}×{made_h} image from a stream of a "
+                            f"{stream.width}×{stream.height} image (padded {padded_w}×{padded_h}): this pipeline's "
+                            "parts do not fit together (a VAE whose scale factor is not 8?)"
+                        )
                     for k, i in enumerate(group):
                         outputs[i] = image[k, :, : parsed[i].height, : parsed[i].width].clamp_(0, 1)
                 progress.update(len(group))
@@ -282,12 +324,15 @@ class SODECPipeline(DiffusionPipeline):
         decoder: str = "diffusion",
         return_dict: bool = True,
         batch_size: int = 1,
+        max_pixels: Optional[int] = None,
     ):
         """Round trip: compress to real bytes, then decompress them (``batch_size`` as in
         :meth:`decompress`). The returned ``bitstreams`` equal :meth:`compress`'s and ``bpp`` is computed
         from their lengths."""
         streams = self.compress(image)
-        output = self.decompress(streams, output_type=output_type, decoder=decoder, batch_size=batch_size)
+        output = self.decompress(
+            streams, output_type=output_type, decoder=decoder, batch_size=batch_size, max_pixels=max_pixels
+        )
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)
         return output

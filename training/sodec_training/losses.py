@@ -1,62 +1,32 @@
-"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS, the LPIPS loader, and the non-saturating GAN losses."""
+"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS, the LPIPS of the loss, and the non-saturating GAN losses."""
 
-from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-LPIPS_NETS = ("vgg", "alex", "squeeze")
+from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_lpips
 
-LPIPS_HELP = (
-    "LPIPS needs its backbone and linear-layer weights, which this code never downloads. On a machine "
-    "with internet access, save them once with\n"
-    "    python -c \"import lpips, torch; torch.save(lpips.LPIPS(net='{net}').state_dict(), 'lpips_{net}.pth')\"\n"
-    "copy lpips_{net}.pth here and pass --lpips_weights /path/to/lpips_{net}.pth (and --lpips_net {net})."
-)
+#: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
+LPIPS_NET_CHOICES = LPIPS_NETS + ("squeeze",)
 
 
-def check_lpips_weights(weights_path: Optional[str], net: str = "vgg") -> Path:
-    """The weights file, or a ``FileNotFoundError``/``ValueError`` that says where to put it."""
-    if net not in LPIPS_NETS:
-        raise ValueError(f"--lpips_net must be one of {LPIPS_NETS}; got {net!r}")
-    if not weights_path:
-        raise FileNotFoundError("--perceptual_loss lpips needs --lpips_weights.\n" + LPIPS_HELP.format(net=net))
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weights not found at {path}.\n" + LPIPS_HELP.format(net=net))
-    return path
-
-
-def load_lpips(weights_path: Optional[str], net: str = "vgg") -> nn.Module:
-    """An LPIPS module (the ``lpips`` package) with all its weights (backbone ``net.*`` and ``lin*``)
-    read from ``weights_path``: a ``state_dict`` of ``lpips.LPIPS(net=net)`` saved with ``torch.save`` or
-    safetensors. Frozen, in eval mode. Raises ``FileNotFoundError``/``ValueError`` that say what to do."""
-    path = check_lpips_weights(weights_path, net)
-    try:
-        import lpips
-    except ImportError as err:
-        raise ImportError("--perceptual_loss lpips needs the `lpips` package: pip install lpips") from err
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path))
-    else:
-        state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
-    model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} is not a complete LPIPS-{net} state dict (missing {len(missing)} keys, e.g. "
-            f"{missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]}).\n" + LPIPS_HELP.format(net=net)
+def load_lpips_loss(net: str = "vgg", weights_path: Optional[str] = None) -> nn.Module:
+    """The LPIPS of :mod:`sodec_pipeline.metrics` (frozen, eval mode) for the perceptual loss: weights from
+    ``weights_path`` (a full ``lpips.LPIPS`` state_dict) or found on the machine. Raises
+    :class:`~sodec_pipeline.metrics.MetricWeightsError` with one line that says what to do."""
+    if net == "squeeze":
+        raise MetricWeightsError(
+            "--lpips_net squeeze is no longer available: the LPIPS loss is sodec_pipeline.metrics' LPIPS with an "
+            "AlexNet or VGG-16 backbone; use --lpips_net alex or --lpips_net vgg"
         )
-    model.requires_grad_(False)
-    return model.eval()
+    return load_lpips(net, weights_path, flag="--lpips_weights")
 
 
 class DistortionLoss(nn.Module):
-    """d(x, x̂) = mse_weight · MSE(x, x̂) + perceptual_weight · LPIPS(x, x̂), images in [0, 1]."""
+    """d(x, x̂) = mse_weight · MSE(x, x̂) + perceptual_weight · LPIPS(x, x̂), images in [0, 1] (the LPIPS of
+    :mod:`sodec_pipeline.metrics` takes [0, 1] images)."""
 
     def __init__(self, mse_weight: float = 1.0, perceptual_weight: float = 0.0, lpips_model: Optional[nn.Module] = None):
         super().__init__()
@@ -72,7 +42,7 @@ class DistortionLoss(nn.Module):
         total = self.mse_weight * mse
         out = {"mse": mse}
         if self.lpips is not None:
-            perceptual = self.lpips(x_hat * 2 - 1, x * 2 - 1).mean()
+            perceptual = self.lpips(x_hat, x).mean()
             total = total + self.perceptual_weight * perceptual
             out["lpips"] = perceptual
         out["distortion"] = total

