@@ -13,7 +13,7 @@ sys.path.insert(0, str(REPO_ROOT / "training"))
 
 def _stage3_gradients(pipe, x):
     from sodec_training.losses import DistortionLoss
-    from sodec_training.modeling import SODECTrainingModel, add_unet_lora
+    from sodec_training.modeling import SODECTrainingModel
 
     torch.manual_seed(0)
     model = SODECTrainingModel(pipe, DistortionLoss(1.0)).set_train_mode()
