@@ -10,20 +10,12 @@ import os
 from pathlib import Path
 from typing import Union
 
-_REPO_HUB_CONFIGS = Path(__file__).resolve().parent.parent / "hub_configs"
+from .package_data import package_data_folder
 
 
 def hub_configs_root() -> Path:
     """The folder holding the named layouts (the repository's ``hub_configs/`` or the installed copy)."""
-    try:
-        from importlib.resources import files
-
-        packaged = Path(str(files("sodec_pipeline.hub_configs_data")))
-        if packaged.is_dir():
-            return packaged
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return _REPO_HUB_CONFIGS
+    return package_data_folder("sodec_pipeline.hub_configs_data", "hub_configs")
 
 
 def available_hub_configs():

@@ -9,20 +9,12 @@ import os
 from pathlib import Path
 from typing import List, Union
 
-_REPO_PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
+from .package_data import package_data_folder
 
 
 def shipped_models_root() -> Path:
     """The folder holding the shipped pipelines (the repository's ``pretrained/`` or the installed copy)."""
-    try:
-        from importlib.resources import files
-
-        packaged = Path(str(files("sodec_pipeline.pretrained_data")))
-        if packaged.is_dir():
-            return packaged
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return _REPO_PRETRAINED
+    return package_data_folder("sodec_pipeline.pretrained_data", "pretrained")
 
 
 def shipped_model_names() -> List[str]:
