@@ -407,7 +407,6 @@ def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, t
 
 
 def test_assemble_from_parts(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
-    pytest.importorskip("sodec_pipeline.pipelines.assembly")
     from sodec_pipeline import SODECPipeline
 
     output_dir = tmp_path / "from_parts"
