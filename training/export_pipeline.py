@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 
 COMPONENTS = ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")
-TRAINED_WEIGHT_NAME = "diffusion_pytorch_model.safetensors"
 
 
 def parse_args(argv=None):
@@ -40,12 +40,12 @@ def load_checkpoint_into(pipe, checkpoint: Path) -> list:
     """Copies the networks a training checkpoint holds into ``pipe``; returns their names."""
     loaded = []
     for name in COMPONENTS:
-        path = checkpoint / name / TRAINED_WEIGHT_NAME
+        path = checkpoint / name / SAFETENSORS_WEIGHTS_NAME
         if path.is_file():
             getattr(pipe, name).load_state_dict(load_file(str(path)))
             loaded.append(name)
     if "compression_vae" not in loaded:
-        raise FileNotFoundError(f"{checkpoint} is not a train_sodec.py checkpoint (no compression_vae/{TRAINED_WEIGHT_NAME})")
+        raise FileNotFoundError(f"{checkpoint} is not a train_sodec.py checkpoint (no compression_vae/{SAFETENSORS_WEIGHTS_NAME})")
     if (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "unet" not in loaded:
         print(f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr)
     return loaded

@@ -24,6 +24,8 @@ class DecoderScaleError(ValueError):
     def __init__(self, scale):
         super().__init__(f"the VAE decoder's scale factor is not 8 (output/expected: {scale[0]}, {scale[1]})")
         self.scale = scale
+
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME, convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
@@ -194,9 +194,6 @@ class SODECTrainingModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-TRAINED_WEIGHT_NAME = "diffusion_pytorch_model.safetensors"
-
-
 def _save_weights(module: nn.Module, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().float().contiguous() for k, v in module.state_dict().items()}, str(path))
@@ -213,28 +210,26 @@ def save_trainable_state(model: SODECTrainingModel, directory) -> None:
     if model.unet_training == "lora":
         save_unet_lora(model.unet, directory)
     else:
-        _save_weights(model.unet, directory / "unet" / TRAINED_WEIGHT_NAME)
+        _save_weights(model.unet, directory / "unet" / SAFETENSORS_WEIGHTS_NAME)
     if model.train_vae_decoder:
-        _save_weights(model.vae, directory / "vae" / TRAINED_WEIGHT_NAME)
+        _save_weights(model.vae, directory / "vae" / SAFETENSORS_WEIGHTS_NAME)
     if model.train_image_encoder:
-        _save_weights(model.image_encoder, directory / "image_encoder" / TRAINED_WEIGHT_NAME)
+        _save_weights(model.image_encoder, directory / "image_encoder" / SAFETENSORS_WEIGHTS_NAME)
 
 
 def load_trainable_state(model: SODECTrainingModel, directory) -> None:
     """Inverse of :func:`save_trainable_state`, in place (the optimizers keep their parameters)."""
-    from sodec_pipeline.models.compression_vae import SAFETENSORS_WEIGHTS_NAME
-
     directory = Path(directory)
     model.compression_vae.load_state_dict(load_file(directory / "compression_vae" / SAFETENSORS_WEIGHTS_NAME))
     model.fidelity_guidance.load_state_dict(load_file(directory / "fidelity_guidance" / SAFETENSORS_WEIGHTS_NAME))
     if model.unet_training == "lora":
         load_unet_lora(model.unet, directory)
     else:
-        model.unet.load_state_dict(load_file(directory / "unet" / TRAINED_WEIGHT_NAME))
+        model.unet.load_state_dict(load_file(directory / "unet" / SAFETENSORS_WEIGHTS_NAME))
     if model.train_vae_decoder:
-        model.vae.load_state_dict(load_file(directory / "vae" / TRAINED_WEIGHT_NAME))
+        model.vae.load_state_dict(load_file(directory / "vae" / SAFETENSORS_WEIGHTS_NAME))
     if model.train_image_encoder:
-        model.image_encoder.load_state_dict(load_file(directory / "image_encoder" / TRAINED_WEIGHT_NAME))
+        model.image_encoder.load_state_dict(load_file(directory / "image_encoder" / SAFETENSORS_WEIGHTS_NAME))
 
 
 def save_discriminator(discriminator: ConditionalPatchDiscriminator, directory) -> None:
