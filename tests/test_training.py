@@ -341,6 +341,23 @@ def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(trai
     assert torch.equal(released["conv_out.weight"], load_file(resumed_dir / "unet" / "diffusion_pytorch_model.safetensors")["conv_out.weight"])
 
 
+def test_freeze_fidelity_decoder_keeps_d_a_in_stage_2(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """--freeze_fidelity_decoder: a stage-2 run leaves D_a bit-identical (the fidelity decode stays stage 1's)
+    while F_p, which steers the UNet, still trains; the model card says so."""
+    from sodec_pipeline import SODECPipeline
+
+    output_dir = tmp_path / "frozen_d_a"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir, "--stage", "2", "--max_train_steps", "2", "--train_batch_size", "2",
+        "--freeze_fidelity_decoder",
+    ))
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir).fidelity_guidance.state_dict()
+    trained = SODECPipeline.from_pretrained(output_dir).fidelity_guidance.state_dict()
+    changed = {k for k, v in trained.items() if not torch.equal(v, base[k])}
+    assert changed and all(k.startswith("guidance_projection.") for k in changed)
+    assert "F_p (D_a in stage 1 only)" in (output_dir / "README.md").read_text()
+
+
 def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_path, small_photo):
     """training/export_pipeline.py: a checkpoint's networks into a pipeline folder, parameters in fp16,
     buffers (the entropy tables) untouched; the folder loads in fp32 and round-trips an image."""

@@ -140,6 +140,10 @@ def parse_args(input_args=None):
                             "its encoder is unused and stays frozen.")
     group.add_argument("--train_image_encoder", action="store_true",
                        help="Train the ViT F jointly from stage 2 on (an image encoder without pretrained weights).")
+    group.add_argument("--freeze_fidelity_decoder", action="store_true",
+                       help="Keep D_a as stage 1 left it in stages 2-4 (it runs under no_grad), so that the fidelity "
+                            "decode stays the codec's MSE-trained reconstruction; with the codec frozen too (stage 2), "
+                            "bpp and fidelity PSNR are exactly those of stage 1.")
     # ------------------------------------------------------------------ LoRA
     group = parser.add_argument_group("UNet LoRA (--unet_training lora)")
     group.add_argument("--lora_rank", type=int, default=4)
@@ -359,7 +363,11 @@ def save_model_card(args, repo_id, output_dir, metrics, plan):
     else:
         metrics_text = "No validation images were given (`--validation_images`), so no metrics were measured."
     stages = ", ".join(f"stage {s}: {n} steps" for s, n in plan.stages)
-    trained_parts, frozen_parts = ["codec (E, H_a, P, entropy models, H_s, T_s)", "D_a and F_p"], []
+    trained_parts, frozen_parts = ["codec (E, H_a, P, entropy models, H_s, T_s)"], []
+    if args.freeze_fidelity_decoder:
+        trained_parts.append("F_p (D_a in stage 1 only)")
+    else:
+        trained_parts.append("D_a and F_p")
     trained_parts.append("the whole UNet" if args.unet_training == "full" else "UNet LoRA and conv_in")
     if args.unet_training == "lora":
         frozen_parts.append("UNet base weights")
@@ -518,7 +526,8 @@ def main(args):
     lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
     distortion = DistortionLoss(args.mse_weight, args.perceptual_weight if lpips_model is not None else 0.0, lpips_model)
     model = SODECTrainingModel(
-        pipe, distortion, args.unet_training, train_vae_decoder=args.train_vae_decoder, train_image_encoder=args.train_image_encoder
+        pipe, distortion, args.unet_training, train_vae_decoder=args.train_vae_decoder, train_image_encoder=args.train_image_encoder,
+        freeze_fidelity_decoder=args.freeze_fidelity_decoder,
     ).to(accelerator.device)
     model.set_train_mode()
 

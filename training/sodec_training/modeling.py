@@ -121,6 +121,7 @@ class SODECTrainingModel(nn.Module):
         unet_training: str = "lora",
         train_vae_decoder: bool = False,
         train_image_encoder: bool = False,
+        freeze_fidelity_decoder: bool = False,
     ):
         super().__init__()
         if unet_training not in UNET_TRAINING_MODES:
@@ -134,6 +135,7 @@ class SODECTrainingModel(nn.Module):
         self.unet_training = unet_training
         self.train_vae_decoder = train_vae_decoder
         self.train_image_encoder = train_image_encoder
+        self.freeze_fidelity_decoder = freeze_fidelity_decoder
         self.pipe = pipe  # not a module: used for its one-step `denoise`
 
     def trainable_modules(self) -> List[nn.Module]:
@@ -180,7 +182,13 @@ class SODECTrainingModel(nn.Module):
             noisy_latents = coded.latents
         else:  # H_s and T_s are trained in stage 2, the rest of the codec is not
             noisy_latents = self.compression_vae.synthesize_latents(coded.y_hat, coded.z_hat)
-        x_f, guidance = self.fidelity_guidance(coded.y_hat, self.image_encoder)
+        if self.freeze_fidelity_decoder:  # D_a keeps its stage-1 weights: no gradient reaches it
+            with torch.no_grad():
+                x_f = self.fidelity_guidance.decode(coded.y_hat)
+            pixel_values = self.fidelity_guidance.prepare_image_encoder_input(x_f).to(self.image_encoder.dtype)
+            guidance = self.fidelity_guidance.project(self.image_encoder(pixel_values=pixel_values).last_hidden_state)
+        else:
+            x_f, guidance = self.fidelity_guidance(coded.y_hat, self.image_encoder)
         latents = self.pipe.denoise(noisy_latents, guidance)
         decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         x_hat = (decoded.float() + 1.0) / 2.0
