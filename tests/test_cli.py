@@ -15,7 +15,7 @@ import PIL.Image
 import pytest
 
 from sodec_pipeline.cli import main
-from sodec_pipeline.cli import compress_command, decompress_command
+from sodec_pipeline.cli import compress_command, decompress_command, model_loading
 from sodec_pipeline.cli.dispatch import COMMANDS, build_parser
 from sodec_pipeline.cli.progress import progress_enabled
 
@@ -146,7 +146,7 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
         ("not_a_model_dir", "no model_index.json"),
         ("layout_name_as_model", "sodec init sodec-tiny my-model"),
         ("config_folder_as_model", "configs without weights"),
-        ("no_model", "no --model given"),
+        ("no_model_in_a_build_without_a_default", "no --model given"),
         ("missing_stream", "no such file"),
         ("bad_config", "hub config"),
         ("init_into_a_full_folder", "not empty"),
@@ -154,7 +154,7 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
         ("over_budget", "96×64 image (6144 pixels), above this decoder's budget of 6000 pixels"),
     ],
 )
-def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path):
+def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path, monkeypatch):
     stream = streams[0]
     data = stream.read_bytes()
     model = str(tiny_pipeline_dir)
@@ -187,7 +187,8 @@ def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, ti
         from sodec_pipeline.hub_configs import resolve_hub_config
 
         args = ["compress", workdir / "grey.png", "--model", resolve_hub_config("sodec-tiny")]
-    elif case == "no_model":
+    elif case == "no_model_in_a_build_without_a_default":
+        monkeypatch.setattr(model_loading, "DEFAULT_MODEL", None)
         args = ["compress", workdir / "grey.png"]
     elif case == "missing_stream":
         args = ["decompress", tmp_path / "none.sodec", "--model", model]
@@ -350,9 +351,9 @@ def test_debug_and_quiet_are_accepted_anywhere(where):
     assert not args.debug and not args.quiet
 
 
-def test_debug_shows_the_traceback(workdir, capsys):
-    with pytest.raises(Exception, match="no --model given"):
-        main(["compress", str(workdir / "grey.png"), "--debug"])
+def test_debug_shows_the_traceback(workdir, capsys, tmp_path):
+    with pytest.raises(Exception, match="no such folder"):
+        main(["compress", str(workdir / "grey.png"), "--model", str(tmp_path / "no_model_here"), "--debug"])
 
 
 def test_progress_only_for_a_terminal_and_not_with_quiet():

@@ -13,9 +13,9 @@ from typing import Iterator, List, Optional
 
 from .errors import CLIError, first_line
 
-#: The model ``--model`` defaults to. None: no trained model ships yet, so ``--model`` must be given.
-#: Once one ships in ``pretrained/`` (a short name, :mod:`sodec_pipeline.shipped_models`), its name goes here.
-DEFAULT_MODEL: Optional[str] = None
+#: The model ``--model`` defaults to: the trained pipeline shipped in ``pretrained/`` under this short name
+#: (:mod:`sodec_pipeline.shipped_models`). None would make ``--model`` required.
+DEFAULT_MODEL: Optional[str] = "sodec-small"
 
 #: ``--dtype`` choices: the dtype of the decoder networks (the codec and its entropy models stay float32).
 DTYPES = ("float32", "bfloat16", "float16")
@@ -29,6 +29,13 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", 
 _NETWORK_ERRORS = {"ConnectionError", "ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "Timeout",
                    "TimeoutException", "ProxyError", "OfflineModeIsEnabled"}  # fmt: skip
 _INIT_HINT = "make a randomly initialised one with `sodec init sodec-tiny my-model`, then pass --model my-model"
+
+
+def _missing_model_hint() -> str:
+    """What to do about a --model that does not exist: the shipped default where there is one."""
+    if DEFAULT_MODEL is None:
+        return _INIT_HINT
+    return f"leave --model out to use the shipped {DEFAULT_MODEL}, or {_INIT_HINT}"
 
 
 def add_model_argument(parser) -> None:
@@ -82,9 +89,9 @@ def resolve_model(model: Optional[str]) -> str:
             f"initialised model from it with `sodec init {model} my-model`, then pass --model my-model"
         )
     if _looks_like_a_local_path(model):
-        raise CLIError(f"--model {model}: no such folder; {_INIT_HINT}")
+        raise CLIError(f"--model {model}: no such folder; {_missing_model_hint()}")
     if not _HUB_REPO_ID.fullmatch(model):
-        raise CLIError(f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_INIT_HINT}")
+        raise CLIError(f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_missing_model_hint()}")
     return model
 
 

@@ -1,0 +1,61 @@
+"""The trained model that ships in pretrained/sodec-small: it loads by its short name, it is the CLI's
+default, and it round-trips a held-out photo (a BSDS500 *test* image; training used train/ + val/) at the
+bpp and PSNR its model card records, so that a change that breaks the shipped weights fails here."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from sodec_pipeline.cli import DEFAULT_MODEL, main
+from sodec_pipeline.metrics.fidelity import psnr
+from sodec_pipeline.shipped_models import shipped_model_names, shipped_models_root
+
+ASSETS = Path(__file__).parent / "assets"
+NAME = "sodec-small"
+
+
+@pytest.fixture(scope="module")
+def card_check():
+    card = ModelCard.load(shipped_models_root() / NAME / "README.md")
+    return card.data.to_dict()["sodec_round_trip_check"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from sodec_pipeline import SODECPipeline
+
+    pipe = SODECPipeline.from_pretrained(NAME)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_sodec_small_ships_and_is_the_default_model():
+    assert NAME in shipped_model_names()
+    assert DEFAULT_MODEL == NAME
+    weights = sorted((shipped_models_root() / NAME).glob("*/*.safetensors"))
+    assert len(weights) == 5 and sum(w.stat().st_size for w in weights) <= 30 * 2**20
+
+
+def test_round_trip_matches_the_model_card(pipe, card_check):
+    image = Image.open(ASSETS / card_check["image"]).convert("RGB")
+    reference = np.asarray(image)
+    stream = pipe.compress(image)[0]
+    bpp = 8 * len(stream) / (image.width * image.height)
+    assert bpp == pytest.approx(card_check["bpp"], rel=0.02)
+    fidelity = np.asarray(pipe.decompress(stream, decoder="fidelity").images[0])
+    diffusion = np.asarray(pipe.decompress(stream).images[0])
+    assert fidelity.shape == diffusion.shape == reference.shape
+    assert psnr(reference, fidelity) == pytest.approx(card_check["psnr_fidelity"], abs=0.1)
+    assert psnr(reference, diffusion) == pytest.approx(card_check["psnr_diffusion"], abs=0.1)
+
+
+def test_cli_compresses_with_the_shipped_model_when_no_model_is_given(tmp_path, card_check):
+    photo = ASSETS / card_check["image"]
+    stream = tmp_path / "photo.sodec"
+    assert main(["compress", str(photo), "-o", str(stream), "--quiet"]) == 0
+    assert 8 * stream.stat().st_size / (481 * 321) == pytest.approx(card_check["bpp"], rel=0.02)
+    assert main(["decompress", str(stream), "-o", str(tmp_path), "--quiet"]) == 0
+    assert Image.open(tmp_path / "photo.diffusion.png").size == (481, 321)
