@@ -94,7 +94,7 @@ def _load_image(path, size):
 
 
 def _build_from_config(config, seed, device, dtype):
-    from ..hub_configs import build_pipeline_from_config
+    from ..pipelines import build_pipeline_from_config
 
     try:
         pipe = build_pipeline_from_config(config, seed=seed)
