@@ -247,6 +247,7 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         batch_size: int = 1,
         output_type: str = "pt",
         stage_timer: Optional[StageWrapper] = None,
+        noisy_latents: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The decode: (ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every
         large network tile by tile with at most ``batch_size`` tiles per call.
@@ -254,7 +255,9 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         H_s/T_s → ŷ_t; D_a → x̂_f; ViT and F_p → c_g; the UNet step → ŷ_0; the VAE decoder → x̂. With
         ``decoder="fidelity"`` only D_a runs and x̂ is x̂_f; with ``output_type="latent"`` x̂ is ŷ_0
         (B, 4, H/8, W/8), before the VAE decoder. ``stage_timer`` (see :data:`DECODE_STAGES`) wraps each
-        stage. Differentiable (no ``no_grad`` here): training runs this decode.
+        stage. ``noisy_latents``: ŷ_t when the caller has it already (training: ``CompressionVAE.forward``
+        computes it), instead of running H_s/T_s again. Differentiable (no ``no_grad`` here): training runs
+        this decode.
         """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
@@ -263,8 +266,9 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
             with stage("d_a"):
                 x_f = self.decode_fidelity(y_hat, batch_size)
             return x_f, x_f
-        with stage("hs_ts"):
-            noisy_latents = self.synthesize_latents(y_hat, z_hat)
+        if noisy_latents is None:
+            with stage("hs_ts"):
+                noisy_latents = self.synthesize_latents(y_hat, z_hat)
         with stage("d_a"):
             x_f = self.decode_fidelity(y_hat, batch_size)
         guidance = self.encode_guidance(x_f, stage_timer)

@@ -180,8 +180,12 @@ class SODECTrainingModel(nn.Module):
             out.update(d, x_hat=x_f, loss=d["distortion"] + rate_weight * bpp)
             return out
 
-        # H_s and T_s run here with gradients in every stage (in stage 2 the rest of the codec is frozen)
-        x_hat, x_f = self.pipe.decode_latents(coded.y_hat, coded.z_hat, batch_size=batch_size)
+        # ŷ_t: the codec's own when it trains; in stage 2 (codec under no_grad) the decode runs H_s and T_s
+        # again, with gradients: they train while the rest of the codec is frozen
+        noisy_latents = coded.latents if codec_trained else None
+        x_hat, x_f = self.pipe.decode_latents(
+            coded.y_hat, coded.z_hat, batch_size=batch_size, noisy_latents=noisy_latents
+        )
         d = self.distortion(x_hat, x)
         align = F.mse_loss(x_f, x)
         loss = d["distortion"]
