@@ -31,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sodec_pipeline.hub_configs import build_pipeline_from_config
+    from sodec_pipeline.pipelines import build_pipeline_from_config
 
     pipe = build_pipeline_from_config(args.config, seed=0)
     for name in ("unet", "vae", "image_encoder"):

@@ -33,7 +33,7 @@ def small_photo(photos):
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     """A saved tiny pipeline (seed 0). Read-only for tests: copy it before changing anything."""
-    from sodec_pipeline.hub_configs import build_pipeline_from_config
+    from sodec_pipeline.pipelines import build_pipeline_from_config
 
     out = tmp_path_factory.mktemp("sodec-tiny") / "pipeline"
     build_pipeline_from_config(TINY_CONFIG, seed=0).save_pretrained(out)

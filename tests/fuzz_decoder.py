@@ -265,7 +265,7 @@ def make_model_and_streams(folder: Path) -> List[bytes]:
     """Saves the tiny pipeline (seed 0) to ``folder`` and returns well-formed streams of a few test photos."""
     import PIL.Image
 
-    from sodec_pipeline.hub_configs import build_pipeline_from_config
+    from sodec_pipeline.pipelines import build_pipeline_from_config
 
     pipe = build_pipeline_from_config(REPO_ROOT / "hub_configs" / "sodec-tiny", seed=0)
     pipe.save_pretrained(folder)

@@ -140,7 +140,7 @@ def test_image_encoder_layouts(parts):
     pipe = SODECPipeline.from_pretrained_parts(parts["sd"], root / "laion-clip", config=TINY_CONFIG)
     assert pipe.fidelity_guidance.config.image_encoder_hidden_size == 40
     assert torch.equal(pipe.image_encoder.embeddings.patch_embedding.weight, full.vision_model.embeddings.patch_embedding.weight)
-    x_f, guidance = pipe.fidelity_guidance(torch.randn(1, 8, 4, 4), pipe.image_encoder)
+    guidance = pipe.encode_guidance(pipe.decode_fidelity(torch.randn(1, 8, 4, 4)))
     assert guidance.shape == (1, pipe.fidelity_guidance.config.num_tokens, 24)
 
 

@@ -24,7 +24,7 @@ def _stage3_gradients(pipe, x):
 
 
 def _tiny_pipeline():
-    from sodec_pipeline.hub_configs import build_pipeline_from_config
+    from sodec_pipeline.pipelines import build_pipeline_from_config
     from sodec_training.modeling import add_unet_lora
 
     pipe = build_pipeline_from_config("sodec-tiny", seed=0)

@@ -83,6 +83,34 @@ def test_stays_float32(vae):
         assert vae.gaussian_conditional.scale_table.dtype == torch.float32
 
 
+def test_to_keeps_memory_format_and_device_but_not_dtype():
+    torch.manual_seed(0)
+    model = CompressionVAE.from_config(_config("compression_vae"))
+    assert model.to(torch.float16, memory_format=torch.channels_last) is model
+    weights = [p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert not all(p.is_contiguous() for p in weights)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.to("meta").entropy_bottleneck.quantiles.device.type == "meta"
+
+
+def test_loading_resizes_entropy_tables_that_are_already_built():
+    """A checkpoint's CDF tables load into a model whose own tables have other shapes (resuming training)."""
+    torch.manual_seed(0)
+    source = CompressionVAE.from_config(_config("compression_vae"))
+    with torch.no_grad():
+        source.entropy_bottleneck.quantiles[:, :, 0] -= 20  # wider tails: longer z tables
+    source.update(force=True)
+    torch.manual_seed(1)
+    target = CompressionVAE.from_config(_config("compression_vae"))
+    target.update(force=True)
+    assert target.entropy_bottleneck._quantized_cdf.shape != source.entropy_bottleneck._quantized_cdf.shape
+    target.load_state_dict(source.state_dict())
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    assert target.fingerprint() == source.fingerprint()
+
+
 def test_fingerprint_tracks_weights(tmp_path):
     torch.manual_seed(1)
     model = CompressionVAE.from_config(_config("compression_vae"))

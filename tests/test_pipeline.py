@@ -130,7 +130,7 @@ def test_decoding_bad_streams(tiny_pipeline, small_photo, tmp_path):
     with pytest.raises(BitstreamError, match="image size"):
         tiny_pipeline.decompress(huge)
     # a stream from another model (same layout, other weights)
-    from sodec_pipeline.hub_configs import build_pipeline_from_config
+    from sodec_pipeline.pipelines import build_pipeline_from_config
 
     other = build_pipeline_from_config("sodec-tiny", seed=1)
     with pytest.raises(BitstreamError, match="another model"):

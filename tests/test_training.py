@@ -261,6 +261,33 @@ def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pip
     assert (output_dir / "model_index.json").is_file()
 
 
+def test_stage_2_step_leaves_the_codec_bit_identical_and_trains_hs_ts(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """Stage 2 (DESIGN.md §3) freezes the codec: one optimiser step of a real run — AdamW with weight decay,
+    which would also move a weight whose gradient is zero rather than absent — leaves E, H_a, P and the
+    entropy models bit-identical, and changes H_s and T_s."""
+    from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+    from safetensors.torch import load_file
+
+    output_dir = tmp_path / "stage2"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, output_dir, "--stage", "2", "--max_train_steps", "1", "--train_batch_size", "2",
+        "--adam_weight_decay", "0.01",
+    ))  # fmt: skip
+    records, _ = train_records(output_dir)
+    assert sorted(records) == [1] and records[1]["train/stage"] == 2
+    before = load_file(Path(tiny_pipeline_dir) / "compression_vae" / SAFETENSORS_WEIGHTS_NAME)
+    after = load_file(output_dir / "compression_vae" / SAFETENSORS_WEIGHTS_NAME)
+    frozen = ("analysis_transform.", "hyper_analysis.", "hyper_synthesis_mean.", "hyper_synthesis_scale.",
+              "entropy_bottleneck.", "gaussian_conditional.")  # fmt: skip
+    trained = ("latent_synthesis.", "latent_transform.")  # H_s, T_s
+    assert set(after) == set(before) and all(k.startswith(frozen + trained) for k in before)
+    assert any(k.startswith("entropy_bottleneck.quantiles") for k in before)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert sorted(k for k in changed if k.startswith(frozen)) == []
+    for prefix in trained:
+        assert any(k.startswith(prefix) for k in changed), prefix
+
+
 def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, small_photo):
     from safetensors.torch import load_file
     from sodec_pipeline import SODECPipeline

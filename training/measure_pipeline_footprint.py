@@ -45,7 +45,7 @@ def _build(config: str, threads: int):
     import torch
 
     torch.set_num_threads(threads)
-    from sodec_pipeline.hub_configs import build_pipeline_from_config
+    from sodec_pipeline.pipelines import build_pipeline_from_config
 
     pipe = build_pipeline_from_config(config)
     pipe.set_progress_bar_config(disable=True)

@@ -238,25 +238,16 @@ def load_base_pipeline(args) -> SODECPipeline:
             args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
         )
     hub_kwargs = {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir)) if v is not None}
-    try:
-        return SODECPipeline.from_pretrained_parts(
-            args.sd_model,
-            args.image_encoder,
-            codec=args.codec_init,
-            config=args.assembly_config,
-            image_encoder_subfolder=args.image_encoder_subfolder,
-            variant=args.variant,
-            seed=args.seed if args.seed is not None else 0,
-            **hub_kwargs,
-        )
-    except ModuleNotFoundError as err:
-        if "assembly" in str(err):
-            raise RuntimeError(
-                "assembling a pipeline from --sd_model/--image_encoder/--codec_init needs "
-                "sodec_pipeline.pipelines.assembly, which this installation lacks; start from a saved "
-                "pipeline with --pretrained_model_name_or_path (e.g. made by `sodec init`)"
-            ) from err
-        raise
+    return SODECPipeline.from_pretrained_parts(
+        args.sd_model,
+        args.image_encoder,
+        codec=args.codec_init,
+        config=args.assembly_config,
+        image_encoder_subfolder=args.image_encoder_subfolder,
+        variant=args.variant,
+        seed=args.seed if args.seed is not None else 0,
+        **hub_kwargs,
+    )
 
 
 def build_trackers(report_to: str):

@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from sodec_pipeline.hub_configs import build_pipeline_from_config
+from sodec_pipeline.pipelines import build_pipeline_from_config
 from sodec_pipeline.image_processing import pad_to_multiple, to_image_tensors
 from sodec_pipeline.pipelines.pipeline_sodec import padded_size
 

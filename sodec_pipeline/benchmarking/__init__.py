@@ -1,4 +1,5 @@
-"""Latency and memory benchmark of SODEC decoding against an N-step DDIM decode (``sodec benchmark``).
+"""Latency and memory benchmark of SODEC decoding against an N-step DDIM decode (the ``sodec benchmark``
+command: :mod:`sodec_pipeline.cli.benchmark_command`).
 
 Names are imported on first use (:mod:`sodec_pipeline.lazy_exports`): ``sodec benchmark --help`` does
 not import torch.
@@ -24,4 +25,4 @@ if TYPE_CHECKING:
         summarize_times,
     )
 else:
-    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("benchmark", "cli"))
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("benchmark", "scaling"))

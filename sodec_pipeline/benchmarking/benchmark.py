@@ -5,16 +5,16 @@ What is measured (``run_benchmark``), in this order, on one image of the request
 
 1. **encode**: ``pipe.compress(image)`` — ``warmup`` untimed runs, then ``repeats`` timed runs.
 2. **decode**: ``pipe.decompress(stream, output_type="pt")`` end to end.
-3. **decode by stage**: :func:`decode_by_stage`, which performs exactly the calls of
-   ``decompress`` (checked in the tests: same pixels) with a timer around each stage:
-   ``parse`` (header, CRC) · ``entropy_decoding`` (ẑ, P, ŷ by rANS) · ``hs_ts`` (H_s, T_s → ŷ_t) ·
-   ``d_a`` (fidelity decoder → x̂_f) · ``vit`` (resize/normalise + the frozen ViT) · ``f_p`` (guidance
-   projection → c_g) · ``unet`` (the UNet step and the scheduler) · ``vae_decode`` (SD VAE decoder) ·
-   ``postprocess`` (crop, clamp).
-4. **baseline**: the same staged decode with the one step replaced by ``baseline_steps`` DDIM steps
-   (:func:`make_ddim_scheduler`: the same β schedule, ``timestep_spacing="trailing"``,
-   ``set_alpha_to_one=True``), starting from the same ŷ_t taken as x_t at t = 999, with the same
-   guidance c_g. Only the ``unet`` stage differs from 3.
+3. **decode by stage**: :func:`decode_by_stage`, the same ``decompress`` with the benchmark's
+   :class:`StageTimer` as its ``stage_timer``, which times each stage of the pipeline's
+   ``DECODE_STAGES``: ``parse`` (header, CRC) · ``entropy_decoding`` (ẑ, P, ŷ by rANS) · ``hs_ts``
+   (H_s, T_s → ŷ_t) · ``d_a`` (fidelity decoder → x̂_f) · ``vit`` (resize/normalise + the frozen ViT) ·
+   ``f_p`` (guidance projection → c_g) · ``unet`` (the UNet step and the scheduler) · ``vae_decode``
+   (SD VAE decoder) · ``postprocess`` (crop, clamp).
+4. **baseline**: the same staged decode by a pipeline that shares every network but whose scheduler takes
+   ``baseline_steps`` DDIM steps (:func:`make_ddim_scheduler`: the same β schedule,
+   ``timestep_spacing="trailing"``, ``set_alpha_to_one=True``), starting from the same ŷ_t taken as x_t
+   at t = 999, with the same guidance c_g. Only the ``unet`` stage differs from 3.
 
 2, 3 and 4 run interleaved: ``warmup`` untimed rounds, then ``repeats`` timed rounds, each round one run
 of each, so that a change in the load of a shared machine affects the three alike.
@@ -39,9 +39,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..models.compression_vae import PADDING_MULTIPLE
+from ..pipelines.pipeline_sodec import DECODE_STAGES
 
-STAGES = ("parse", "entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode", "postprocess")
+STAGES = DECODE_STAGES
 STAGE_LABELS = {
     "parse": "parse + CRC",
     "entropy_decoding": "entropy decoding (ẑ, P, ŷ)",
@@ -192,56 +192,24 @@ def make_ddim_scheduler(pipe, num_steps: int, device=None):
     return scheduler
 
 
+def with_scheduler(pipe, scheduler):
+    """A pipeline of ``pipe``'s class with the same networks (shared, not copied) and ``scheduler``."""
+    other = type(pipe)(**{**pipe.components, "scheduler": scheduler})
+    other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return other
+
+
 def denoise_ddim(pipe, noisy_latents: torch.Tensor, guidance: torch.Tensor, scheduler) -> torch.Tensor:
-    """``scheduler``'s steps from ŷ_t (as x_t at ``scheduler.timesteps[0]``) with the guidance c_g."""
-    latents = noisy_latents.to(pipe.unet.dtype)
-    guidance = guidance.to(pipe.unet.dtype)
-    for t in scheduler.timesteps:
-        sample = scheduler.scale_model_input(latents, t)
-        timestep = torch.full((sample.shape[0],), int(t), device=sample.device, dtype=torch.long)
-        model_output = pipe.unet(sample, timestep, encoder_hidden_states=guidance).sample
-        latents = scheduler.step(model_output, t, latents).prev_sample
-    return latents
+    """``pipe.denoise`` with ``scheduler``'s steps from ŷ_t (as x_t at ``scheduler.timesteps[0]``) and c_g."""
+    return with_scheduler(pipe, scheduler).denoise(noisy_latents, guidance)
 
 
 @torch.no_grad()
 def decode_by_stage(pipe, stream: bytes, timer: StageTimer, scheduler=None) -> torch.Tensor:
-    """``pipe.decompress(stream, output_type="pt").images[0]`` with a timer around each stage; with a
+    """``pipe.decompress(stream, output_type="pt").images[0]`` with ``timer`` around each stage; with a
     ``scheduler`` (see :func:`make_ddim_scheduler`) the one step is replaced by its steps."""
-    from ..image_processing import postprocess
-
-    device = pipe._execution_device
-    with timer("parse"):
-        (parsed,) = pipe.parse_bitstreams(stream)
-        padded_h = -(-parsed.height // PADDING_MULTIPLE) * PADDING_MULTIPLE
-        padded_w = -(-parsed.width // PADDING_MULTIPLE) * PADDING_MULTIPLE
-        z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
-    with timer("entropy_decoding"):
-        latents = pipe.compression_vae.decompress(
-            [[parsed.y_string], [parsed.z_string]], z_shape, entropy_checks=[parsed.entropy_check]
-        )
-        y_hat, z_hat = latents["y_hat"].to(device), latents["z_hat"].to(device)
-    with timer("hs_ts"):
-        noisy_latents = pipe.compression_vae.synthesize_latents(y_hat, z_hat)
-    guidance_encoder = pipe.fidelity_guidance
-    with timer("d_a"):
-        x_f = guidance_encoder.decode(y_hat)
-    with timer("vit"):
-        pixel_values = guidance_encoder.prepare_image_encoder_input(x_f).to(pipe.image_encoder.dtype)
-        tokens = pipe.image_encoder(pixel_values=pixel_values).last_hidden_state
-    with timer("f_p"):
-        guidance = guidance_encoder.project(tokens)
-    with timer("unet"):
-        if scheduler is None:
-            denoised = pipe.denoise(noisy_latents, guidance)
-        else:
-            denoised = denoise_ddim(pipe, noisy_latents, guidance, scheduler)
-    with timer("vae_decode"):
-        image = pipe.vae.decode(denoised.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
-    with timer("postprocess"):
-        image = ((image.float() + 1.0) / 2.0)[0, :, : parsed.height, : parsed.width].clamp(0, 1)
-        out = postprocess([image], "pt")[0]
-    return out
+    decoder = pipe if scheduler is None else with_scheduler(pipe, scheduler)
+    return decoder.decompress(stream, output_type="pt", stage_timer=timer).images[0]
 
 
 # ---------------------------------------------------------------------- the benchmark
@@ -355,10 +323,11 @@ def run_benchmark(
     # 2.–4. the three decodes, interleaved run by run (round robin) so that a change in the machine's
     # load hits all three alike and the speed-up compares runs made side by side
     scheduler = make_ddim_scheduler(pipe, baseline_steps, device=device)
+    baseline_pipe = with_scheduler(pipe, scheduler)
     decodes = {
         "decode": lambda timer: pipe.decompress(stream, output_type="pt"),
         "staged": lambda timer: decode_by_stage(pipe, stream, timer),
-        "baseline": lambda timer: decode_by_stage(pipe, stream, timer, scheduler=scheduler),
+        "baseline": lambda timer: decode_by_stage(baseline_pipe, stream, timer),
     }
     totals = {kind: [] for kind in decodes}
     stages = {kind: [] for kind in decodes}

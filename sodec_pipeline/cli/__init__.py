@@ -9,7 +9,8 @@
 One file per responsibility: :mod:`.dispatch` (parsing, dispatch, exit status), :mod:`.errors`,
 :mod:`.model_loading` (``--model``), :mod:`.files` (inputs and outputs, checked before compute),
 :mod:`.progress` (bars on stderr), :mod:`.batch` (one bad file does not stop the others), and one
-module per codec command; ``eval`` and ``benchmark`` live with their packages.
+module per command (``*_command``), over the libraries they drive (``pipelines``, ``evaluation``,
+``benchmarking``), none of which imports the CLI.
 """
 
 from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CLIError

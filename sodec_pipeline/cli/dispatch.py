@@ -22,9 +22,9 @@ COMMANDS = {
     "init": ("sodec_pipeline.cli.init_command", "make a randomly initialised pipeline from a layout (sodec-tiny, ...)"),
     "compress": ("sodec_pipeline.cli.compress_command", "compress images to .sodec files"),
     "decompress": ("sodec_pipeline.cli.decompress_command", "decode .sodec files to PNG"),
-    "eval": ("sodec_pipeline.evaluation.cli", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)"),
+    "eval": ("sodec_pipeline.cli.eval_command", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)"),
     "benchmark": (
-        "sodec_pipeline.benchmarking.cli",
+        "sodec_pipeline.cli.benchmark_command",
         "encode/decode latency by stage and peak memory, with an N-step DDIM decode",
     ),
 }

@@ -39,7 +39,7 @@ def run(args) -> int:
 
     progress = Progress(args.show_progress, "init")
     with progress.steps(str(args.config_dir), (("building random weights", None), ("saving", None))) as steps:
-        from ..hub_configs import build_pipeline_from_config
+        from ..pipelines import build_pipeline_from_config
 
         pipe = build_pipeline_from_config(layout, seed=args.seed)
         steps.start("saving")

@@ -1,5 +1,5 @@
-"""Evaluation of SODEC against classical codecs: Pillow baselines, the ``sodec eval`` command (metrics:
-:mod:`sodec_pipeline.metrics`).
+"""Evaluation of SODEC against classical codecs: Pillow baselines, the evaluation and its report (metrics:
+:mod:`sodec_pipeline.metrics`; the ``sodec eval`` command: :mod:`sodec_pipeline.cli.eval_command`).
 
 Names are imported on first use (:mod:`sodec_pipeline.lazy_exports`): ``sodec eval --help`` does not
 import torch.
@@ -29,4 +29,4 @@ if TYPE_CHECKING:
     )
     from .report import plot_rd, write_report  # noqa: F401
 else:
-    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "cli", "evaluate", "report"))
+    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "evaluate", "report"))

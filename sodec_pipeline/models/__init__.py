@@ -8,7 +8,7 @@ with _warnings.catch_warnings():
     import compressai as _compressai  # noqa: F401
 
 from .analysis_transform import AnalysisTransform
-from .compression_vae import CompressionVAE, CompressionVAEOutput, get_scale_table
+from .compression_vae import CompressionVAE, CompressionVAEOutput
 from .fidelity_decoder import FidelityDecoder
 from .fidelity_guidance_encoder import FidelityGuidanceEncoder
 from .guidance_projection import GuidanceProjection
@@ -29,5 +29,4 @@ __all__ = [
     "LatentSynthesis",
     "LatentTransform",
     "ResidualBlock",
-    "get_scale_table",
 ]

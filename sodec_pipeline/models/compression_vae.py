@@ -10,21 +10,23 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models.base import CompressionModel, get_scale_table
+from compressai.models.utils import update_registered_buffers
 from compressai.ops import quantize_ste
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.utils import BaseOutput
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME, BaseOutput
 from diffusers.utils.hub_utils import _add_variant, _get_model_file
 from safetensors.torch import load_file
+from torch import nn
 
 from ..bitstream import ENTROPY_CHECK_SIZE, BitstreamError
 from ..entropy_coding import CategoricalTables, decode_symbols, encode_symbols, table_indexes_of_channels
+from ..hub_download_options import pop_hub_kwargs
 from .analysis_transform import AnalysisTransform
 from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
 from .latent_transforms import LatentSynthesis, LatentTransform
-
-SAFETENSORS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 # The entropy-model buffers whose shapes are only known after ``update()``.
 _DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -38,11 +40,6 @@ LATENT_STRIDE = 8
 #: every machine; models/fixed_point_hyper_synthesis.py) or "float32" (P's float output as it is: fast to
 #: reason about, but another machine can derive other CDF indexes; streams then fail the entropy check).
 ENTROPY_PARAMETER_ARITHMETIC = ("fixed_point", "float32")
-
-
-def get_scale_table(minimum: float, maximum: float, levels: int) -> torch.Tensor:
-    """Log-spaced scale table of the Gaussian conditional (compressai's ``get_scale_table``)."""
-    return torch.exp(torch.linspace(math.log(minimum), math.log(maximum), levels))
 
 
 @dataclass
@@ -66,7 +63,7 @@ class CompressionVAEOutput(BaseOutput):
     bpp: torch.Tensor
 
 
-class CompressionVAE(ModelMixin, ConfigMixin):
+class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
     r"""SODEC's learned codec, modelled on HiFiC (Mentzer et al. 2020) and Ballé's mean-scale hyperprior.
 
     Submodules (paper symbol → attribute):
@@ -81,7 +78,8 @@ class CompressionVAE(ModelMixin, ConfigMixin):
 
     Images are (B, 3, H, W) tensors in [0, 1] whose sides are multiples of 64 (the pipeline pads).
     The entropy models stay in float32 whatever dtype the module is moved to, and the CDF tables
-    built by :meth:`update` are saved and restored byte for byte.
+    built by :meth:`update` are saved and restored byte for byte. compressai's ``CompressionModel``
+    provides :meth:`update` (with the config's scale table here) and ``aux_loss``.
 
     :meth:`compress`/:meth:`decompress` code the symbols with constriction's ANS coder using those tables
     (``sodec_pipeline.entropy_coding``), with (μ, σ) from P in exact fixed point
@@ -150,12 +148,12 @@ class CompressionVAE(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ dtype: entropy models stay fp32
     def to(self, *args, **kwargs):
-        """Moves the module to a device; a dtype argument is ignored: the codec stays in float32 so that
-        the entropy coding is the same whatever dtype the pipeline runs in."""
-        device, _dtype, non_blocking, _fmt = torch._C._nn._parse_to(*args, **kwargs)
-        if device is None:
+        """``nn.Module.to`` (device, ``non_blocking``, ``memory_format``) except that a dtype is ignored: the
+        codec stays in float32 so that the entropy coding is the same whatever dtype the pipeline runs in."""
+        device, _dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        if device is None and memory_format is None:
             return self
-        return super().to(device=device, non_blocking=non_blocking)
+        return super().to(device=device, non_blocking=non_blocking, memory_format=memory_format)
 
     def half(self):
         return self
@@ -200,19 +198,14 @@ class CompressionVAE(ModelMixin, ConfigMixin):
             return (y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
         return CompressionVAEOutput(y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
 
-    def aux_loss(self) -> torch.Tensor:
-        """The entropy bottleneck's quantile loss, trained with its own optimizer (compressai convention)."""
-        return self.entropy_bottleneck.loss()
-
     # ------------------------------------------------------------------ entropy coding
-    def update(self, force: bool = False) -> bool:
-        """Builds the CDF tables of both entropy models (needed before ``compress``). Returns whether
-        anything changed."""
-        cfg = self.config
-        table = get_scale_table(cfg.scale_table_min, cfg.scale_table_max, cfg.scale_table_levels)
-        updated = self.gaussian_conditional.update_scale_table(table, force=force)
-        updated |= self.entropy_bottleneck.update(force=force)
-        return updated
+    def update(self, scale_table: Optional[torch.Tensor] = None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """Builds the CDF tables of both entropy models (needed before ``compress``), by default with the
+        config's scale table (``scale_table_min``/``max``/``levels``). Returns whether anything changed."""
+        if scale_table is None:
+            cfg = self.config
+            scale_table = get_scale_table(cfg.scale_table_min, cfg.scale_table_max, cfg.scale_table_levels)
+        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
     @property
     def is_updated(self) -> bool:
@@ -354,20 +347,15 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         return value
 
     # ------------------------------------------------------------------ loading with dynamic buffers
-    def resize_entropy_buffers(self, state_dict: Dict[str, torch.Tensor]) -> None:
-        """Gives the CDF-table buffers the shapes they have in ``state_dict`` so that it loads strictly."""
-        for module_name, module in (("entropy_bottleneck", self.entropy_bottleneck), ("gaussian_conditional", self.gaussian_conditional)):
-            for buffer_name in _DYNAMIC_BUFFERS:
-                key = f"{module_name}.{buffer_name}"
-                if key in state_dict and hasattr(module, buffer_name) and getattr(module, buffer_name) is not None:
-                    src = state_dict[key]
-                    setattr(module, buffer_name, torch.empty(src.shape, dtype=src.dtype, device=getattr(module, buffer_name).device))
-                elif key in state_dict and buffer_name == "scale_table":
-                    module.register_buffer(buffer_name, torch.empty_like(state_dict[key]))
-
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self.resize_entropy_buffers(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        """``nn.Module.load_state_dict`` after giving the CDF-table buffers the shapes they have in
+        ``state_dict`` (compressai's ``update_registered_buffers``). Unlike ``CompressionModel``'s, it also
+        resizes tables that are already built (resuming training into an updated model)."""
+        for name, module in self.named_modules():
+            if isinstance(module, (EntropyBottleneck, GaussianConditional)):
+                buffers = [b for b, _ in module.named_buffers(recurse=False) if f"{name}.{b}" in state_dict and b in _DYNAMIC_BUFFERS]
+                update_registered_buffers(module, name, buffers, state_dict, policy="resize")
+        return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
@@ -378,11 +366,7 @@ class CompressionVAE(ModelMixin, ConfigMixin):
         strict load. ``torch_dtype`` is accepted and ignored (the codec stays float32); ``variant`` loads
         ``diffusion_pytorch_model.<variant>.safetensors`` as ``ModelMixin`` does.
         """
-        hub_kwargs = {
-            k: kwargs.pop(k)
-            for k in ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
-            if k in kwargs
-        }
+        hub_kwargs = pop_hub_kwargs(kwargs)
         subfolder = kwargs.pop("subfolder", None)
         variant = kwargs.pop("variant", None)
         device = kwargs.pop("device", None)

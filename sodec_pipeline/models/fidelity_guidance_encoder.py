@@ -26,7 +26,9 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
     - F_p → ``guidance_projection``: the ViT's last hidden states → c_g
       (``num_tokens × cross_attention_dim``), the UNet's ``encoder_hidden_states``.
 
-    The ViT itself is the pipeline's ``image_encoder`` component (frozen, not part of this model).
+    The ViT itself is the pipeline's ``image_encoder`` component (frozen, not part of this model), and
+    the pipeline runs the three in turn (``SODECPipeline.decode_fidelity`` and ``encode_guidance``): this
+    model has no ``forward`` of its own.
     """
 
     _supports_gradient_checkpointing = True
@@ -84,10 +86,3 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
     def project(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """F_p: the ViT's hidden states (B, L, hidden) → c_g (B, num_tokens, cross_attention_dim)."""
         return self.guidance_projection(image_embeds.to(self.dtype))
-
-    def forward(self, y_hat: torch.Tensor, image_encoder: torch.nn.Module):
-        """ŷ → (x̂_f, c_g), running the given frozen ViT in between."""
-        x_f = self.decode(y_hat)
-        pixel_values = self.prepare_image_encoder_input(x_f).to(image_encoder.dtype)
-        tokens = image_encoder(pixel_values=pixel_values).last_hidden_state
-        return x_f, self.project(tokens)

@@ -1,7 +1,8 @@
-"""Assembling a SODEC pipeline from published parts.
+"""Assembling a SODEC pipeline from published parts: :class:`FromPretrainedPartsMixin`, which gives
+``SODECPipeline`` its ``from_pretrained_parts`` (the way diffusers' ``FromSingleFileMixin`` gives its
+pipelines ``from_single_file``).
 
-Nobody trains SODEC from scratch. :func:`from_pretrained_parts` (``SODECPipeline.from_pretrained_parts``)
-takes
+Nobody trains SODEC from scratch. ``SODECPipeline.from_pretrained_parts`` takes
 
 - ``sd_model``: a Stable Diffusion model (local folder or Hub id such as
   ``stabilityai/stable-diffusion-2-1-base``) whose ``unet`` and ``vae`` subfolders it loads, and whose
@@ -19,7 +20,6 @@ from the UNet's ``in_channels``; the VAE keeps its own ``scaling_factor``. Parts
 raise a ``ValueError`` naming both sides.
 """
 
-import importlib
 import json
 import logging
 import os
@@ -29,25 +29,18 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from ..hub_configs import resolve_hub_config
+from ..hub_download_options import HUB_KWARGS
 from ..models.compression_vae import LATENT_STRIDE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
+from .components import build_component, import_component_class
 
 logger = logging.getLogger(__name__)
 
 PathOrId = Union[str, os.PathLike]
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")
 # Keys of a Stable Diffusion scheduler config that SODEC's one-step scheduler takes over.
 SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
 CONVERSION_REPORT = "conversion_report.json"
-
-
-def _import_class(library: str, class_name: str):
-    module = importlib.import_module(library)
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ValueError(f"{library} has no class {class_name}")
-    return cls
 
 
 def _read_json(path_or_id: PathOrId, filename: str, subfolder: Optional[str], hub_kwargs: Dict[str, Any]) -> Optional[dict]:
@@ -59,8 +52,7 @@ def _read_json(path_or_id: PathOrId, filename: str, subfolder: Optional[str], hu
     try:
         from huggingface_hub import hf_hub_download
 
-        kwargs = {k: v for k, v in hub_kwargs.items() if k in ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")}
-        path = hf_hub_download(str(path_or_id), filename, subfolder=subfolder or None, **kwargs)
+        path = hf_hub_download(str(path_or_id), filename, subfolder=subfolder or None, **hub_kwargs)
     except Exception:  # noqa: BLE001 - the file is optional: missing file, offline, no such repo
         return None
     with open(path, encoding="utf-8") as f:
@@ -130,158 +122,156 @@ def _refit(model, overrides: Dict[str, Any], reinitialise: Sequence[str] = (), s
     return new.to(model.device)
 
 
-def _build(cls, folder: Path, overrides: Dict[str, Any]):
-    config = dict(cls.load_config(folder))
-    config.update(overrides)
-    return cls.from_config(config)
+class FromPretrainedPartsMixin:
+    """Gives a pipeline class :meth:`from_pretrained_parts`."""
 
+    @classmethod
+    def from_pretrained_parts(
+        cls,
+        sd_model: PathOrId,
+        image_encoder: Union[PathOrId, torch.nn.Module],
+        codec: Optional[PathOrId] = None,
+        config: PathOrId = "sodec-sd21-base",
+        *,
+        torch_dtype: Optional[torch.dtype] = None,
+        image_encoder_subfolder: Optional[str] = None,
+        unet_subfolder: str = "unet",
+        vae_subfolder: str = "vae",
+        scheduler_subfolder: str = "scheduler",
+        variant: Optional[str] = None,
+        seed: int = 0,
+        **kwargs,
+    ):
+        """A pipeline of this class (``SODECPipeline``) from published parts; see the module docstring.
 
-def from_pretrained_parts(
-    pipeline_class,
-    sd_model: PathOrId,
-    image_encoder: Union[PathOrId, torch.nn.Module],
-    codec: Optional[PathOrId] = None,
-    config: PathOrId = "sodec-sd21-base",
-    *,
-    torch_dtype: Optional[torch.dtype] = None,
-    image_encoder_subfolder: Optional[str] = None,
-    unet_subfolder: str = "unet",
-    vae_subfolder: str = "vae",
-    scheduler_subfolder: str = "scheduler",
-    variant: Optional[str] = None,
-    seed: int = 0,
-    **kwargs,
-):
-    """Builds ``pipeline_class`` (``SODECPipeline``) from published parts; see the module docstring.
+        Args:
+            sd_model: Stable Diffusion folder or Hub id with ``unet``/``vae`` subfolders (``stabilityai/stable-diffusion-2-1-base``).
+            image_encoder: transformers ViT folder or Hub id (or an already loaded model), e.g. ``h94/IP-Adapter``
+                with ``image_encoder_subfolder="models/image_encoder"``.
+            codec: folder or Hub id with ``compression_vae/`` and optionally ``fidelity_guidance/`` (a converted
+                HiFiC codec or a trained SODEC pipeline). Without it the codec is randomly initialised from ``config``.
+            config: hub config name (``sodec-sd21-base``, ``sodec-tiny``) or folder, for everything not loaded.
+            torch_dtype: dtype of the UNet, VAE, ViT and fidelity guidance (the codec always stays float32).
+            variant: weights variant of the SD parts (e.g. ``"fp16"``).
+            seed: seed of the randomly initialised components.
+            kwargs: Hub options (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``proxies``,
+                ``force_download``), passed to every ``from_pretrained``.
+        """
+        unknown = sorted(set(kwargs) - set(HUB_KWARGS))
+        if unknown:
+            raise TypeError(f"from_pretrained_parts got unexpected keyword arguments {unknown}; Hub options are {list(HUB_KWARGS)}")
+        hub = {k: v for k, v in kwargs.items() if v is not None}
+        folder = resolve_hub_config(config)
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        unet_cls = import_component_class(*index["unet"])
+        vae_cls = import_component_class(*index["vae"])
+        image_encoder_cls = import_component_class(*index["image_encoder"])
 
-    Args:
-        sd_model: Stable Diffusion folder or Hub id with ``unet``/``vae`` subfolders (``stabilityai/stable-diffusion-2-1-base``).
-        image_encoder: transformers ViT folder or Hub id (or an already loaded model), e.g. ``h94/IP-Adapter``
-            with ``image_encoder_subfolder="models/image_encoder"``.
-        codec: folder or Hub id with ``compression_vae/`` and optionally ``fidelity_guidance/`` (a converted
-            HiFiC codec or a trained SODEC pipeline). Without it the codec is randomly initialised from ``config``.
-        config: hub config name (``sodec-sd21-base``, ``sodec-tiny``) or folder, for everything not loaded.
-        torch_dtype: dtype of the UNet, VAE, ViT and fidelity guidance (the codec always stays float32).
-        variant: weights variant of the SD parts (e.g. ``"fp16"``).
-        seed: seed of the randomly initialised components.
-        kwargs: Hub options (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``proxies``,
-            ``force_download``), passed to every ``from_pretrained``.
-    """
-    unknown = sorted(set(kwargs) - set(HUB_KWARGS))
-    if unknown:
-        raise TypeError(f"from_pretrained_parts got unexpected keyword arguments {unknown}; Hub options are {list(HUB_KWARGS)}")
-    hub = {k: v for k, v in kwargs.items() if v is not None}
-    folder = resolve_hub_config(config)
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    unet_cls = _import_class(*index["unet"])
-    vae_cls = _import_class(*index["vae"])
-    image_encoder_cls = _import_class(*index["image_encoder"])
+        sd_hint = (
+            "sd_model must be a Stable Diffusion model folder or Hub id with unet/ and vae/ subfolders, "
+            "e.g. stabilityai/stable-diffusion-2-1-base"
+        )
+        diffusers_kwargs = dict(hub, torch_dtype=torch_dtype) if torch_dtype is not None else dict(hub)
+        if variant is not None:
+            diffusers_kwargs["variant"] = variant
+        unet = _load_part("UNet", unet_cls, sd_model, unet_subfolder, sd_hint, **diffusers_kwargs)
+        vae = _load_part("VAE", vae_cls, sd_model, vae_subfolder, sd_hint, **diffusers_kwargs)
 
-    sd_hint = (
-        "sd_model must be a Stable Diffusion model folder or Hub id with unet/ and vae/ subfolders, "
-        "e.g. stabilityai/stable-diffusion-2-1-base"
-    )
-    diffusers_kwargs = dict(hub, torch_dtype=torch_dtype) if torch_dtype is not None else dict(hub)
-    if variant is not None:
-        diffusers_kwargs["variant"] = variant
-    unet = _load_part("UNet", unet_cls, sd_model, unet_subfolder, sd_hint, **diffusers_kwargs)
-    vae = _load_part("VAE", vae_cls, sd_model, vae_subfolder, sd_hint, **diffusers_kwargs)
+        if isinstance(image_encoder, torch.nn.Module):
+            vit, vit_name, preprocessor = image_encoder, type(image_encoder).__name__, None
+            if torch_dtype is not None:
+                vit = vit.to(torch_dtype)
+        else:
+            vit_name = repr(str(image_encoder)) + (f" (subfolder {image_encoder_subfolder!r})" if image_encoder_subfolder else "")
+            vit_kwargs = dict(hub, dtype=torch_dtype) if torch_dtype is not None else dict(hub)
+            vit = _load_part(
+                "image encoder", image_encoder_cls, image_encoder, image_encoder_subfolder,
+                "image_encoder must be a transformers ViT image tower (e.g. the models/image_encoder folder of h94/IP-Adapter, "
+                "or laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
+                **vit_kwargs,
+            )
+            preprocessor = _read_json(image_encoder, "preprocessor_config.json", image_encoder_subfolder, hub)
 
-    if isinstance(image_encoder, torch.nn.Module):
-        vit, vit_name, preprocessor = image_encoder, type(image_encoder).__name__, None
+        # ------------------------------------------------------------------ what the parts fix
+        cross_attention_dim = _single_cross_attention_dim(unet, sd_model)
+        vit_hidden, vit_size = _image_encoder_dims(vit, vit_name)
+        unet_in, unet_out = int(unet.config.in_channels), int(unet.config.out_channels)
+        vae_latent = int(vae.config.latent_channels)
+        if unet_in != unet_out:
+            raise ValueError(
+                f"the UNet of {str(sd_model)!r} takes {unet_in} input channels (unet in_channels) but predicts {unet_out} "
+                "(unet out_channels): SODEC's single step computes x0 from ŷ_t and the UNet's prediction, which need the "
+                "same channels (inpainting or depth UNets do not fit)"
+            )
+        if unet_out != vae_latent:
+            raise ValueError(
+                f"the UNet of {str(sd_model)!r} predicts {unet_out} channels (unet out_channels) but the VAE decodes "
+                f"{vae_latent} (vae latent_channels): SODEC decodes the UNet's x0 with the VAE"
+            )
+        if getattr(vae.config, "scaling_factor", None) is None:
+            raise ValueError(f"the VAE of {str(sd_model)!r} has no scaling_factor in its config")
+        vae_blocks = getattr(vae.config, "block_out_channels", None)
+        if vae_blocks is not None and 2 ** (len(vae_blocks) - 1) != LATENT_STRIDE:
+            raise ValueError(
+                f"the VAE of {str(sd_model)!r} upsamples its latents ×{2 ** (len(vae_blocks) - 1)} ({len(vae_blocks)} blocks in "
+                f"vae block_out_channels) but SODEC's latents ŷ_t are at stride {LATENT_STRIDE} (T_s): decoded images would "
+                f"not have the stream's size; use a VAE with a scale factor of {LATENT_STRIDE} (4 blocks, like Stable Diffusion's)"
+            )
+
+        fg_defaults = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
+        mean, std = _normalisation(preprocessor, fg_defaults)
+        heads = int(fg_defaults["projection_num_attention_heads"])
+        if cross_attention_dim % heads:
+            raise ValueError(
+                f"F_p cannot produce the UNet's guidance: the hub config {folder / 'fidelity_guidance'} has "
+                f"projection_num_attention_heads={heads}, which does not divide the UNet's cross_attention_dim="
+                f"{cross_attention_dim} ({str(sd_model)!r})"
+            )
+        guidance_fit = {
+            "image_encoder_hidden_size": vit_hidden,
+            "image_encoder_size": vit_size,
+            "image_encoder_mean": mean,
+            "image_encoder_std": std,
+            "cross_attention_dim": cross_attention_dim,
+        }
+
+        # ------------------------------------------------------------------ the codec
+        if codec is None:
+            torch.manual_seed(seed)
+            compression_vae = build_component(CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in})
+            fidelity_guidance = build_component(
+                FidelityGuidanceEncoder, folder / "fidelity_guidance",
+                dict(guidance_fit, latent_channels=compression_vae.config.latent_channels),
+            )
+            compression_vae.update(force=True)
+        else:
+            compression_vae, fidelity_guidance = _load_codec(
+                codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub
+            )
         if torch_dtype is not None:
-            vit = vit.to(torch_dtype)
-    else:
-        vit_name = repr(str(image_encoder)) + (f" (subfolder {image_encoder_subfolder!r})" if image_encoder_subfolder else "")
-        vit_kwargs = dict(hub, dtype=torch_dtype) if torch_dtype is not None else dict(hub)
-        vit = _load_part(
-            "image encoder", image_encoder_cls, image_encoder, image_encoder_subfolder,
-            "image_encoder must be a transformers ViT image tower (e.g. the models/image_encoder folder of h94/IP-Adapter, "
-            "or laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
-            **vit_kwargs,
-        )
-        preprocessor = _read_json(image_encoder, "preprocessor_config.json", image_encoder_subfolder, hub)
+            fidelity_guidance = fidelity_guidance.to(torch_dtype)
 
-    # ------------------------------------------------------------------ what the parts fix
-    cross_attention_dim = _single_cross_attention_dim(unet, sd_model)
-    vit_hidden, vit_size = _image_encoder_dims(vit, vit_name)
-    unet_in, unet_out = int(unet.config.in_channels), int(unet.config.out_channels)
-    vae_latent = int(vae.config.latent_channels)
-    if unet_in != unet_out:
-        raise ValueError(
-            f"the UNet of {str(sd_model)!r} takes {unet_in} input channels (unet in_channels) but predicts {unet_out} "
-            "(unet out_channels): SODEC's single step computes x0 from ŷ_t and the UNet's prediction, which need the "
-            "same channels (inpainting or depth UNets do not fit)"
-        )
-    if unet_out != vae_latent:
-        raise ValueError(
-            f"the UNet of {str(sd_model)!r} predicts {unet_out} channels (unet out_channels) but the VAE decodes "
-            f"{vae_latent} (vae latent_channels): SODEC decodes the UNet's x0 with the VAE"
-        )
-    if getattr(vae.config, "scaling_factor", None) is None:
-        raise ValueError(f"the VAE of {str(sd_model)!r} has no scaling_factor in its config")
-    vae_blocks = getattr(vae.config, "block_out_channels", None)
-    if vae_blocks is not None and 2 ** (len(vae_blocks) - 1) != LATENT_STRIDE:
-        raise ValueError(
-            f"the VAE of {str(sd_model)!r} upsamples its latents ×{2 ** (len(vae_blocks) - 1)} ({len(vae_blocks)} blocks in "
-            f"vae block_out_channels) but SODEC's latents ŷ_t are at stride {LATENT_STRIDE} (T_s): decoded images would "
-            f"not have the stream's size; use a VAE with a scale factor of {LATENT_STRIDE} (4 blocks, like Stable Diffusion's)"
-        )
+        # ------------------------------------------------------------------ the scheduler
+        scheduler_config = dict(SODECScheduler.load_config(folder / "scheduler"))
+        sd_scheduler = _read_json(sd_model, "scheduler_config.json", scheduler_subfolder, hub)
+        if sd_scheduler:
+            if sd_scheduler.get("trained_betas"):
+                raise ValueError(f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support")
+            scheduler_config.update({k: sd_scheduler[k] for k in SCHEDULER_KEYS if k in sd_scheduler})
+            scheduler_config["timestep"] = min(int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1)
+        scheduler = SODECScheduler.from_config(scheduler_config)
 
-    fg_defaults = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
-    mean, std = _normalisation(preprocessor, fg_defaults)
-    heads = int(fg_defaults["projection_num_attention_heads"])
-    if cross_attention_dim % heads:
-        raise ValueError(
-            f"F_p cannot produce the UNet's guidance: the hub config {folder / 'fidelity_guidance'} has "
-            f"projection_num_attention_heads={heads}, which does not divide the UNet's cross_attention_dim="
-            f"{cross_attention_dim} ({str(sd_model)!r})"
+        pipe = cls(
+            compression_vae=compression_vae,
+            fidelity_guidance=fidelity_guidance,
+            image_encoder=vit,
+            unet=unet,
+            vae=vae,
+            scheduler=scheduler,
         )
-    guidance_fit = {
-        "image_encoder_hidden_size": vit_hidden,
-        "image_encoder_size": vit_size,
-        "image_encoder_mean": mean,
-        "image_encoder_std": std,
-        "cross_attention_dim": cross_attention_dim,
-    }
-
-    # ------------------------------------------------------------------ the codec
-    if codec is None:
-        torch.manual_seed(seed)
-        compression_vae = _build(CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in})
-        fidelity_guidance = _build(
-            FidelityGuidanceEncoder, folder / "fidelity_guidance",
-            dict(guidance_fit, latent_channels=compression_vae.config.latent_channels),
-        )
-        compression_vae.update(force=True)
-    else:
-        compression_vae, fidelity_guidance = _load_codec(
-            codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub
-        )
-    if torch_dtype is not None:
-        fidelity_guidance = fidelity_guidance.to(torch_dtype)
-
-    # ------------------------------------------------------------------ the scheduler
-    scheduler_config = dict(SODECScheduler.load_config(folder / "scheduler"))
-    sd_scheduler = _read_json(sd_model, "scheduler_config.json", scheduler_subfolder, hub)
-    if sd_scheduler:
-        if sd_scheduler.get("trained_betas"):
-            raise ValueError(f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support")
-        scheduler_config.update({k: sd_scheduler[k] for k in SCHEDULER_KEYS if k in sd_scheduler})
-        scheduler_config["timestep"] = min(int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1)
-    scheduler = SODECScheduler.from_config(scheduler_config)
-
-    pipe = pipeline_class(
-        compression_vae=compression_vae,
-        fidelity_guidance=fidelity_guidance,
-        image_encoder=vit,
-        unet=unet,
-        vae=vae,
-        scheduler=scheduler,
-    )
-    for module in (compression_vae, fidelity_guidance, vit, unet, vae):
-        module.eval()
-    return pipe
+        for module in (compression_vae, fidelity_guidance, vit, unet, vae):
+            module.eval()
+        return pipe
 
 
 def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub):
@@ -314,7 +304,7 @@ def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, 
     if not has_guidance:
         logger.info("the codec has no fidelity_guidance: D_a and F_p are initialised from %s", folder)
         torch.manual_seed(seed)
-        fidelity_guidance = _build(
+        fidelity_guidance = build_component(
             FidelityGuidanceEncoder, folder / "fidelity_guidance", dict(guidance_fit, latent_channels=latent)
         )
         return compression_vae, fidelity_guidance

@@ -1,7 +1,8 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
+from contextlib import nullcontext
 from fractions import Fraction
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
@@ -12,10 +13,22 @@ from ..image_processing import ImageInput, pad_to_multiple, postprocess, to_imag
 from ..models.compression_vae import PADDING_MULTIPLE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
+from ..shipped_models import resolve_model_path
+from .assembly import FromPretrainedPartsMixin
 from .pipeline_output import SODECPipelineOutput
-from .tiling import TileSpecs, run_tiled, tile_specs_for
+from .tiling import TileSpec, TileSpecs, run_tiled, tile_specs_for
 
 DECODERS = ("diffusion", "fidelity")
+#: The stages of a decode, as :meth:`SODECPipeline.decompress` names them to a ``stage_timer``: parsing
+#: (header, CRC), entropy decoding (ẑ, P, ŷ), H_s/T_s → ŷ_t, D_a → x̂_f, the ViT (with its input
+#: preparation), F_p → c_g, the UNet step(s) with the scheduler, the VAE decoder, crop/clamp/conversion.
+DECODE_STAGES = ("parse", "entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode", "postprocess")
+#: ``stage_timer(name)`` returns a context manager around the stage ``name`` of :data:`DECODE_STAGES`.
+StageWrapper = Callable[[str], ContextManager]
+
+
+def _untimed(_stage: str) -> ContextManager:
+    return nullcontext()
 
 
 class DecoderScaleError(ValueError):
@@ -41,7 +54,7 @@ def realign_cpu_tensors(module: torch.nn.Module, alignment: int = 64) -> None:
             tensor.data = tensor.data.clone()
 
 
-class SODECPipeline(DiffusionPipeline):
+class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
     r"""SODEC: a generative image codec for 0.02–0.07 bpp with a one-step diffusion decoder.
 
     Components:
@@ -54,7 +67,8 @@ class SODECPipeline(DiffusionPipeline):
 
     Use :meth:`compress` for bytes, :meth:`decompress` for images (``decoder="diffusion"``, or
     ``decoder="fidelity"`` for the fast x̂_f preview without a diffusion step), and ``pipe(image=...)``
-    for the round trip.
+    for the round trip. :meth:`decode_latents` is the decode itself, differentiable: training runs it too.
+    :meth:`from_pretrained_parts` (:mod:`sodec_pipeline.pipelines.assembly`) builds one from published parts.
     """
 
     model_cpu_offload_seq = "compression_vae->fidelity_guidance->image_encoder->unet->vae"
@@ -85,17 +99,7 @@ class SODECPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' ``from_pretrained`` (a folder or a Hub repo id), plus the short names of the pipelines
         shipped with this package (``"sodec-small"``; see ``sodec_pipeline.shipped_models``)."""
-        from ..shipped_models import resolve_model_path
-
         return super().from_pretrained(resolve_model_path(pretrained_model_name_or_path), **kwargs)
-
-    @classmethod
-    def from_pretrained_parts(cls, sd_model, image_encoder, codec=None, config="sodec-sd21-base", **kwargs):
-        """Assembles a pipeline from published parts (SD 2.1 ``unet``/``vae``, a CLIP ViT, optionally a
-        converted HiFiC codec) and a hub config for the rest. See ``sodec_pipeline.pipelines.assembly``."""
-        from .assembly import from_pretrained_parts
-
-        return from_pretrained_parts(cls, sd_model, image_encoder, codec=codec, config=config, **kwargs)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -179,37 +183,46 @@ class SODECPipeline(DiffusionPipeline):
         decode = lambda tiles, _: self.fidelity_guidance.decode(tiles).float()  # noqa: E731
         return run_tiled(decode, y_hat.float(), self.tile_specs.fidelity, 16, tiles_per_batch=batch_size)
 
-    def encode_guidance(self, x_f: torch.Tensor) -> torch.Tensor:
-        """x̂_f → c_g: the whole x̂_f resized to the ViT's input, the frozen ViT F, then F_p."""
-        self._onload(self.fidelity_guidance)
-        pixel_values = self.fidelity_guidance.prepare_image_encoder_input(x_f).to(self.image_encoder.dtype)
-        tokens = self.image_encoder(pixel_values=pixel_values).last_hidden_state
-        self._onload(self.fidelity_guidance)
-        return self.fidelity_guidance.project(tokens)
+    def encode_guidance(self, x_f: torch.Tensor, stage_timer: Optional[StageWrapper] = None) -> torch.Tensor:
+        """x̂_f → c_g: the whole x̂_f resized to the ViT's input, the frozen ViT F (stage ``vit``), then F_p
+        (stage ``f_p``)."""
+        stage = stage_timer or _untimed
+        with stage("vit"):
+            self._onload(self.fidelity_guidance)
+            pixel_values = self.fidelity_guidance.prepare_image_encoder_input(x_f).to(self.image_encoder.dtype)
+            tokens = self.image_encoder(pixel_values=pixel_values).last_hidden_state
+        with stage("f_p"):
+            self._onload(self.fidelity_guidance)
+            return self.fidelity_guidance.project(tokens)
 
-    def denoise(self, noisy_latents: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-        """The one UNet step on the whole latent (what training uses): ε = UNet(ŷ_t, t, c_g), then the
-        scheduler's x0."""
-        timestep = self.scheduler.config.timestep
-        sample = self.scheduler.scale_model_input(noisy_latents.to(self.unet.dtype), timestep)
-        t = torch.full((sample.shape[0],), timestep, device=sample.device, dtype=torch.long)
-        model_output = self.unet(sample, t, encoder_hidden_states=guidance.to(self.unet.dtype)).sample
-        return self.scheduler.step(model_output, timestep, sample).prev_sample
+    def denoise(
+        self, noisy_latents: torch.Tensor, guidance: torch.Tensor, batch_size: int = 1, tiles: Optional[TileSpec] = None
+    ) -> torch.Tensor:
+        """The scheduler's steps from ŷ_t with the guidance c_g (SODEC's scheduler: one step at t = 999):
+        at each step the UNet's prediction ε = UNet(x_t, t, c_g), then the scheduler's step on the whole
+        latent. With ``tiles`` the UNet runs on overlapping latent tiles of that spec, each with its image's
+        guidance and at most ``batch_size`` tiles per call, and ε is blended across the overlaps; without,
+        on the whole latent at once."""
+        latents = noisy_latents.to(self.unet.dtype)
+        guidance = guidance.to(self.unet.dtype)
+        for t in self.scheduler.timesteps:
+            t = t.to(latents.device)
+            sample = self.scheduler.scale_model_input(latents, t)
+
+            def predict_noise(x: torch.Tensor, sample_index) -> torch.Tensor:
+                return self.unet(x, t.expand(x.shape[0]), encoder_hidden_states=guidance[sample_index]).sample
+
+            if tiles is None:
+                model_output = predict_noise(sample, slice(None))
+            else:
+                model_output = run_tiled(predict_noise, sample, tiles, 1, tiles_per_batch=batch_size)
+            latents = self.scheduler.step(model_output, t, latents).prev_sample
+        return latents
 
     def denoise_tiled(self, noisy_latents: torch.Tensor, guidance: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
-        """The one UNet step on overlapping latent tiles: each tile's ε with its image's guidance, the ε
-        blended across overlaps, then one scheduler step on the whole latent. Equals :meth:`denoise` when
-        the latent is a single tile."""
-        timestep = self.scheduler.config.timestep
-        sample = self.scheduler.scale_model_input(noisy_latents.to(self.unet.dtype), timestep)
-        guidance = guidance.to(self.unet.dtype)
-
-        def predict_noise(tiles: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
-            t = torch.full((tiles.shape[0],), timestep, device=tiles.device, dtype=torch.long)
-            return self.unet(tiles, t, encoder_hidden_states=guidance[sample_index]).sample
-
-        model_output = run_tiled(predict_noise, sample, self.tile_specs.unet, 1, tiles_per_batch=batch_size)
-        return self.scheduler.step(model_output, timestep, sample).prev_sample
+        """:meth:`denoise` on the UNet's tiles (:attr:`tile_specs`), as decoding runs it. Equals the untiled
+        :meth:`denoise` when the latent is a single tile."""
+        return self.denoise(noisy_latents, guidance, batch_size, tiles=self.tile_specs.unet)
 
     def decode_vae(self, latents: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
         """The VAE decoder D_m tile by tile: ŷ_0 → x̂ (B, 3, H, W) on the [0, 1] scale, float32, unclamped."""
@@ -227,26 +240,48 @@ class SODECPipeline(DiffusionPipeline):
         return (image.float() + 1.0) / 2.0
 
     def decode_latents(
-        self, y_hat: torch.Tensor, z_hat: torch.Tensor, decoder: str = "diffusion", batch_size: int = 1
+        self,
+        y_hat: torch.Tensor,
+        z_hat: torch.Tensor,
+        decoder: str = "diffusion",
+        batch_size: int = 1,
+        output_type: str = "pt",
+        stage_timer: Optional[StageWrapper] = None,
+        noisy_latents: Optional[torch.Tensor] = None,
+        fidelity_image: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every large
-        network tile by tile with at most ``batch_size`` tiles per call.
+        """The decode: (ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every
+        large network tile by tile with at most ``batch_size`` tiles per call.
 
-        Differentiable (no ``no_grad`` here). With ``decoder="fidelity"`` only D_a runs and x̂ is x̂_f.
+        H_s/T_s → ŷ_t; D_a → x̂_f; ViT and F_p → c_g; the UNet step → ŷ_0; the VAE decoder → x̂. With
+        ``decoder="fidelity"`` only D_a runs and x̂ is x̂_f; with ``output_type="latent"`` x̂ is ŷ_0
+        (B, 4, H/8, W/8), before the VAE decoder. ``stage_timer`` (see :data:`DECODE_STAGES`) wraps each
+        stage. ``noisy_latents``: ŷ_t when the caller has it already (training: ``CompressionVAE.forward``
+        computes it), instead of running H_s/T_s again; ``fidelity_image``: x̂_f when the caller has it
+        (training with D_a frozen computes it under ``no_grad``), instead of running D_a again.
+        Differentiable (no ``no_grad`` here): training runs this decode.
         """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
-        x_f = self.decode_fidelity(y_hat, batch_size)
+        stage = stage_timer or _untimed
         if decoder == "fidelity":
+            with stage("d_a"):
+                x_f = self.decode_fidelity(y_hat, batch_size)
             return x_f, x_f
-        latents = self.denoise_latents(y_hat, z_hat, x_f, batch_size)
-        return self.decode_vae(latents, batch_size), x_f
-
-    def denoise_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor, x_f: torch.Tensor, batch_size: int = 1):
-        """(ŷ, ẑ, x̂_f) → ŷ_0, the denoised SD latent (B, 4, H/8, W/8) that the VAE decoder turns into x̂."""
-        noisy_latents = self.synthesize_latents(y_hat, z_hat)
-        guidance = self.encode_guidance(x_f)
-        return self.denoise_tiled(noisy_latents, guidance, batch_size)
+        if noisy_latents is None:
+            with stage("hs_ts"):
+                noisy_latents = self.synthesize_latents(y_hat, z_hat)
+        x_f = fidelity_image
+        if x_f is None:
+            with stage("d_a"):
+                x_f = self.decode_fidelity(y_hat, batch_size)
+        guidance = self.encode_guidance(x_f, stage_timer)
+        with stage("unet"):
+            latents = self.denoise_tiled(noisy_latents, guidance, batch_size)
+        if output_type == "latent":
+            return latents, x_f
+        with stage("vae_decode"):
+            return self.decode_vae(latents, batch_size), x_f
 
     @torch.no_grad()
     def decompress(
@@ -256,6 +291,7 @@ class SODECPipeline(DiffusionPipeline):
         decoder: str = "diffusion",
         batch_size: int = 1,
         max_pixels: Optional[int] = None,
+        stage_timer: Optional[StageWrapper] = None,
     ) -> SODECPipelineOutput:
         """Decodes SODEC streams to images of their original sizes.
 
@@ -269,6 +305,8 @@ class SODECPipeline(DiffusionPipeline):
                 network call takes up to this many tiles. ``1`` (the default) is one tile per call.
             max_pixels: the decode budget: a stream announcing more pixels raises ``PixelBudgetError`` before
                 anything is decoded (``None``: ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``, 4096 × 4096).
+            stage_timer: ``stage_timer(name)`` gives a context manager wrapped around each stage of
+                :data:`DECODE_STAGES` (the benchmark's timer); ``None``: nothing.
         """
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
@@ -281,25 +319,26 @@ class SODECPipeline(DiffusionPipeline):
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         streams = [bytes(s) for s in bitstreams]
-        parsed = self.parse_bitstreams(streams, max_pixels=max_pixels)
+        stage = stage_timer or _untimed
+        with stage("parse"):
+            parsed = self.parse_bitstreams(streams, max_pixels=max_pixels)
         outputs: List[torch.Tensor] = [None] * len(parsed)
         with self.progress_bar(total=len(parsed)) as progress:
             for group in batch_groups([padded_size(p.height, p.width) for p in parsed], batch_size):
-                decoded = [self.entropy_decode(parsed[i]) for i in group]
+                with stage("entropy_decoding"):
+                    decoded = [self.entropy_decode(parsed[i]) for i in group]
                 y_hat = torch.cat([y for y, _ in decoded])
                 z_hat = torch.cat([z for _, z in decoded])
+                padded_h, padded_w = padded_size(parsed[group[0]].height, parsed[group[0]].width)
+                try:
+                    result, _ = self.decode_latents(y_hat, z_hat, decoder, batch_size, output_type, stage_timer)
+                    made_h, made_w = result.shape[-2:]
+                except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
+                    made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
                 if output_type == "latent":
-                    x_f = self.decode_fidelity(y_hat, batch_size)
-                    result = self.denoise_latents(y_hat, z_hat, x_f, batch_size)
                     for k, i in enumerate(group):
                         outputs[i] = result[k]
                 else:
-                    padded_h, padded_w = padded_size(parsed[group[0]].height, parsed[group[0]].width)
-                    try:
-                        image, _ = self.decode_latents(y_hat, z_hat, decoder=decoder, batch_size=batch_size)
-                        made_h, made_w = image.shape[-2:]
-                    except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
-                        made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
                     if (made_h, made_w) != (padded_h, padded_w):
                         stream = parsed[group[0]]
                         raise ValueError(
@@ -307,15 +346,17 @@ class SODECPipeline(DiffusionPipeline):
                             f"{stream.width}×{stream.height} image (padded {padded_w}×{padded_h}): this pipeline's "
                             "parts do not fit together (a VAE whose scale factor is not 8?)"
                         )
-                    for k, i in enumerate(group):
-                        outputs[i] = image[k, :, : parsed[i].height, : parsed[i].width].clamp_(0, 1)
+                    with stage("postprocess"):
+                        for k, i in enumerate(group):
+                            outputs[i] = result[k, :, : parsed[i].height, : parsed[i].width].clamp_(0, 1)
                 progress.update(len(group))
         self.maybe_free_model_hooks()
         bpp = [bits_per_pixel(s, p.height, p.width) for s, p in zip(streams, parsed)]
-        if output_type == "latent":
-            images = torch.stack(outputs) if len({tuple(o.shape) for o in outputs}) == 1 else outputs
-        else:
-            images = postprocess(outputs, output_type)
+        with stage("postprocess"):
+            if output_type == "latent":
+                images = torch.stack(outputs) if len({tuple(o.shape) for o in outputs}) == 1 else outputs
+            else:
+                images = postprocess(outputs, output_type)
         return SODECPipelineOutput(images=images, bitstreams=streams, bpp=bpp)
 
     @torch.no_grad()

@@ -112,6 +112,9 @@ class SODECTrainingModel(nn.Module):
     image, ``x_hat`` (the stage's output image: x̂_f in stage 1, x̂ otherwise), ``y_hat`` and, in stages
     ≥ 2, ``align`` = ‖x − x̂_f‖² (MSE). What is frozen in a stage runs under ``no_grad`` rather than by
     toggling ``requires_grad``, so that the same DDP-wrapped module serves every stage.
+
+    The decode is the pipeline's own (``SODECPipeline.decode_fidelity`` in stage 1, ``decode_latents``
+    after): the networks trained here run exactly as users decode, tiles included.
     """
 
     def __init__(
@@ -136,7 +139,7 @@ class SODECTrainingModel(nn.Module):
         self.train_vae_decoder = train_vae_decoder
         self.train_image_encoder = train_image_encoder
         self.freeze_fidelity_decoder = freeze_fidelity_decoder
-        self.pipe = pipe  # not a module: used for its one-step `denoise`
+        self.pipe = pipe  # not a module: its `decode_fidelity` and `decode_latents` are the decode trained
 
     def trainable_modules(self) -> List[nn.Module]:
         modules = [self.compression_vae, self.fidelity_guidance, self.unet]
@@ -172,28 +175,25 @@ class SODECTrainingModel(nn.Module):
         out = {"bpp": bpp, "y_hat": coded.y_hat}
         out["aux_loss"] = self.compression_vae.aux_loss() if codec_trained else None
 
+        batch_size = x.shape[0]  # tiles per network call: one tile position of every image
         if stage == 1:
-            x_f = self.fidelity_guidance.decode(coded.y_hat).float()
+            x_f = self.pipe.decode_fidelity(coded.y_hat, batch_size)
             d = self.distortion(x_f, x)
             out.update(d, x_hat=x_f, loss=d["distortion"] + rate_weight * bpp)
             return out
 
-        if codec_trained:
-            noisy_latents = coded.latents
-        else:  # H_s and T_s are trained in stage 2, the rest of the codec is not
-            noisy_latents = self.compression_vae.synthesize_latents(coded.y_hat, coded.z_hat)
+        # ŷ_t: the codec's own when it trains; in stage 2 (codec under no_grad) the decode runs H_s and T_s
+        # again, with gradients: they train while the rest of the codec is frozen
+        noisy_latents = coded.latents if codec_trained else None
+        x_f = None
         if self.freeze_fidelity_decoder:  # D_a keeps its stage-1 weights: no gradient reaches it
             with torch.no_grad():
-                x_f = self.fidelity_guidance.decode(coded.y_hat)
-            pixel_values = self.fidelity_guidance.prepare_image_encoder_input(x_f).to(self.image_encoder.dtype)
-            guidance = self.fidelity_guidance.project(self.image_encoder(pixel_values=pixel_values).last_hidden_state)
-        else:
-            x_f, guidance = self.fidelity_guidance(coded.y_hat, self.image_encoder)
-        latents = self.pipe.denoise(noisy_latents, guidance)
-        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        x_hat = (decoded.float() + 1.0) / 2.0
+                x_f = self.pipe.decode_fidelity(coded.y_hat, batch_size)
+        x_hat, x_f = self.pipe.decode_latents(
+            coded.y_hat, coded.z_hat, batch_size=batch_size, noisy_latents=noisy_latents, fidelity_image=x_f
+        )
         d = self.distortion(x_hat, x)
-        align = F.mse_loss(x_f.float(), x)
+        align = F.mse_loss(x_f, x)
         loss = d["distortion"]
         if stage != 2:
             loss = loss + rate_weight * bpp + alignment_weight * align

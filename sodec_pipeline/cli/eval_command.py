@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli.errors import CLIError
-from ..cli.files import prepare_output_folder
-from ..cli.model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
-from . import baselines as baselines_lib
+from ..evaluation import baselines as baselines_lib
+from .errors import CLIError
+from .files import prepare_output_folder
+from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 
 
 def _float_list(text: str, what: str):
@@ -77,9 +77,9 @@ def load_perceptual_metrics(args):
 
 
 def run(args) -> int:
-    from .evaluate import EvaluationInputError, evaluate, find_images, load_image
+    from ..evaluation.evaluate import EvaluationInputError, evaluate, find_images, load_image
     from ..metrics import MetricWeightsError
-    from .report import write_report
+    from ..evaluation.report import write_report
 
     resolve_model(args.model)  # a wrong --model is reported before anything else is read
     if importlib.util.find_spec("matplotlib") is None:

@@ -8,8 +8,8 @@ import re
 import time
 from pathlib import Path
 
-from ..cli.errors import CLIError
-from ..cli.model_loading import DTYPES, check_device, load_pipeline, torch_dtype
+from .errors import CLIError
+from .model_loading import DTYPES, check_device, load_pipeline, torch_dtype
 
 
 def parse_size(text: str):
@@ -94,7 +94,7 @@ def _load_image(path, size):
 
 
 def _build_from_config(config, seed, device, dtype):
-    from ..hub_configs import build_pipeline_from_config
+    from ..pipelines import build_pipeline_from_config
 
     try:
         pipe = build_pipeline_from_config(config, seed=seed)
@@ -107,7 +107,7 @@ def _build_from_config(config, seed, device, dtype):
 def run(args) -> int:
     import torch
 
-    from .benchmark import format_table, run_benchmark
+    from ..benchmarking.benchmark import format_table, run_benchmark
 
     height, width = _check_args(args)
     if args.scaling:
@@ -143,8 +143,8 @@ def run(args) -> int:
 def _run_scaling(args) -> int:
     import torch
 
-    from .benchmark import environment
-    from .scaling import format_scaling, measure_batching, measure_round_trip
+    from ..benchmarking.benchmark import environment
+    from ..benchmarking.scaling import format_scaling, measure_batching, measure_round_trip
 
     if args.threads:
         torch.set_num_threads(args.threads)

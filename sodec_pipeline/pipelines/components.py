@@ -1,0 +1,28 @@
+"""The components named in a ``model_index.json`` (``[library, class_name]``): importing their classes and
+building them from a config folder, for the pipelines built from a hub config or from published parts."""
+
+import importlib
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+
+def import_component_class(library: str, class_name: str) -> type:
+    """``library.class_name`` (``["diffusers", "UNet2DConditionModel"]`` in a model_index.json)."""
+    cls = getattr(importlib.import_module(library), class_name, None)
+    if cls is None:
+        raise ValueError(f"{library} has no class {class_name}")
+    return cls
+
+
+def build_component(cls: type, folder: Path, overrides: Optional[Dict[str, Any]] = None):
+    """A randomly initialised ``cls`` from the config in ``folder`` with ``overrides``: a diffusers model or
+    scheduler (``from_config``), or a transformers model (its ``config_class``)."""
+    from diffusers import ModelMixin, SchedulerMixin
+
+    if isinstance(cls, type) and issubclass(cls, (ModelMixin, SchedulerMixin)):
+        config = dict(cls.load_config(folder))
+        config.update(overrides or {})
+        return cls.from_config(config)
+    if hasattr(cls, "config_class"):
+        return cls(cls.config_class.from_pretrained(folder, **(overrides or {})))
+    raise ValueError(f"don't know how to build {cls!r} from a config (folder {folder})")

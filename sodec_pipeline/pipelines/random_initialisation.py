@@ -1,0 +1,33 @@
+"""A randomly initialised ``SODECPipeline`` of a hub config layout (``hub_configs/<name>/``).
+
+Random weights make meaningless pictures, but real bitstreams: this is what the tests, the benchmarks and
+``sodec init`` use.
+"""
+
+import json
+import os
+from typing import Union
+
+import torch
+
+from ..hub_configs import resolve_hub_config
+from .components import build_component, import_component_class
+from .pipeline_sodec import SODECPipeline
+
+
+def build_pipeline_from_config(config: Union[str, os.PathLike], seed: int = 0) -> SODECPipeline:
+    """The pipeline of the layout ``config`` (a name such as ``sodec-tiny`` or a folder), every component
+    built from its config with ``seed``, in eval mode, with the entropy tables built."""
+    folder = resolve_hub_config(config)
+    index = json.loads((folder / "model_index.json").read_text())
+    torch.manual_seed(seed)
+    components = {
+        name: build_component(import_component_class(*library_and_class), folder / name)
+        for name, library_and_class in index.items()
+        if not name.startswith("_")  # "_class_name", "_diffusers_version"
+    }
+    pipe = SODECPipeline(**components)
+    for module in (pipe.compression_vae, pipe.fidelity_guidance, pipe.image_encoder, pipe.unet, pipe.vae):
+        module.eval()
+    pipe.compression_vae.update(force=True)
+    return pipe
