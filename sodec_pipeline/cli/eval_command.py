@@ -12,6 +12,7 @@ from pathlib import Path
 from ..evaluation import baselines as baselines_lib
 from .errors import CLIError
 from .files import prepare_output_folder
+from . import model_loading
 from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 
 
@@ -82,6 +83,8 @@ def run(args) -> int:
     from ..evaluation.report import write_report
 
     resolve_model(args.model)  # a wrong --model is reported before anything else is read
+    if args.model is None:
+        args.model = model_loading.DEFAULT_MODEL  # the report and the plot name the model that ran
     if importlib.util.find_spec("matplotlib") is None:
         raise CLIError("sodec eval draws its RD plot with matplotlib, which is not installed: pip install matplotlib")
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
