@@ -31,8 +31,8 @@ CHECKSUM_SIZE = 4
 WORD_SIZE = 4
 #: Largest height or width a stream may announce (and the pipeline will compress).
 MAX_IMAGE_SIDE = 16384
-#: Largest number of pixels a stream may announce (and the pipeline will compress): 64 Mpx.
-MAX_IMAGE_PIXELS = 1 << 26
+#: Largest number of pixels a stream may announce (and the pipeline will compress): 16384², 256 Mpx.
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 #: Default decode budget (like Pillow's ``Image.MAX_IMAGE_PIXELS``): streams announcing more pixels are
 #: refused before any network runs unless the caller raises ``max_pixels`` (API) / ``--max-pixels`` (CLI).
 #: 4096 × 4096. Read at call time, so ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS = n`` changes it.

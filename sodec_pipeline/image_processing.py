@@ -112,16 +112,31 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def postprocess(images: List[torch.Tensor], output_type: str):
     """Decoded (3, H, W) tensors in [0, 1] → ``pil`` (list of PIL images), ``np`` ((B, H, W, 3) float
-    array, or a list of (H, W, 3) arrays when sizes differ) or ``pt`` ((B, 3, H, W), or a list)."""
-    images = [img.detach().float().clamp(0, 1).cpu() for img in images]
+    array, or a list of (H, W, 3) arrays when sizes differ) or ``pt`` ((B, 3, H, W), or a list).
+
+    Clamps the tensors in place and copies no more than it must (a single image is returned as a view,
+    8-bit images are made band by band), so that a 16384² decode does not hold its image twice."""
+    images = [img.detach().float().cpu().clamp_(0, 1) for img in images]
     if output_type == "pt":
+        if len(images) == 1:
+            return images[0].unsqueeze(0)
         return torch.stack(images) if _same_size(images) else images
     arrays = [img.permute(1, 2, 0).numpy() for img in images]
     if output_type == "np":
+        if len(arrays) == 1:
+            return arrays[0][None]
         return np.stack(arrays) if _same_size(images) else arrays
     if output_type == "pil":
-        return [PIL.Image.fromarray(np.round(a * 255.0).astype(np.uint8)) for a in arrays]
+        return [PIL.Image.fromarray(_to_uint8(a)) for a in arrays]
     raise ValueError(f"output_type must be 'pil', 'np' or 'pt'; got {output_type!r}")
+
+
+def _to_uint8(array: np.ndarray, band_rows: int = 256) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] → uint8, round(255·x), converted ``band_rows`` rows at a time."""
+    out = np.empty(array.shape, dtype=np.uint8)
+    for top in range(0, array.shape[0], band_rows):
+        out[top : top + band_rows] = np.round(array[top : top + band_rows] * 255.0)
+    return out
 
 
 def _same_size(images: List[torch.Tensor]) -> bool:

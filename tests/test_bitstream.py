@@ -125,7 +125,7 @@ def test_pixel_budget_is_checked_from_the_header():
     with pytest.raises(PixelBudgetError, match=r"481×321 image \(154401 pixels\).*max_pixels=154401.*--max-pixels"):
         decode_bitstream(s, max_pixels=321 * 481 - 1)
     assert issubclass(PixelBudgetError, BitstreamError)
-    # the default budget is 4096 × 4096; the format itself goes to 64 Mpx
+    # the default budget is 4096 × 4096; the format itself goes to 16384²
     big = encode_bitstream(FP, 4097, 4096, b"zzzz", b"yyyy", CHECK)
     assert DEFAULT_MAX_PIXELS == 4096 * 4096
     with pytest.raises(PixelBudgetError):

@@ -42,8 +42,8 @@ def check_input_file(path: str, what: str, example_pattern: str) -> Path:
 # ---------------------------------------------------------------------- images
 @contextmanager
 def _size_from_the_header_first():
-    """Pillow's own bomb guard off while a header is read: the caller checks SODEC's lower limit itself,
-    and can then name the size (Pillow's error only counts pixels)."""
+    """Pillow's own bomb guard off while a header is read: the caller checks SODEC's limit (16384 per side)
+    itself, and can then name the size (Pillow's error only counts pixels, and refuses 16384² images)."""
     import PIL.Image
 
     saved = PIL.Image.MAX_IMAGE_PIXELS

@@ -236,8 +236,10 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
                 )
             return out
 
-        image = run_tiled(decode, latents, self.tile_specs.vae, 8, tiles_per_batch=batch_size)
-        return (image.float() + 1.0) / 2.0
+        image = run_tiled(decode, latents, self.tile_specs.vae, 8, tiles_per_batch=batch_size).float()
+        if image.requires_grad:
+            return (image + 1.0) / 2.0
+        return image.add_(1.0).div_(2.0)  # in place: at 16384² the image is 3 GiB
 
     def decode_latents(
         self,
@@ -249,7 +251,8 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         stage_timer: Optional[StageWrapper] = None,
         noisy_latents: Optional[torch.Tensor] = None,
         fidelity_image: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return_fidelity_image: bool = True,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The decode: (ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every
         large network tile by tile with at most ``batch_size`` tiles per call.
 
@@ -259,6 +262,8 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         stage. ``noisy_latents``: ŷ_t when the caller has it already (training: ``CompressionVAE.forward``
         computes it), instead of running H_s/T_s again; ``fidelity_image``: x̂_f when the caller has it
         (training with D_a frozen computes it under ``no_grad``), instead of running D_a again.
+        ``return_fidelity_image=False``: x̂_f is freed once the guidance is made and ``None`` is returned in
+        its place (a decode then never holds x̂_f and x̂ at once).
         Differentiable (no ``no_grad`` here): training runs this decode.
         """
         if decoder not in DECODERS:
@@ -276,6 +281,8 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
             with stage("d_a"):
                 x_f = self.decode_fidelity(y_hat, batch_size)
         guidance = self.encode_guidance(x_f, stage_timer)
+        if not return_fidelity_image:
+            x_f = None
         with stage("unet"):
             latents = self.denoise_tiled(noisy_latents, guidance, batch_size)
         if output_type == "latent":
@@ -331,7 +338,9 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
                 z_hat = torch.cat([z for _, z in decoded])
                 padded_h, padded_w = padded_size(parsed[group[0]].height, parsed[group[0]].width)
                 try:
-                    result, _ = self.decode_latents(y_hat, z_hat, decoder, batch_size, output_type, stage_timer)
+                    result, _ = self.decode_latents(
+                        y_hat, z_hat, decoder, batch_size, output_type, stage_timer, return_fidelity_image=False
+                    )
                     made_h, made_w = result.shape[-2:]
                 except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
                     made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
