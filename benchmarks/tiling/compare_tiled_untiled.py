@@ -1,19 +1,23 @@
 """Tiled vs untiled decode of the same stream (and tiled vs untiled E on the same image).
 
-    python benchmarks/tiling/compare_tiled_untiled.py CONFIG IMAGE OUT_JSON [OUT_PNG]
+    python benchmarks/tiling/compare_tiled_untiled.py MODEL_OR_CONFIG IMAGE OUT_JSON [OUT_PNG]
 
-Untiled = the networks on the whole grid (what the pipeline did before tiling). Prints and writes max and
+MODEL_OR_CONFIG: a saved pipeline (a folder with model_index.json, or a shipped name such as sodec-small),
+or a config folder of hub_configs/ (random weights, seed 0). Untiled = the networks on the whole grid (what the pipeline did before tiling). Prints and writes max and
 mean |tiled − untiled| for y (E), x̂_f (D_a), ŷ_0 (UNet step) and x̂ (VAE decoder), on the [0, 1] image scale.
 """
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 
+from sodec_pipeline import SODECPipeline
 from sodec_pipeline.pipelines import build_pipeline_from_config
+from sodec_pipeline.shipped_models import resolve_model_path
 from sodec_pipeline.image_processing import pad_to_multiple, to_image_tensors
 from sodec_pipeline.pipelines.pipeline_sodec import padded_size
 
@@ -26,7 +30,11 @@ def stats(a, b):
 @torch.no_grad()
 def main(config, image_path, out_json, out_png=None):
     torch.set_num_threads(2)
-    pipe = build_pipeline_from_config(config, seed=0)
+    model = resolve_model_path(config)
+    if (Path(model) / "model_index.json").is_file():
+        pipe = SODECPipeline.from_pretrained(model).to(torch.float32)
+    else:
+        pipe = build_pipeline_from_config(config, seed=0)
     pipe.set_progress_bar_config(disable=True)
     image = PIL.Image.open(image_path).convert("RGB")
     x = pad_to_multiple(to_image_tensors(image)[0][None], 64)
@@ -59,6 +67,10 @@ def main(config, image_path, out_json, out_png=None):
         "decode_end_to_end": stats(pipe.decompress(stream, output_type="pt").images[0],
                                    image_untiled.clamp(0, 1)[0, :, :h, :w]),
     }  # fmt: skip
+    original = x[0, :, :h, :w]
+    for name, decoded in (("tiled", image_tiled), ("untiled", image_untiled)):  # 8-bit, as users get them
+        eight_bit = (decoded.clamp(0, 1)[0, :, :h, :w] * 255).round() / 255
+        result[f"psnr_{name}_db"] = float(-10 * torch.log10(((eight_bit - original) ** 2).mean()))
     print(json.dumps(result, indent=2))
     with open(out_json, "w") as f:
         json.dump(result, f, indent=2)

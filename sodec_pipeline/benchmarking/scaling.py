@@ -47,7 +47,7 @@ def measure_round_trip(pipe, height: int, width: int, batch_size: int = 1, log: 
     log(f"{width}×{height}: decompress ({len(streams[0])} bytes)")
     memory.reset()
     start = time.perf_counter()
-    decoded = pipe.decompress(streams, output_type="pt", batch_size=batch_size).images
+    decoded = pipe.decompress(streams, output_type="pt", batch_size=batch_size, max_pixels=height * width).images
     _synchronize(device)
     decode_s = time.perf_counter() - start
     decode_peak = memory.peak_mib()
