@@ -13,6 +13,7 @@ import torch
 
 import sodec_pipeline
 from sodec_pipeline import BitstreamError, SODECPipeline, SODECPipelineOutput
+from sodec_pipeline.image_processing import _to_uint8
 from sodec_pipeline.bitstream import MAX_IMAGE_SIDE, _write_varint, decode_bitstream
 
 
@@ -78,6 +79,18 @@ def test_output_types(tiny_pipeline, small_photo, photos):
     assert [tuple(t.shape) for t in mixed.images] == [(3, 64, 96), (3, 321, 481)]
     with pytest.raises(ValueError, match="output_type"):
         tiny_pipeline.decompress(streams, output_type="jpeg")
+
+
+def test_pil_output_is_the_rounded_float_output(tiny_pipeline, photos):
+    """The 8-bit output, converted 256 rows at a time, is round(255·x) of the whole float image; a single
+    image comes back as (1, 3, H, W)."""
+    (stream,) = tiny_pipeline.compress(photos["bsds_481x321.jpg"])
+    pt = tiny_pipeline.decompress(stream, output_type="pt").images
+    assert pt.shape == (1, 3, 321, 481)
+    pil = tiny_pipeline.decompress(stream, output_type="pil").images[0]
+    expected = np.round(pt[0].permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(pil), expected)
+    np.testing.assert_array_equal(_to_uint8(pt[0].permute(1, 2, 0).numpy(), band_rows=7), expected)
 
 
 def test_fidelity_decode_is_the_fidelity_decoder(tiny_pipeline, small_photo):
