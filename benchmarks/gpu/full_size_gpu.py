@@ -17,7 +17,7 @@ measured). The weights are built once (``build_pipeline_from_config``, seed 0). 
 the tiny layout, before spending GPU time::
 
     python benchmarks/gpu/full_size_gpu.py --config hub_configs/sodec-tiny --device cpu --resolutions 64 \
-        --batch-sizes 2 --train-steps 3 --decode-size 128 --dtypes float32 --no-compile --out /tmp/gpu-check
+        --batch-sizes 2 --train-steps 3 --decode-size 128 --dtypes float32 --batch-speedup 2 --out /tmp/gpu-check
 """
 
 import argparse
@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "training"))
 
 from sodec_pipeline.benchmarking.benchmark import run_benchmark  # noqa: E402
+from sodec_pipeline.benchmarking.scaling import measure_batching  # noqa: E402
 from sodec_pipeline.pipelines import build_pipeline_from_config  # noqa: E402
 from sodec_training.losses import DistortionLoss  # noqa: E402
 from sodec_training.modeling import (  # noqa: E402
@@ -145,6 +146,13 @@ def measure_decoding(pipe, args, device, log) -> list:
             if compiled:
                 for module in (pipe.unet, pipe.vae.decoder):
                     module._compiled_call_impl = None  # back to eager for the next dtype
+        if args.batch_speedup and dtype_name == args.dtypes[0]:
+            log(f"batching: {args.batch_speedup} images of {args.decode_size}², batch 1 and {args.batch_speedup}, {dtype_name}")
+            batching = measure_batching(pipe, args.decode_size, args.decode_size, num_images=args.batch_speedup,
+                                        batch_size=args.batch_speedup, rounds=3, log=log)  # fmt: skip
+            batching["dtype"] = dtype_name
+            results.append({"batching": batching})
+            _write(args.out, "decode.json", results)
     return results
 
 
@@ -163,6 +171,7 @@ def main(argv=None):
     parser.add_argument("--decode-warmup", type=int, default=3)
     parser.add_argument("--decode-repeats", type=int, default=10)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--batch-speedup", type=int, default=8, help="images decoded with batch 1 and N (0: skip)")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
