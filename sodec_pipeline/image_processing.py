@@ -49,7 +49,7 @@ def _array_to_tensors(array: np.ndarray) -> List[torch.Tensor]:
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"numpy images must be (H, W, 3) or (B, H, W, 3); got shape {array.shape}")
     if array.dtype == np.uint8:
-        data = torch.tensor(array, dtype=torch.float32) / 255.0
+        data = torch.tensor(array, dtype=torch.float32).div_(255.0)  # in place: one float copy of the image
     elif np.issubdtype(array.dtype, np.floating):
         data = torch.tensor(array, dtype=torch.float32)
     else:
