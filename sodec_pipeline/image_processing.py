@@ -13,6 +13,7 @@ Images are never resized: the pipeline pads them (edge replication) to a multipl
 decoded image back to the original size.
 """
 
+import math
 from typing import List, Sequence, Union
 
 import numpy as np
@@ -70,12 +71,11 @@ def _tensor_to_tensors(tensor: torch.Tensor) -> List[torch.Tensor]:
 def _checked(image: torch.Tensor) -> torch.Tensor:
     if image.shape[-1] < 1 or image.shape[-2] < 1:
         raise ValueError(f"image of size {image.shape[-1]}×{image.shape[-2]} (W×H) is empty")
-    if not torch.isfinite(image).all():
+    low, high = (float(v) for v in torch.aminmax(image))  # one pass, no image-sized temporaries; NaN propagates
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("image contains NaN or infinite values")
-    if image.min() < 0 or image.max() > 1:
-        raise ValueError(
-            f"float images must lie in [0, 1]; got values in [{image.min().item():.3g}, {image.max().item():.3g}]"
-        )
+    if low < 0 or high > 1:
+        raise ValueError(f"float images must lie in [0, 1]; got values in [{low:.3g}, {high:.3g}]")
     return image
 
 
