@@ -180,3 +180,23 @@ def test_fixed_point_is_exact_integer_arithmetic(realistic, images):
         assert torch.equal(fixed(z_hat), _exact_reference(head, z_hat, fixed))
         # close to the float network it stands for
         assert torch.allclose(fixed(z_hat), head(z_hat), rtol=1e-3, atol=1e-3)
+
+
+def test_fixed_point_in_bands_gives_the_same_bits(realistic, monkeypatch):
+    """P runs on bands of ẑ rows (bounded memory for any image size); exact arithmetic makes the banded
+    result bit-identical to the whole one, whatever the band height (down to one row of ẑ)."""
+    import sodec_pipeline.models.fixed_point_hyper_synthesis as fixed_point
+
+    torch.manual_seed(2)
+    z_hat = torch.round(torch.randn(2, CONFIG["hyper_channels"], 23, 7) * 3)
+    for head in (realistic.hyper_synthesis_mean, realistic.hyper_synthesis_scale):
+        fixed = FixedPointHyperSynthesis(head)
+        assert fixed.bandable and fixed.upsampling == 4 and fixed.halo == 3
+        whole = fixed(z_hat)
+        assert whole.shape == (2, CONFIG["latent_channels"], 92, 28)
+        monkeypatch.setattr(fixed_point, "BAND_ELEMENTS", 1)  # bands of 4·halo = 12 rows of ẑ: 2 bands
+        assert torch.equal(fixed(z_hat), whole)
+        for halo in (1, 2):  # one row of context fewer than computed still works, none does not
+            fixed.halo = halo
+            assert torch.equal(fixed(z_hat), whole) == (halo == 2), halo
+        monkeypatch.undo()

@@ -22,11 +22,15 @@ are refused beyond 2^51. So A = 51 − ceil(log2 K) − (WEIGHT_BITS − 1), and
 (activations of magnitude up to 2^13 = 8192 are represented; larger ones are clamped, identically
 everywhere). For the full-size layout (K = 320·25) F = 12, for the tiny layout F = 17.
 
-The network runs on the CPU in float64 whatever device the model is on (ẑ is at stride 64: small), and
-the quantised weights are derived from the float32 weights at first use, so checkpoints do not change.
+The network runs on the CPU in float64 whatever device the model is on, and the quantised weights are
+derived from the float32 weights at first use, so checkpoints do not change. It runs on bands of ẑ rows
+(with enough rows of context on each side for every output row of the band) so that its float64
+activations hold at most :data:`BAND_ELEMENTS` outputs at a time: the arithmetic being exact, a banded
+evaluation gives the same bits as a whole one, and memory stays bounded for images of any size.
 """
 
 import math
+from fractions import Fraction
 from typing import List, Sequence, Tuple
 
 import torch
@@ -36,6 +40,8 @@ from torch.nn import functional as F
 WEIGHT_BITS = 14
 ACTIVATION_RANGE_BITS = 13
 _ACCUMULATOR_BITS = 51  # |products summed| ≤ 2^51 and |bias| ≤ 2^51, so every accumulator is below 2^52
+#: Outputs (elements of μ or σ) computed per band: 2^22, 32 MiB per float64 activation of that size.
+BAND_ELEMENTS = 1 << 22
 
 
 class _FixedPointLayer:
@@ -85,10 +91,42 @@ class FixedPointHyperSynthesis:
             _FixedPointLayer(conv, self.fraction_bits, bits) for conv, bits in zip(convs, input_bits)
         ]
 
+        # Rows of ẑ of context a band needs on each side. Output row o of a transposed convolution (kernel k,
+        # stride s, padding p) reads input rows ceil((o + p − k + 1)/s) … floor((o + p)/s): a band of outputs
+        # reaches ceil((k − 1 − p)/s) input rows above its inputs and floor((p − 1)/s) + 1 below. In rows of ẑ
+        # that is that reach over the upsampling u of the layers before; summed over the layers, plus one.
+        # (Bands need every layer to map n rows to exactly s·n rows, as P's layers do; otherwise P runs whole.)
+        self.upsampling, reach, self.bandable = 1, Fraction(0), True
+        for layer in self.layers:
+            kernel, stride, padding = layer.weight.shape[-2], layer.stride[0], layer.padding[0]
+            self.bandable &= kernel + layer.output_padding[0] - 2 * padding - stride == 0
+            rows = max(-(-(kernel - 1 - padding) // stride), (padding - 1) // stride + 1)
+            reach += Fraction(rows, self.upsampling)
+            self.upsampling *= stride
+        self.halo = math.ceil(reach) + 1
+        self.out_channels = self.layers[-1].weight.shape[1]
+
     def __call__(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """P's float32 output for ẑ (B, N, h, w), computed in bands of ẑ rows (see the module docstring)."""
+        z = z_hat.detach().to("cpu", torch.float64)
+        batch, _, rows, columns = z.shape
+        up = self.upsampling
+        band = max(4 * self.halo, BAND_ELEMENTS // max(1, batch * self.out_channels * columns * up * up))
+        if band >= rows or not self.bandable:
+            return self._evaluate(z).to(torch.float32).to(z_hat.device)
+        out = torch.empty(batch, self.out_channels, rows * up, columns * up, dtype=torch.float32)
+        for top in range(0, rows, band):
+            bottom = min(rows, top + band)
+            start, stop = max(0, top - self.halo), min(rows, bottom + self.halo)
+            part = self._evaluate(z[:, :, start:stop])
+            out[:, :, top * up : bottom * up] = part[:, :, (top - start) * up : (bottom - start) * up]
+        return out.to(z_hat.device)
+
+    def _evaluate(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """The exact fixed-point network on float64 ẑ; float64 output (exact values of the float32 result)."""
         first = self.layers[0]
         limit = 2.0**first.input_bits
-        x = torch.round(torch.ldexp(z_hat.detach().to("cpu", torch.float64), torch.tensor(self.fraction_bits, dtype=torch.float64)))
+        x = torch.round(torch.ldexp(z_hat, torch.tensor(self.fraction_bits, dtype=torch.float64)))
         x = x.clamp(-limit, limit)
         for layer, following in zip(self.layers[:-1], self.layers[1:]):
             accumulator = layer(x)
@@ -96,8 +134,7 @@ class FixedPointHyperSynthesis:
             x = torch.floor(torch.ldexp(accumulator.clamp_min(0), shift) + 0.5).clamp_max(2.0**following.input_bits)
         last = self.layers[-1]
         accumulator = last(x)
-        out = torch.ldexp(accumulator, torch.tensor(-(self.fraction_bits + last.weight_shift), dtype=torch.float64))
-        return out.to(torch.float32).to(z_hat.device)
+        return torch.ldexp(accumulator, torch.tensor(-(self.fraction_bits + last.weight_shift), dtype=torch.float64))
 
 
 def weights_key(modules: Sequence[nn.Module]) -> Tuple:
