@@ -96,26 +96,36 @@ def _group_order(table_indexes: np.ndarray, num_tables: int) -> Tuple[np.ndarray
 
 
 def encode_symbols(symbols, table_indexes, tables: CategoricalTables) -> bytes:
-    """Codes integer symbols (any shape, flattened in C order), symbol ``i`` with table ``table_indexes[i]``."""
+    """Codes integer symbols (any shape, flattened in C order), symbol ``i`` with table ``table_indexes[i]``.
+
+    Works in place on a few arrays of the symbols' size (int64 bins, int32 coded bins, the grouping order),
+    the escapes only for the escaped symbols: about 30 bytes per symbol beside the inputs."""
     constriction = _constriction()
-    values = _as_int64(symbols)
     indexes = _as_int64(table_indexes)
-    if values.shape != indexes.shape:
-        raise ValueError(f"{values.size} symbols but {indexes.size} table indexes")
+    bins = _as_int64(symbols)
+    if bins.shape != indexes.shape:
+        raise ValueError(f"{bins.size} symbols but {indexes.size} table indexes")
     order, counts = _group_order(indexes, len(tables))
-    bins = values - tables.offset[indexes]
-    escape_bin = tables.num_bins[indexes] - 1
-    below, above = bins < 0, bins >= escape_bin
-    escapes = np.where(below, -2 * bins - 1, 2 * (bins - escape_bin))
-    escaped = below | above
-    coded_bins = np.where(escaped, escape_bin, bins)
+    bins = bins - tables.offset[indexes]  # a new array: the caller's symbols stay as they are
+    escape_bin = tables.num_bins[indexes]
+    escape_bin -= 1
+    escaped = bins < 0
+    escaped |= bins >= escape_bin
+    in_order = order[escaped[order]]  # the escaped symbols, in coding order
+    low = bins[in_order]
+    high = escape_bin[in_order]
+    escapes = np.where(low < 0, -2 * low - 1, 2 * (low - high))
     escapes = np.minimum(escapes, _ESCAPE_SIZE - 2 + escapes % 2)  # clamp, keeping the side (parity)
-    escape_values = escapes[order][escaped[order]].astype(np.int32)
+    escape_values = escapes.astype(np.int32)
+    np.copyto(bins, escape_bin, where=escaped)  # an escaped symbol is coded as its table's escape bin
+    del escape_bin, escaped
+    grouped = bins.astype(np.int32)
+    del bins
+    grouped = grouped[order]
 
     coder = constriction.stream.stack.AnsCoder()
     if escape_values.size:
         coder.encode_reverse(escape_values, constriction.stream.model.Uniform(_ESCAPE_SIZE))
-    grouped = coded_bins[order].astype(np.int32)
     ends = np.cumsum(counts)
     for table in range(len(tables) - 1, -1, -1):
         if counts[table]:
@@ -137,22 +147,24 @@ def decode_symbols(data: bytes, table_indexes, tables: CategoricalTables) -> np.
     order, counts = _group_order(indexes, len(tables))
     try:
         coder = constriction.stream.stack.AnsCoder(words)
-        grouped = np.empty(indexes.size, dtype=np.int64)
+        grouped = np.empty(indexes.size, dtype=np.int32)
         start = 0
         for table, count in enumerate(counts):
             if count:
                 grouped[start : start + count] = coder.decode(tables.models[table], int(count))
                 start += count
+        symbols = tables.offset[indexes]  # int64: the result, the bins added below
         bins = np.empty_like(grouped)
         bins[order] = grouped
-        escape_bin = tables.num_bins[indexes] - 1
+        del grouped
+        escape_bin = tables.num_bins.astype(np.int32)[indexes]
+        escape_bin -= 1
         escaped = bins == escape_bin
-        num_escaped = int(escaped[order].sum())
-        if num_escaped:
-            escapes = np.empty(indexes.size, dtype=np.int64)
-            escapes[order[escaped[order]]] = coder.decode(constriction.stream.model.Uniform(_ESCAPE_SIZE), num_escaped)
-            escapes = escapes[escaped]
-            bins[escaped] = np.where(escapes % 2 == 1, -(escapes + 1) // 2, escapes // 2 + escape_bin[escaped])
+        in_order = order[escaped[order]]  # the escaped symbols, in coding order
+        if in_order.size:
+            escapes = coder.decode(constriction.stream.model.Uniform(_ESCAPE_SIZE), int(in_order.size)).astype(np.int64)
+            high = escape_bin[in_order].astype(np.int64)
+            symbols[in_order] += np.where(escapes % 2 == 1, -(escapes + 1) // 2, escapes // 2 + high)
         exhausted = coder.is_empty()
     except BaseException as e:  # noqa: BLE001 - constriction reports bad input as ValueError, or as a Rust panic
         if not isinstance(e, (ValueError, RuntimeError, OverflowError)) and type(e).__name__ != "PanicException":
@@ -160,7 +172,9 @@ def decode_symbols(data: bytes, table_indexes, tables: CategoricalTables) -> np.
         raise BitstreamError(f"an entropy-coded string is malformed ({e})") from None
     if not exhausted:
         raise BitstreamError("an entropy-coded string does not decode to exactly the announced symbols")
-    return bins + tables.offset[indexes]
+    bins[escaped] = 0  # escaped symbols are complete already
+    symbols += bins
+    return symbols
 
 
 def table_indexes_of_channels(num_channels: int, spatial: Sequence[int]) -> np.ndarray:
