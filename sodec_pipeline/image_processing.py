@@ -111,12 +111,13 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def postprocess(images: List[torch.Tensor], output_type: str):
-    """Decoded (3, H, W) tensors in [0, 1] → ``pil`` (list of PIL images), ``np`` ((B, H, W, 3) float
-    array, or a list of (H, W, 3) arrays when sizes differ) or ``pt`` ((B, 3, H, W), or a list).
+    """Decoded (3, H, W) tensors, already clamped to [0, 1] (``decompress`` clamps them on their device) →
+    ``pil`` (list of PIL images), ``np`` ((B, H, W, 3) float array, or a list of (H, W, 3) arrays when sizes
+    differ) or ``pt`` ((B, 3, H, W), or a list).
 
-    Clamps the tensors in place and copies no more than it must (a single image is returned as a view,
-    8-bit images are made band by band), so that a 16384² decode does not hold its image twice."""
-    images = [img.detach().float().cpu().clamp_(0, 1) for img in images]
+    Copies no more than it must (a single image is returned as a view, 8-bit images are made band by band),
+    so that a 16384² decode does not hold its image twice."""
+    images = [img.detach().float().cpu() for img in images]
     if output_type == "pt":
         if len(images) == 1:
             return images[0].unsqueeze(0)
