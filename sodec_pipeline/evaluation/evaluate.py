@@ -8,8 +8,9 @@ For every image of the folder:
 2. Baselines: every variant of every available Pillow codec (see :mod:`.baselines`), then for each
    target bitrate the best variant at ≤ target (highest PSNR). The targets are the fixed grid
    ``targets`` and ``"sodec"``: the bpp SODEC spent on that very image (rate-matched comparison).
-3. Metrics on uint8 RGB at the original size (:mod:`sodec_pipeline.metrics`): PSNR, MS-SSIM, and
-   LPIPS-alex and DISTS whenever their weights are on the machine (lower is better for both).
+3. Metrics on uint8 RGB at the original size (:mod:`sodec_pipeline.metrics`): PSNR, MS-SSIM, the
+   block-mean colour PSNR (PSNR of 16×16 block means), and LPIPS-alex and DISTS whenever their weights
+   are on the machine (lower is better for both).
 
 The per-image rows, the means, the full baseline grid and the notes are written by :mod:`.report`.
 """
@@ -25,7 +26,7 @@ import PIL.Image
 
 from ..image_processing import pil_to_rgb_array
 from . import baselines as baselines_lib
-from ..metrics import ms_ssim, ms_ssim_scales, psnr
+from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_TARGETS = baselines_lib.DEFAULT_TARGETS
@@ -76,6 +77,7 @@ def _quality(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict) -> di
         "psnr": psnr(reference, decoded),
         "ms_ssim": ms_ssim(reference, decoded),
         "ms_ssim_scales": ms_ssim_scales(*reference.shape[:2]),
+        "colour_psnr": colour_psnr(reference, decoded),
     }
     for name, metric in perceptual.items():
         out[name] = metric(reference, decoded)
@@ -100,7 +102,7 @@ def evaluate(
     out = Path(out_dir)
     (out / "streams").mkdir(parents=True, exist_ok=True)
     (out / "decoded").mkdir(parents=True, exist_ok=True)
-    result = EvaluationResult(metrics=["psnr", "ms_ssim"] + list(perceptual), targets=sorted(float(t) for t in targets))
+    result = EvaluationResult(metrics=["psnr", "ms_ssim", "colour_psnr"] + list(perceptual), targets=sorted(float(t) for t in targets))
 
     available = baselines_lib.codec_availability()
     active = []

@@ -22,7 +22,7 @@ from .evaluate import SODEC_TARGET, EvaluationResult, summarize
 
 ROW_FIELDS = [
     "image", "width", "height", "method", "target", "setting", "downscale", "upscale_filter",
-    "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales",
+    "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales", "colour_psnr",
 ]  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
     out.mkdir(parents=True, exist_ok=True)
     summary, summary_notes = summarize(result)
     result.notes.extend(summary_notes)
-    perceptual = [m for m in result.metrics if m not in ("psnr", "ms_ssim")]
+    perceptual = [m for m in result.metrics if m not in ("psnr", "ms_ssim", "colour_psnr")]
     for message in settings.get("perceptual_missing", []):
         result.notes.append(message)
     fields = ROW_FIELDS + perceptual + ["file"]
@@ -101,6 +101,7 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
 PLOT_PANELS = (
     ("psnr", "PSNR (dB, RGB) — higher is better"),
     ("ms_ssim", "MS-SSIM (RGB) — higher is better"),
+    ("colour_psnr", "colour PSNR (dB, 16×16 block means) — higher is better"),
     ("lpips", "LPIPS — lower is better"),
     ("dists", "DISTS — lower is better"),
 )

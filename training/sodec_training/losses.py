@@ -1,4 +1,5 @@
-"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS, the LPIPS of the loss, and the non-saturating GAN losses."""
+"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour, the perceptual models of the loss,
+and the non-saturating GAN losses."""
 
 from typing import Dict, Optional
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_lpips
+from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_dists, load_lpips
 
 #: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
 LPIPS_NET_CHOICES = LPIPS_NETS + ("squeeze",)
@@ -24,17 +25,47 @@ def load_lpips_loss(net: str = "vgg", weights_path: Optional[str] = None) -> nn.
     return load_lpips(net, weights_path, flag="--lpips_weights")
 
 
-class DistortionLoss(nn.Module):
-    """d(x, x̂) = mse_weight · MSE(x, x̂) + perceptual_weight · LPIPS(x, x̂), images in [0, 1] (the LPIPS of
-    :mod:`sodec_pipeline.metrics` takes [0, 1] images)."""
+def load_dists_loss(weights_path: Optional[str] = None) -> nn.Module:
+    """The DISTS of :mod:`sodec_pipeline.metrics` (frozen, eval mode) for the loss; weights as
+    :func:`load_lpips_loss` finds them."""
+    return load_dists(weights_path, flag="--dists_weights")
 
-    def __init__(self, mse_weight: float = 1.0, perceptual_weight: float = 0.0, lpips_model: Optional[nn.Module] = None):
+
+#: Side of the blocks whose means the colour term compares (the block-mean colour PSNR of ``sodec eval``).
+COLOUR_BLOCK = 16
+
+
+def block_mean_mse(x_hat: torch.Tensor, x: torch.Tensor, block: int = COLOUR_BLOCK) -> torch.Tensor:
+    """MSE between the ``block``×``block`` means of two images: the colour and brightness of flat regions,
+    which a perceptual loss does not see and a texture can hide."""
+    return F.mse_loss(F.avg_pool2d(x_hat, block), F.avg_pool2d(x, block))
+
+
+class DistortionLoss(nn.Module):
+    """d(x, x̂) = mse_weight · MSE + perceptual_weight · LPIPS + dists_weight · DISTS + colour_weight ·
+    MSE of 16×16 block means, images in [0, 1] (the LPIPS and DISTS of :mod:`sodec_pipeline.metrics` take
+    [0, 1] images). A term with weight 0 is neither computed nor logged."""
+
+    def __init__(
+        self,
+        mse_weight: float = 1.0,
+        perceptual_weight: float = 0.0,
+        lpips_model: Optional[nn.Module] = None,
+        dists_weight: float = 0.0,
+        dists_model: Optional[nn.Module] = None,
+        colour_weight: float = 0.0,
+    ):
         super().__init__()
         if perceptual_weight > 0 and lpips_model is None:
             raise ValueError("a perceptual weight needs an LPIPS model")
+        if dists_weight > 0 and dists_model is None:
+            raise ValueError("a DISTS weight needs a DISTS model")
         self.mse_weight = mse_weight
         self.perceptual_weight = perceptual_weight if lpips_model is not None else 0.0
         self.lpips = lpips_model
+        self.dists_weight = dists_weight if dists_model is not None else 0.0
+        self.dists = dists_model
+        self.colour_weight = colour_weight
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x_hat = x_hat.float()
@@ -45,6 +76,14 @@ class DistortionLoss(nn.Module):
             perceptual = self.lpips(x_hat, x).mean()
             total = total + self.perceptual_weight * perceptual
             out["lpips"] = perceptual
+        if self.dists is not None:
+            dists = self.dists(x_hat, x).mean()
+            total = total + self.dists_weight * dists
+            out["dists"] = dists
+        if self.colour_weight > 0:
+            colour = block_mean_mse(x_hat, x)
+            total = total + self.colour_weight * colour
+            out["colour"] = colour
         out["distortion"] = total
         return out
 

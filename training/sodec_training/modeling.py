@@ -106,11 +106,13 @@ def is_checkpointing(module) -> bool:
 class SODECTrainingModel(nn.Module):
     """The pipeline's networks plus the loss, for one training step of any stage.
 
-    ``forward(pixel_values, stage, rate_weight, alignment_weight)`` returns a dict with ``loss`` (the
-    objective of the stage), ``aux_loss`` (the entropy bottleneck's quantile loss, or ``None`` when the
-    codec is frozen), ``bpp`` (the likelihood estimate, mean over the batch), ``mse`` of the output
-    image, ``x_hat`` (the stage's output image: x̂_f in stage 1, x̂ otherwise), ``y_hat`` and, in stages
-    ≥ 2, ``align`` = ‖x − x̂_f‖² (MSE). What is frozen in a stage runs under ``no_grad`` rather than by
+    ``forward(pixel_values, stage, rate_weight, alignment_weight, kl_weight, latent_weight)`` returns a dict
+    with ``loss`` (the objective of the stage), ``aux_loss`` (the entropy bottleneck's quantile loss, or
+    ``None`` when the codec is frozen), ``bpp`` (the likelihood estimate, mean over the batch), ``mse`` of
+    the output image, ``x_hat`` (the stage's output image: the VAE's reconstruction in stage 0, x̂_f in
+    stage 1, x̂ otherwise), ``y_hat`` and, in stages ≥ 2, ``align`` = ‖x − x̂_f‖² (MSE) and, with
+    ``latent_weight`` > 0, ``latent`` = ‖ŷ_t − scaling_factor · VAE-encoder mean(x)‖² (MSE). Stage 0 trains
+    the latent autoencoder (VAE encoder and decoder) alone: distortion + ``kl_weight`` · KL. What is frozen in a stage runs under ``no_grad`` rather than by
     toggling ``requires_grad``, so that the same DDP-wrapped module serves every stage.
 
     The decode is the pipeline's own (``SODECPipeline.decode_fidelity`` in stage 1, ``decode_latents``
@@ -166,8 +168,37 @@ class SODECTrainingModel(nn.Module):
     def aux_parameters(self) -> List[nn.Parameter]:
         return [p for name, p in self.compression_vae.named_parameters() if name.endswith("quantiles")]
 
-    def forward(self, pixel_values: torch.Tensor, stage: int, rate_weight: float = 0.0, alignment_weight: float = 0.0):
+    def autoencode(self, x: torch.Tensor):
+        """Stage 0: the latent autoencoder alone, x → VAE encoder → a sample of its posterior → D_m → x̂ (the
+        way SD's VAE is trained before SD). Returns x̂ on the [0, 1] scale and the posterior's KL divergence
+        from N(0, I) per latent element."""
+        posterior = self.vae.encode(x * 2.0 - 1.0).latent_dist
+        x_hat = (self.vae.decode(posterior.sample()).sample.float() + 1.0) / 2.0
+        return x_hat, posterior.kl().mean() / posterior.mean[0].numel()
+
+    def target_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """The VAE's latent of x on the UNet's scale (posterior mean × scaling factor): what ŷ_t regresses
+        with ``latent_weight`` > 0 (no gradient)."""
+        with torch.no_grad():
+            posterior = self.vae.encode((x * 2.0 - 1.0).to(self.vae.dtype)).latent_dist
+            return posterior.mean.float() * self.vae.config.scaling_factor
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        stage: int,
+        rate_weight: float = 0.0,
+        alignment_weight: float = 0.0,
+        kl_weight: float = 0.0,
+        latent_weight: float = 0.0,
+    ):
         x = pixel_values.float()
+        if stage == 0:
+            x_hat, kl = self.autoencode(x)
+            d = self.distortion(x_hat, x)
+            out = {"bpp": None, "y_hat": None, "aux_loss": None, "kl": kl}
+            out.update(d, x_hat=x_hat, loss=d["distortion"] + kl_weight * kl)
+            return out
         codec_trained = stage != 2
         with torch.set_grad_enabled(codec_trained and torch.is_grad_enabled()):
             coded = self.compression_vae(x)
@@ -185,6 +216,8 @@ class SODECTrainingModel(nn.Module):
         # ŷ_t: the codec's own when it trains; in stage 2 (codec under no_grad) the decode runs H_s and T_s
         # again, with gradients: they train while the rest of the codec is frozen
         noisy_latents = coded.latents if codec_trained else None
+        if noisy_latents is None and latent_weight > 0:
+            noisy_latents = self.pipe.synthesize_latents(coded.y_hat, coded.z_hat)
         x_f = None
         if self.freeze_fidelity_decoder:  # D_a keeps its stage-1 weights: no gradient reaches it
             with torch.no_grad():
@@ -197,6 +230,9 @@ class SODECTrainingModel(nn.Module):
         loss = d["distortion"]
         if stage != 2:
             loss = loss + rate_weight * bpp + alignment_weight * align
+        if latent_weight > 0:
+            out["latent"] = F.mse_loss(noisy_latents.float(), self.target_latents(x))
+            loss = loss + latent_weight * out["latent"]
         out.update(d, x_hat=x_hat, align=align, loss=loss)
         return out
 

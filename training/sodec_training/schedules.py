@@ -3,6 +3,8 @@ penalty λ of that step (the paper's rate annealing).
 
 Stages (DESIGN.md §3):
 
+0. the latent autoencoder (the VAE's encoder and decoder) alone, on the distortion of its reconstruction
+   plus a small KL term, before any diffusion training (SD's VAE is trained before SD); λ = 0;
 1. codec (E, H_a, P, entropy models) and D_a at high rate: λ = ``lambda_rate_start``, distortion on x̂_f;
 2. codec frozen; H_s, T_s, D_a, F_p, UNet LoRA and conv_in trained on the distortion of x̂ only (λ = 0);
 3. everything jointly; λ annealed from ``lambda_rate_start`` to ``lambda_rate_end`` (below), plus the
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 LAMBDA_SCHEDULES = ("step", "geometric", "linear", "cosine", "constant")
-STAGES = (1, 2, 3, 4)
+STAGES = (0, 1, 2, 3, 4)
 
 
 def annealed_lambda(progress: float, start: float, end: float, schedule: str = "step", num_levels: int = 4) -> float:
@@ -97,7 +99,7 @@ class TrainingPlan:
         stage, in_stage, steps = self.stage_at(step)
         if stage == 1:
             return self.lambda_rate_start
-        if stage == 2:
+        if stage in (0, 2):
             return 0.0
         if stage == 4:
             return self.lambda_rate_end
@@ -118,7 +120,7 @@ def parse_stage_steps(text: str) -> List[int]:
 
 
 def build_plan(stage: str, max_train_steps: int, stage_steps: Sequence[int], **lambda_kwargs) -> TrainingPlan:
-    """``stage`` "1".."4" runs that stage for ``max_train_steps``; "all" runs stages 1, 2, 3 (and 4 when a
+    """``stage`` "0".."4" runs that stage for ``max_train_steps``; "all" runs stages 1, 2, 3 (and 4 when a
     fourth count is given) for ``stage_steps``."""
     if stage == "all":
         stages = [(i + 1, n) for i, n in enumerate(stage_steps)]
