@@ -154,7 +154,7 @@ def test_eval_with_perceptual_weights_and_a_missing_codec(tmp_path, two_images, 
     for row in rows:
         assert math.isfinite(float(row["lpips"])) and math.isfinite(float(row["dists"]))
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == ["psnr", "ms_ssim", "lpips", "dists"]
+    assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr", "lpips", "dists"]
     assert report["codecs_available"] == {"jpeg": True, "avif": False}
     assert any(n.startswith("avif: not available") for n in report["notes"])
     assert "avif: not available" in captured.out
@@ -172,7 +172,7 @@ def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(tmp_pat
     argv = ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--no-progress", "--codecs", "jpeg", "--targets", "1"]
     assert main(argv + ["--out", str(out)]) == 0
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == ["psnr", "ms_ssim", "lpips", "dists"]
+    assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr", "lpips", "dists"]
     assert report["settings"]["perceptual_weights"] == {"lpips": "test weights", "dists": "test weights"}
     for row in _read_csv(out / "summary.csv"):
         assert math.isfinite(float(row["lpips"])) and math.isfinite(float(row["dists"]))

@@ -158,3 +158,41 @@ def test_entropy_coding_ignores_autocast(vae):
         under = vae.decompress(coded["strings"], coded["shape"])
     plain = vae.decompress(coded["strings"], coded["shape"])
     assert under["y_hat"].dtype == torch.float32 and torch.equal(under["y_hat"], plain["y_hat"])
+
+
+def test_gdn_layout_codes_and_decodes_at_stride_16(tmp_path):
+    """analysis_type="gdn" / decoder_type="gdn" (the sodec-small layout): Ballé's transforms with GDN and
+    inverse GDN as E and D_a, stride 16 both ways; the codec round-trips its quantised latents, saves and
+    reloads; configs that do not fit are refused."""
+    from compressai.layers import GDN
+
+    cfg = dict(_config("compression_vae"), analysis_type="gdn", block_out_channels=[8, 8, 8])
+    torch.manual_seed(0)
+    codec = CompressionVAE.from_config(cfg)
+    assert sum(isinstance(m, GDN) for m in codec.analysis_transform.modules()) == 3
+    codec.update(force=True)
+    codec.eval()
+    x = torch.rand(1, 3, 64, 128)
+    y = codec.encode(x)
+    assert y.shape == (1, cfg["latent_channels"], 4, 8)
+    coded = codec.compress(x)
+    decoded = codec.decompress(coded["strings"], coded["shape"], entropy_checks=coded["entropy_checks"])
+    means, _ = codec.entropy_parameters(decoded["z_hat"])
+    torch.testing.assert_close(decoded["y_hat"], torch.round(y - means) + means)
+    codec.save_pretrained(tmp_path / "codec")
+    reloaded = CompressionVAE.from_pretrained(tmp_path / "codec")
+    assert reloaded.config.analysis_type == "gdn" and reloaded.fingerprint() == codec.fingerprint()
+
+    guidance_cfg = dict(_config("fidelity_guidance"), decoder_type="gdn", decoder_block_out_channels=[8, 8, 8])
+    guidance = FidelityGuidanceEncoder.from_config(guidance_cfg).eval()
+    assert sum(isinstance(m, GDN) and m.inverse for m in guidance.fidelity_decoder.modules()) == 3
+    assert guidance.decode(decoded["y_hat"]).shape == (1, 3, 64, 128)
+
+    with pytest.raises(ValueError, match="analysis_type"):
+        CompressionVAE.from_config(dict(cfg, analysis_type="ballé"))
+    with pytest.raises(ValueError, match="3 entries"):
+        CompressionVAE.from_config(dict(cfg, block_out_channels=[8, 8, 8, 8, 8]))
+    with pytest.raises(ValueError, match="decoder_type"):
+        FidelityGuidanceEncoder.from_config(dict(guidance_cfg, decoder_type="hifi"))
+    with pytest.raises(ValueError, match="no output activation"):
+        FidelityGuidanceEncoder.from_config(dict(guidance_cfg, decoder_output_activation="tanh"))

@@ -549,3 +549,122 @@ def test_overfitting_one_image_lowers_rate_and_distortion(train_sodec, tiny_pipe
     assert mean(last, "train/bpp") < 0.5 * mean(first, "train/bpp")
     assert mean(last, "train/mse") < 0.9 * mean(first, "train/mse")
     assert mean(last, "train/align") < 0.5 * mean(first, "train/align")
+
+
+def test_stage_0_trains_the_latent_autoencoder_and_stage_2_starts_from_it(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """--stage 0 trains the VAE's encoder and decoder alone (codec untouched; MSE and KL logged); a stage-2 run
+    with --pretrained_vae_model_name_or_path takes that VAE, logs the colour term and the ŷ_t regression to the
+    VAE's latents (--latent_weight), and, with the VAE frozen, releases exactly stage 0's VAE."""
+    from sodec_pipeline import SODECPipeline
+
+    vae_dir = tmp_path / "stage0"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, vae_dir, "--stage", "0", "--max_train_steps", "2", "--train_batch_size", "2",
+        "--unet_training", "full",
+    ))
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    stage0 = SODECPipeline.from_pretrained(vae_dir)
+    changed = {k for k, v in stage0.vae.state_dict().items() if not torch.equal(v, base.vae.state_dict()[k])}
+    assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("decoder.") for k in changed)
+    for k, v in stage0.compression_vae.state_dict().items():
+        assert torch.equal(v, base.compression_vae.state_dict()[k]), k
+    records, _ = train_records(vae_dir)
+    assert sorted(records) == [1, 2] and {"train/mse", "train/kl"} <= set(records[2]) and "train/bpp" not in records[2]
+    assert records[2]["train/stage"] == 0 and records[2]["train/lambda"] == 0.0
+
+    out = tmp_path / "stage2"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, out, "--stage", "2", "--max_train_steps", "1", "--train_batch_size", "2",
+        "--pretrained_vae_model_name_or_path", vae_dir, "--colour_weight", "2", "--latent_weight", "0.5",
+        "--unet_training", "full",
+    ))
+    records, _ = train_records(out)
+    assert records[1]["train/colour"] > 0 and records[1]["train/latent"] > 0
+    released = SODECPipeline.from_pretrained(out)
+    for k, v in released.vae.state_dict().items():
+        assert torch.equal(v, stage0.vae.state_dict()[k]), k
+
+
+def test_max_train_minutes_stops_checkpoints_and_releases(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """--max_train_minutes: the run stops at the first step past the limit, saves a checkpoint of that step and
+    writes the release; the cosine decay follows the clock (the learning rate is 0 once time is up)."""
+    out = tmp_path / "timed"
+    run_training(train_sodec, base_args(
+        tiny_pipeline_dir, train_dir, out, "--stage", "1", "--max_train_steps", "1000", "--train_batch_size", "2",
+        "--max_train_minutes", "0.0001", "--lr_scheduler", "cosine", "--learning_rate", "1e-3",
+    ))
+    records, _ = train_records(out)
+    assert sorted(records) == [1]
+    assert (out / "checkpoint-1").is_dir() and (out / "model_index.json").is_file()
+    assert records[1]["train/lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lr_decay_follows_steps_or_minutes_whichever_runs_out_first(train_sodec):
+    """build_lr_scheduler with --max_train_minutes: warm-up by steps, then cosine over the larger of the step
+    and time fractions."""
+    import argparse
+
+    clock = {"minutes": 0.0}
+    args = argparse.Namespace(lr_scheduler="cosine", max_train_minutes=10.0, lr_warmup_steps=2, max_train_steps=100)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = train_sodec.build_lr_scheduler(args, optimizer, 1, lambda: clock["minutes"])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # warm-up step 0 of 2
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)  # step 2: warm-up done, no time spent
+    clock["minutes"] = 5.0  # half the time: the clock leads the steps (2 of 100)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+    args_steps = argparse.Namespace(lr_scheduler="constant", max_train_minutes=10.0, lr_warmup_steps=0, max_train_steps=100)
+    constant = train_sodec.build_lr_scheduler(args_steps, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 1, lambda: 9.0)
+    assert constant.get_last_lr() == [1.0]
+
+
+def test_distortion_with_dists_and_colour_terms():
+    """DistortionLoss: k_M·MSE + k_D·DISTS + k_C·(MSE of 16×16 block means), each logged; a weight without its
+    model is refused."""
+    from sodec_training.losses import DistortionLoss, block_mean_mse
+
+    from sodec_pipeline.metrics import DISTS
+
+    torch.manual_seed(0)
+    dists = DISTS().eval().requires_grad_(False)  # random weights: the arithmetic, not the metric, is tested
+    loss = DistortionLoss(mse_weight=2.0, dists_weight=0.5, dists_model=dists, colour_weight=3.0)
+    x, x_hat = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
+    out = loss(x_hat, x)
+    expected = 2.0 * out["mse"] + 0.5 * out["dists"] + 3.0 * out["colour"]
+    torch.testing.assert_close(out["distortion"], expected)
+    torch.testing.assert_close(out["colour"], torch.nn.functional.mse_loss(
+        torch.nn.functional.avg_pool2d(x_hat, 16), torch.nn.functional.avg_pool2d(x, 16)))
+    shifted = x + 0.1
+    assert block_mean_mse(shifted, x).item() == pytest.approx(0.01, rel=1e-5)
+    assert "dists" not in DistortionLoss()(x_hat, x) and "colour" not in DistortionLoss()(x_hat, x)
+    with pytest.raises(ValueError, match="DISTS model"):
+        DistortionLoss(dists_weight=1.0)
+
+
+def test_export_takes_modules_from_another_pipeline(tiny_pipeline_dir, tmp_path):
+    """export_pipeline.py --take MODULE=PIPELINE copies a component or a submodule's weights, nothing else."""
+    import export_pipeline
+
+    from sodec_pipeline import SODECPipeline
+
+    other = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    with torch.no_grad():
+        for p in list(other.unet.parameters()) + list(other.compression_vae.latent_transform.parameters()):
+            p.add_(0.25)
+        other.compression_vae.analysis_transform.conv_block1[1].weight.add_(1.0)
+    other.save_pretrained(tmp_path / "other")
+    out = tmp_path / "merged"
+    export_pipeline.main([
+        "--pipeline", str(tiny_pipeline_dir), "--output", str(out),
+        "--take", f"unet={tmp_path / 'other'}", "--take", f"compression_vae.latent_transform={tmp_path / 'other'}",
+    ])
+    base, merged = SODECPipeline.from_pretrained(tiny_pipeline_dir), SODECPipeline.from_pretrained(out)
+    assert torch.equal(merged.unet.conv_out.weight, other.unet.conv_out.weight)
+    assert torch.equal(merged.compression_vae.latent_transform.conv_out.weight, other.compression_vae.latent_transform.conv_out.weight)
+    assert torch.equal(merged.compression_vae.analysis_transform.conv_block1[1].weight, base.compression_vae.analysis_transform.conv_block1[1].weight)
+    with pytest.raises(SystemExit):
+        export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--output", str(out), "--take", "codec=x"])

@@ -8,6 +8,10 @@
 - ``--checkpoint``: a ``checkpoint-N`` folder of ``train_sodec.py``; its trained networks (codec, fidelity/
   guidance encoder, and the UNet, VAE and image encoder where it holds them in full) replace the base
   pipeline's. A LoRA checkpoint is not handled here (the end of a training run fuses it).
+- ``--take MODULE=PIPELINE`` (repeatable, applied after ``--checkpoint``): the weights of a component
+  (``unet``) or of one of its submodules (``compression_vae.latent_transform``, ``fidelity_guidance.
+  guidance_projection``) from another saved pipeline of the same shapes, e.g. to start a new codec's diffusion
+  path from networks trained with an earlier one.
 - ``--weights_dtype float16``: every *parameter* is stored in float16 (half the size); buffers — the
   entropy models' CDF tables and scale table, normalisation constants — keep their dtype, so the loaded
   pipeline (float32 by default) computes the same entropy parameters as the stored one.
@@ -32,8 +36,15 @@ def parse_args(argv=None):
     parser.add_argument("--pipeline", required=True, help="a saved SODEC pipeline (folder, Hub id or shipped name)")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint-N folder of train_sodec.py")
     parser.add_argument("--output", required=True, help="the folder to write")
+    parser.add_argument("--take", action="append", default=[], metavar="MODULE=PIPELINE",
+                        help="copy a component's or submodule's weights from another saved pipeline (repeatable)")
     parser.add_argument("--weights_dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for item in args.take:
+        module, _, source = item.partition("=")
+        if not source or module.split(".")[0] not in COMPONENTS:
+            parser.error(f"--take needs MODULE=PIPELINE with MODULE one of {', '.join(COMPONENTS)} (or a submodule); got {item!r}")
+    return args
 
 
 def load_checkpoint_into(pipe, checkpoint: Path) -> list:
@@ -49,6 +60,23 @@ def load_checkpoint_into(pipe, checkpoint: Path) -> list:
     if (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "unet" not in loaded:
         print(f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr)
     return loaded
+
+
+def take_modules(pipe, takes) -> list:
+    """Copies each ``MODULE=PIPELINE`` of ``takes`` into ``pipe`` (strict: same parameter names and shapes)."""
+    from sodec_pipeline import SODECPipeline
+
+    sources, taken = {}, []
+    for item in takes:
+        module_name, _, source = item.partition("=")
+        if source not in sources:
+            sources[source] = SODECPipeline.from_pretrained(source)
+        target, origin = pipe, sources[source]
+        for part in module_name.split("."):
+            target, origin = getattr(target, part), getattr(origin, part)
+        target.load_state_dict(origin.state_dict())
+        taken.append(f"{module_name} from {source}")
+    return taken
 
 
 def cast_saved_parameters(folder: Path, pipe, dtype: torch.dtype) -> None:
@@ -70,6 +98,8 @@ def main(argv=None):
     if args.checkpoint:
         loaded = load_checkpoint_into(pipe, Path(args.checkpoint))
         print(f"from {args.checkpoint}: {', '.join(loaded)}")
+    for line in take_modules(pipe, args.take):
+        print(line)
     pipe.compression_vae.update(force=True)
     output = Path(args.output)
     pipe.save_pretrained(output)

@@ -25,6 +25,7 @@ from ..entropy_coding import CategoricalTables, decode_symbols, encode_symbols, 
 from ..hub_download_options import pop_hub_kwargs
 from .analysis_transform import AnalysisTransform
 from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
+from .gdn_transforms import GDNAnalysisTransform
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
 from .latent_transforms import LatentSynthesis, LatentTransform
 
@@ -40,6 +41,9 @@ LATENT_STRIDE = 8
 #: every machine; models/fixed_point_hyper_synthesis.py) or "float32" (P's float output as it is: fast to
 #: reason about, but another machine can derive other CDF indexes; streams then fail the entropy check).
 ENTROPY_PARAMETER_ARITHMETIC = ("fixed_point", "float32")
+#: E's architecture: "hific" (HiFiC's encoder: 7×7 stem, four strided convolutions with channel norm; five
+#: ``block_out_channels``) or "gdn" (Ballé et al.'s: four strided 5×5 convolutions with GDN; three).
+ANALYSIS_TYPES = ("hific", "gdn")
 
 
 @dataclass
@@ -68,7 +72,8 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
 
     Submodules (paper symbol → attribute):
 
-    - E → ``analysis_transform``: x → y, stride 16.
+    - E → ``analysis_transform``: x → y, stride 16 (HiFiC's encoder, or Ballé's GDN transform with
+      ``analysis_type="gdn"``).
     - H_a → ``hyper_analysis``: y → z, stride 4 more.
     - P → ``hyper_synthesis_mean`` and ``hyper_synthesis_scale``: ẑ → (μ, σ) of y.
     - ``entropy_bottleneck``: compressai ``EntropyBottleneck`` (factorized prior) for z.
@@ -112,15 +117,21 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         scale_table_levels: int = 64,
         entropy_parameter_arithmetic: str = "fixed_point",
         scale_bias_init: Optional[Sequence[float]] = None,
+        analysis_type: str = "hific",
     ):
         super().__init__()
         if entropy_parameter_arithmetic not in ENTROPY_PARAMETER_ARITHMETIC:
             raise ValueError(
                 f"entropy_parameter_arithmetic must be one of {ENTROPY_PARAMETER_ARITHMETIC}, got {entropy_parameter_arithmetic!r}"
             )
-        self.analysis_transform = AnalysisTransform(
-            in_channels, block_out_channels, latent_channels, channel_norm, activation
-        )
+        if analysis_type not in ANALYSIS_TYPES:
+            raise ValueError(f"analysis_type must be one of {ANALYSIS_TYPES}, got {analysis_type!r}")
+        if analysis_type == "gdn":
+            self.analysis_transform = GDNAnalysisTransform(in_channels, block_out_channels, latent_channels)
+        else:
+            self.analysis_transform = AnalysisTransform(
+                in_channels, block_out_channels, latent_channels, channel_norm, activation
+            )
         self.hyper_analysis = HyperAnalysisTransform(latent_channels, hyper_channels)
         self.hyper_synthesis_mean = HyperSynthesisTransform(latent_channels, hyper_channels)
         self.hyper_synthesis_scale = HyperSynthesisTransform(latent_channels, hyper_channels)

@@ -9,6 +9,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch.nn import functional as F
 
 from .fidelity_decoder import FidelityDecoder
+from .gdn_transforms import GDNFidelityDecoder
+
+#: D_a's architecture: "hific" (HiFiC's generator; five ``decoder_block_out_channels``) or "gdn" (Ballé et al.'s
+#: synthesis transform with inverse GDN; three).
+DECODER_TYPES = ("hific", "gdn")
 from .guidance_projection import GuidanceProjection
 
 # OpenAI / OpenCLIP image normalisation.
@@ -20,7 +25,8 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
     r"""The steering half of SODEC's decoder.
 
     - D_a → ``fidelity_decoder``: ŷ → x̂_f, a high-fidelity image in [0, 1] (HiFiC generator;
-      ``decoder_output_activation="tanh"`` ends it with (tanh + 1) / 2 as HiFiC's ``-norm`` models).
+      ``decoder_output_activation="tanh"`` ends it with (tanh + 1) / 2 as HiFiC's ``-norm`` models; or
+      Ballé et al.'s synthesis transform with inverse GDN, ``decoder_type="gdn"``).
     - :meth:`prepare_image_encoder_input`: x̂_f → the frozen ViT's ``pixel_values`` (bicubic resize to
       ``image_encoder_size`` and mean/std normalisation, in torch, differentiable).
     - F_p → ``guidance_projection``: the ViT's last hidden states → c_g
@@ -50,17 +56,25 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
         projection_num_attention_heads: int = 8,
         projection_num_layers: int = 1,
         decoder_output_activation: Optional[str] = None,
+        decoder_type: str = "hific",
     ):
         super().__init__()
-        self.fidelity_decoder = FidelityDecoder(
-            latent_channels,
-            decoder_block_out_channels,
-            decoder_num_residual_blocks,
-            3,
-            channel_norm,
-            activation,
-            decoder_output_activation,
-        )
+        if decoder_type not in DECODER_TYPES:
+            raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {decoder_type!r}")
+        if decoder_type == "gdn":
+            if decoder_output_activation is not None:
+                raise ValueError("the GDN fidelity decoder has no output activation")
+            self.fidelity_decoder = GDNFidelityDecoder(latent_channels, decoder_block_out_channels)
+        else:
+            self.fidelity_decoder = FidelityDecoder(
+                latent_channels,
+                decoder_block_out_channels,
+                decoder_num_residual_blocks,
+                3,
+                channel_norm,
+                activation,
+                decoder_output_activation,
+            )
         self.guidance_projection = GuidanceProjection(
             image_encoder_hidden_size,
             cross_attention_dim,
