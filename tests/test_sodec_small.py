@@ -59,3 +59,16 @@ def test_cli_compresses_with_the_shipped_model_when_no_model_is_given(tmp_path, 
     assert 8 * stream.stat().st_size / (481 * 321) == pytest.approx(card_check["bpp"], rel=0.02)
     assert main(["decompress", str(stream), "-o", str(tmp_path), "--quiet"]) == 0
     assert Image.open(tmp_path / "photo.diffusion.png").size == (481, 321)
+
+
+def test_a_stream_of_the_replaced_model_is_refused_with_a_clear_message(pipe, tmp_path, capsys):
+    """The first sodec-small's streams carry its fingerprint: the model that replaced it refuses them, in the
+    API and on the command line, before decoding anything."""
+    from sodec_pipeline.bitstream import BitstreamError
+
+    old = ASSETS / "sodec-small-v1_bsds_crop0_96x64.sodec"
+    with pytest.raises(BitstreamError, match="fingerprint|another model"):
+        pipe.decompress(old.read_bytes())
+    assert main(["decompress", str(old), "-o", str(tmp_path), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3 and "model" in err

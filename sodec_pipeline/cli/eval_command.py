@@ -138,10 +138,10 @@ def run(args) -> int:
 
 def _print_summary(result, summary, files) -> None:
     metrics = result.metrics
-    header = f"{'method':<16}{'target':>8}{'bpp':>9}" + "".join(f"{m:>10}" for m in metrics)
+    header = f"{'method':<16}{'target':>8}{'bpp':>9}" + "".join(f" {m:>11}" for m in metrics)
     print(header)
     for e in summary:
-        print(f"{e['method']:<16}{e['target'] or '-':>8}{e['bpp']:>9.4f}" + "".join(f"{e[m]:>10.4f}" for m in metrics))
+        print(f"{e['method']:<16}{e['target'] or '-':>8}{e['bpp']:>9.4f}" + "".join(f" {e[m]:>11.4f}" for m in metrics))
     for note in result.notes:
         if "skipped variant" not in note:
             print(f"note: {note}")

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Side-by-side crops of a `sodec eval` run: original | fidelity decode | diffusion decode | JPEG | AVIF, the
+classical codecs at their best variant (by PSNR) within the SODEC stream's own bytes, as `sodec eval` picks them.
+
+    python benchmarks/side_by_side.py --eval benchmarks/kodak-sodec-small --images kodak/ \
+        --crop kodim04.png:200,120,256 --crop kodim23.png:260,80,256 --out side_by_side.png
+
+Each ``--crop IMAGE:LEFT,TOP,SIZE`` is one row (a square of SIZE pixels, shown at 1×). The labels give each
+panel's bytes and PSNR on the whole image.
+"""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+
+from sodec_pipeline.evaluation import baselines
+from sodec_pipeline.evaluation.evaluate import load_image
+from sodec_pipeline.metrics import psnr
+
+LABEL_HEIGHT = 18
+
+
+def panels_for(image_path: Path, eval_dir: Path, codecs=("jpeg", "avif")):
+    """[(label, uint8 image)] for one image: the original, SODEC's two decodes, each codec at ≤ its bytes."""
+    reference = load_image(image_path)
+    stem = image_path.stem
+    rows = {r["method"]: r for r in csv.DictReader(open(eval_dir / "per_image.csv")) if r["image"] == image_path.name}
+    nbytes = int(rows["sodec-fidelity"]["bytes"])
+    panels = [("original", reference)]
+    for decoder in ("fidelity", "diffusion"):
+        decoded = np.asarray(PIL.Image.open(eval_dir / "decoded" / f"{stem}.{decoder}.png").convert("RGB"))
+        panels.append((f"SODEC {decoder} {nbytes} B {psnr(reference, decoded):.2f} dB", decoded))
+    height, width = reference.shape[:2]
+    for name in codecs:
+        codec = baselines.CODECS[name]
+        if not baselines.codec_availability()[name]:
+            continue
+        best = baselines.select_best(baselines.run_codec(reference, codec, baselines.DOWNSCALE_FACTORS), 8 * nbytes / (height * width))
+        if best is not None:
+            decoded = baselines.reconstruct(reference, best)
+            panels.append((f"{name.upper()} {best.num_bytes} B {psnr(reference, decoded):.2f} dB", decoded))
+    return panels
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval", type=Path, required=True, help="a `sodec eval` output folder")
+    parser.add_argument("--images", type=Path, required=True, help="the folder of the evaluated images")
+    parser.add_argument("--crop", action="append", required=True, metavar="IMAGE:LEFT,TOP,SIZE")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    rows = []
+    for item in args.crop:
+        name, _, box = item.partition(":")
+        left, top, size = (int(v) for v in box.split(","))
+        rows.append([(label, image[top : top + size, left : left + size]) for label, image in panels_for(args.images / name, args.eval)])
+    size = max(image.shape[0] for row in rows for _, image in row)
+    columns = max(len(row) for row in rows)
+    sheet = PIL.Image.new("RGB", (columns * size, len(rows) * (size + LABEL_HEIGHT)), "white")
+    draw = PIL.ImageDraw.Draw(sheet)
+    for r, row in enumerate(rows):
+        for c, (label, image) in enumerate(row):
+            x, y = c * size, r * (size + LABEL_HEIGHT)
+            draw.text((x + 3, y + 3), label, fill="black")
+            sheet.paste(PIL.Image.fromarray(np.ascontiguousarray(image)), (x, y + LABEL_HEIGHT))
+    sheet.save(args.out)
+    print(f"wrote {args.out} ({len(rows)} rows × {columns} panels)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
