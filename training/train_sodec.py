@@ -263,7 +263,7 @@ def parse_args(input_args=None):
 def load_vae(path):
     """A VAE from a saved pipeline (its ``vae/`` subfolder) or a VAE folder, of the class its config names."""
     folder = Path(path) / "vae" if (Path(path) / "vae" / "config.json").is_file() else Path(path)
-    config = diffusers.configuration_utils.ConfigMixin._dict_from_json_file(folder / "config.json")
+    config = diffusers.AutoencoderKL.load_config(folder)
     vae_class = getattr(diffusers, config.get("_class_name", "AutoencoderKL"))
     return vae_class.from_pretrained(folder)
 

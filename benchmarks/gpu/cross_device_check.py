@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,7 @@ import PIL.Image
 import torch
 
 from sodec_pipeline import SODECPipeline
-from sodec_pipeline.image_processing import pad_to_multiple
 from sodec_pipeline.metrics import batch_psnr
-from sodec_pipeline.pipelines.tiling import run_tiled
 
 
 def image_files(paths):
@@ -36,19 +33,10 @@ def image_files(paths):
 
 
 @torch.no_grad()
-def analysis(pipe: SODECPipeline, image: torch.Tensor) -> torch.Tensor:
-    """y = E(x) as ``pipe.compress`` computes it on its device: padded, tile by tile, float32."""
-    x = pad_to_multiple(image[None].to(pipe._execution_device), 64)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        encode = lambda tiles, _: pipe.compression_vae.encode(tiles)  # noqa: E731
-        return run_tiled(encode, x, pipe.tile_specs.analysis, Fraction(1, 16)).float()
-
-
-@torch.no_grad()
 def encoder_symbols(pipe: SODECPipeline, image: torch.Tensor):
     """(z symbols, y on the CPU) as the encoder on ``pipe``'s device computes them: E and H_a in float32."""
     codec = pipe.compression_vae
-    y = analysis(pipe, image)
+    y = pipe.analyze(image.to(pipe._execution_device)).float()
     with torch.autocast(device_type=y.device.type, enabled=False):
         z = codec.hyper_analysis(y)
         medians = codec._z_medians().to(z.device)
@@ -82,7 +70,7 @@ def check(model: str, files, device: str) -> dict:
             "y_symbols_equal": bool(torch.equal(y_encoded, y_decoded)),
             "y_symbols": int(y_encoded.numel()),
             "cpu_writes_same_bytes": stream == cpu_stream,
-            "max_abs_y_difference_gpu_cpu_encoder": float((y - analysis(cpu, image)).abs().max()),
+            "max_abs_y_difference_gpu_cpu_encoder": float((y - cpu.analyze(image)).abs().max()),
             "fidelity_psnr_cpu_decode_of_gpu_stream": float(batch_psnr(fidelity, image[None]).item()),
         })
         print(json.dumps(rows[-1]), flush=True)

@@ -26,7 +26,22 @@ def _check_channels(block_out_channels: Sequence[int], what: str) -> list:
     return channels
 
 
-class GDNAnalysisTransform(GradientCheckpointingMixin, nn.Module):
+class _GDNStack(GradientCheckpointingMixin, nn.Module):
+    """Four stride-2 5×5 layers ``{conv}1..4`` with a GDN ``{norm}1..3`` after the first three."""
+
+    conv_name, norm_name = "conv", "gdn"
+
+    def _layer(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        x = getattr(self, f"{self.conv_name}{i + 1}")(x)
+        return x if i == 3 else getattr(self, f"{self.norm_name}{i + 1}")(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(4):
+            x = self.checkpointed(self._layer, x, i)
+        return x
+
+
+class GDNAnalysisTransform(_GDNStack):
     r"""E: ``x`` (B, 3, H, W) in [0, 1] → ``y`` (B, latent_channels, H/16, W/16).
 
     Four stride-2 5×5 convolutions, GDN after the first three (compressai's ``g_a``).
@@ -40,21 +55,14 @@ class GDNAnalysisTransform(GradientCheckpointingMixin, nn.Module):
             if i < 3:
                 self.add_module(f"gdn{i + 1}", GDN(c[i + 1]))
 
-    def _block(self, i: int):
-        conv = getattr(self, f"conv{i + 1}")
-        return conv if i == 3 else nn.Sequential(conv, getattr(self, f"gdn{i + 1}"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(4):
-            x = self.checkpointed(self._block(i), x)
-        return x
-
-
-class GDNFidelityDecoder(GradientCheckpointingMixin, nn.Module):
+class GDNFidelityDecoder(_GDNStack):
     r"""D_a: ``ŷ`` (B, latent_channels, H/16, W/16) → ``x̂_f`` (B, 3, H, W) on the [0, 1] scale (unclamped).
 
     Four stride-2 5×5 transposed convolutions, inverse GDN after the first three (compressai's ``g_s``).
     """
+
+    conv_name, norm_name = "deconv", "igdn"
 
     def __init__(self, latent_channels: int = 192, block_out_channels: Sequence[int] = (128, 128, 128), out_channels: int = 3):
         super().__init__()
@@ -66,12 +74,3 @@ class GDNFidelityDecoder(GradientCheckpointingMixin, nn.Module):
             )
             if i < 3:
                 self.add_module(f"igdn{i + 1}", GDN(c[i + 1], inverse=True))
-
-    def _block(self, i: int):
-        deconv = getattr(self, f"deconv{i + 1}")
-        return deconv if i == 3 else nn.Sequential(deconv, getattr(self, f"igdn{i + 1}"))
-
-    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        for i in range(4):
-            y_hat = self.checkpointed(self._block(i), y_hat)
-        return y_hat

@@ -134,20 +134,24 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         device = self._execution_device
         fingerprint = self.compression_vae.fingerprint()
         self._onload(self.compression_vae)
-        spec = self.tile_specs.analysis
         streams = []
         for image in self.progress_bar(tensors):
             height, width = image.shape[-2:]
             check_image_size(height, width)
-            x = pad_to_multiple(image[None].to(device), PADDING_MULTIPLE)
-            with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
-                y = run_tiled(lambda tiles, _: self.compression_vae.encode(tiles), x, spec, Fraction(1, 16))
-            coded = self.compression_vae.compress_latent(y)
+            coded = self.compression_vae.compress_latent(self.analyze(image.to(device)))
             y_strings, z_strings = coded["strings"]
             check = coded["entropy_checks"][0]
             streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check))
         self.maybe_free_model_hooks()
         return streams
+
+    def analyze(self, image: torch.Tensor) -> torch.Tensor:
+        """E of one image (3, H, W) in [0, 1], as :meth:`compress` codes it: padded to a multiple of 64, tile by
+        tile, in float32 under any autocast (bit-exact). Returns y (1, C, H/16, W/16) on the image's device."""
+        x = pad_to_multiple(image[None], PADDING_MULTIPLE)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            encode = lambda tiles, _: self.compression_vae.encode(tiles)  # noqa: E731
+            return run_tiled(encode, x, self.tile_specs.analysis, Fraction(1, 16))
 
     # ------------------------------------------------------------------ decoding
     def parse_bitstreams(

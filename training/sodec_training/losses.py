@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_dists, load_lpips
+from sodec_pipeline.metrics.fidelity import COLOUR_BLOCK
 
 #: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
 LPIPS_NET_CHOICES = LPIPS_NETS + ("squeeze",)
@@ -29,10 +30,6 @@ def load_dists_loss(weights_path: Optional[str] = None) -> nn.Module:
     """The DISTS of :mod:`sodec_pipeline.metrics` (frozen, eval mode) for the loss; weights as
     :func:`load_lpips_loss` finds them."""
     return load_dists(weights_path, flag="--dists_weights")
-
-
-#: Side of the blocks whose means the colour term compares (the block-mean colour PSNR of ``sodec eval``).
-COLOUR_BLOCK = 16
 
 
 def block_mean_mse(x_hat: torch.Tensor, x: torch.Tensor, block: int = COLOUR_BLOCK) -> torch.Tensor:
