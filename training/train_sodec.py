@@ -69,6 +69,7 @@ from sodec_training.trackers import JSONLTracker  # noqa: E402
 from sodec_pipeline import SODECPipeline  # noqa: E402
 from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
 from sodec_pipeline.metrics import MetricWeightsError, batch_ms_ssim, batch_psnr, finite_mean  # noqa: E402
+from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size  # noqa: E402
 
 check_min_version("0.35.0")
 
@@ -162,6 +163,10 @@ def parse_args(input_args=None):
                        help="Keep D_a as stage 1 left it in stages 2-4 (it runs under no_grad), so that the fidelity "
                             "decode stays the codec's MSE-trained reconstruction; with the codec frozen too (stage 2), "
                             "bpp and fidelity PSNR are exactly those of stage 1.")
+    group.add_argument("--colour_correction_block_size", type=int, default=None,
+                       help="Block size k of the diffusion decode's colour correction (its k x k block means taken "
+                            "from the fidelity decode; a power of two up to 64, 0: none), in the training loop and "
+                            "in the released model_index.json. Default: the base pipeline's own.")
     # ------------------------------------------------------------------ LoRA
     group = parser.add_argument_group("UNet LoRA (--unet_training lora)")
     group.add_argument("--lora_rank", type=int, default=4)
@@ -277,7 +282,16 @@ def load_base_pipeline(args) -> SODECPipeline:
         )
         if args.pretrained_vae_model_name_or_path is not None:
             pipe.register_modules(vae=load_vae(args.pretrained_vae_model_name_or_path).float())
-        return pipe
+    else:
+        pipe = assemble_base_pipeline(args)
+    if args.colour_correction_block_size is not None:
+        check_colour_correction_block_size(args.colour_correction_block_size)
+        pipe.register_to_config(colour_correction_block_size=args.colour_correction_block_size)
+    return pipe
+
+
+def assemble_base_pipeline(args) -> SODECPipeline:
+    """The pipeline assembled from published parts (``--sd_model``, ``--image_encoder``, ``--codec_init``)."""
     hub_kwargs = {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir)) if v is not None}
     return SODECPipeline.from_pretrained_parts(
         args.sd_model,

@@ -33,7 +33,7 @@ from ..hub_download_options import HUB_KWARGS
 from ..models.compression_vae import LATENT_STRIDE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
-from .components import build_component, import_component_class
+from .components import build_component, import_component_class, split_model_index
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class FromPretrainedPartsMixin:
             raise TypeError(f"from_pretrained_parts got unexpected keyword arguments {unknown}; Hub options are {list(HUB_KWARGS)}")
         hub = {k: v for k, v in kwargs.items() if v is not None}
         folder = resolve_hub_config(config)
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        index, options = split_model_index(json.loads((folder / "model_index.json").read_text(encoding="utf-8")))
         unet_cls = import_component_class(*index["unet"])
         vae_cls = import_component_class(*index["vae"])
         image_encoder_cls = import_component_class(*index["image_encoder"])
@@ -268,6 +268,7 @@ class FromPretrainedPartsMixin:
             unet=unet,
             vae=vae,
             scheduler=scheduler,
+            **options,
         )
         for module in (compression_vae, fidelity_guidance, vit, unet, vae):
             module.eval()

@@ -26,3 +26,17 @@ def build_component(cls: type, folder: Path, overrides: Optional[Dict[str, Any]]
     if hasattr(cls, "config_class"):
         return cls(cls.config_class.from_pretrained(folder, **(overrides or {})))
     raise ValueError(f"don't know how to build {cls!r} from a config (folder {folder})")
+
+
+def split_model_index(index: Dict[str, Any]) -> "tuple[Dict[str, list], Dict[str, Any]]":
+    """A ``model_index.json`` as (components ``{name: [library, class_name]}``, pipeline options such as
+    ``colour_correction_block_size``); diffusers' own keys (``_class_name``, ...) are dropped."""
+    components, options = {}, {}
+    for name, value in index.items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            components[name] = value
+        else:
+            options[name] = value
+    return components, options

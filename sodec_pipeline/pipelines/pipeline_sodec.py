@@ -15,14 +15,18 @@ from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
 from ..shipped_models import resolve_model_path
 from .assembly import FromPretrainedPartsMixin
+from .colour_correction import block_means, correct_colours
 from .pipeline_output import SODECPipelineOutput
 from .tiling import TileSpec, TileSpecs, run_tiled, tile_specs_for
 
 DECODERS = ("diffusion", "fidelity")
 #: The stages of a decode, as :meth:`SODECPipeline.decompress` names them to a ``stage_timer``: parsing
 #: (header, CRC), entropy decoding (ẑ, P, ŷ), H_s/T_s → ŷ_t, D_a → x̂_f, the ViT (with its input
-#: preparation), F_p → c_g, the UNet step(s) with the scheduler, the VAE decoder, crop/clamp/conversion.
-DECODE_STAGES = ("parse", "entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode", "postprocess")
+#: preparation), F_p → c_g, the UNet step(s) with the scheduler, the VAE decoder, the colour correction,
+#: crop/clamp/conversion.
+DECODE_STAGES = (
+    "parse", "entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode", "colour_correction", "postprocess"
+)
 #: ``stage_timer(name)`` returns a context manager around the stage ``name`` of :data:`DECODE_STAGES`.
 StageWrapper = Callable[[str], ContextManager]
 
@@ -65,6 +69,12 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         vae ([`AutoencoderKL`]): the SD VAE; its decoder D_m turns ŷ_0 into the image.
         scheduler ([`SODECScheduler`]): the single step at ``timestep`` (999).
 
+    Args:
+        colour_correction_block_size (`int`, *optional*, defaults to 0):
+            Side in pixels of the blocks whose means the diffusion decode takes from the fidelity decode x̂_f
+            (:mod:`sodec_pipeline.pipelines.colour_correction`): a power of two up to 64, or 0 for no correction.
+            Stored in ``model_index.json``.
+
     Use :meth:`compress` for bytes, :meth:`decompress` for images (``decoder="diffusion"``, or
     ``decoder="fidelity"`` for the fast x̂_f preview without a diffusion step), and ``pipe(image=...)``
     for the round trip. :meth:`decode_latents` is the decode itself, differentiable: training runs it too.
@@ -81,6 +91,7 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,
         scheduler: SODECScheduler,
+        colour_correction_block_size: int = 0,
     ):
         super().__init__()
         self.register_modules(
@@ -91,6 +102,8 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
             vae=vae,
             scheduler=scheduler,
         )
+        check_colour_correction_block_size(colour_correction_block_size)
+        self.register_to_config(colour_correction_block_size=colour_correction_block_size)
         for module in (compression_vae, fidelity_guidance, image_encoder, unet, vae):
             if isinstance(module, torch.nn.Module):
                 realign_cpu_tensors(module)
@@ -256,6 +269,7 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         noisy_latents: Optional[torch.Tensor] = None,
         fidelity_image: Optional[torch.Tensor] = None,
         return_fidelity_image: bool = True,
+        colour_correction_block_size: Optional[int] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The decode: (ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every
         large network tile by tile with at most ``batch_size`` tiles per call.
@@ -267,7 +281,8 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         computes it), instead of running H_s/T_s again; ``fidelity_image``: x̂_f when the caller has it
         (training with D_a frozen computes it under ``no_grad``), instead of running D_a again.
         ``return_fidelity_image=False``: x̂_f is freed once the guidance is made and ``None`` is returned in
-        its place (a decode then never holds x̂_f and x̂ at once).
+        its place (a decode then never holds x̂_f and x̂ at once). ``colour_correction_block_size``: overrides the
+        pipeline's config value (the diffusion decode's low frequencies taken from x̂_f; 0: none).
         Differentiable (no ``no_grad`` here): training runs this decode.
         """
         if decoder not in DECODERS:
@@ -285,6 +300,10 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
             with stage("d_a"):
                 x_f = self.decode_fidelity(y_hat, batch_size)
         guidance = self.encode_guidance(x_f, stage_timer)
+        block_size = self.config.colour_correction_block_size
+        if colour_correction_block_size is not None:
+            block_size = check_colour_correction_block_size(colour_correction_block_size)
+        reference_means = block_means(x_f, block_size) if block_size and output_type != "latent" else None
         if not return_fidelity_image:
             x_f = None
         with stage("unet"):
@@ -292,7 +311,11 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         if output_type == "latent":
             return latents, x_f
         with stage("vae_decode"):
-            return self.decode_vae(latents, batch_size), x_f
+            image = self.decode_vae(latents, batch_size)
+        if reference_means is not None:
+            with stage("colour_correction"):
+                image = correct_colours(image, reference_means, block_size)
+        return image, x_f
 
     @torch.no_grad()
     def decompress(
@@ -392,6 +415,13 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)
         return output
+
+
+def check_colour_correction_block_size(block_size: int) -> int:
+    """``block_size`` when it is 0 or a power of two that divides the padding multiple (64); else ``ValueError``."""
+    if not isinstance(block_size, int) or block_size < 0 or (block_size and PADDING_MULTIPLE % block_size):
+        raise ValueError(f"colour_correction_block_size must be 0 or a power of two up to 64; got {block_size!r}")
+    return block_size
 
 
 def padded_size(height: int, width: int) -> Tuple[int, int]:

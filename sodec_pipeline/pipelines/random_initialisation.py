@@ -11,7 +11,7 @@ from typing import Union
 import torch
 
 from ..hub_configs import resolve_hub_config
-from .components import build_component, import_component_class
+from .components import build_component, import_component_class, split_model_index
 from .pipeline_sodec import SODECPipeline
 
 
@@ -19,14 +19,13 @@ def build_pipeline_from_config(config: Union[str, os.PathLike], seed: int = 0) -
     """The pipeline of the layout ``config`` (a name such as ``sodec-tiny`` or a folder), every component
     built from its config with ``seed``, in eval mode, with the entropy tables built."""
     folder = resolve_hub_config(config)
-    index = json.loads((folder / "model_index.json").read_text())
+    index, options = split_model_index(json.loads((folder / "model_index.json").read_text()))
     torch.manual_seed(seed)
     components = {
         name: build_component(import_component_class(*library_and_class), folder / name)
         for name, library_and_class in index.items()
-        if not name.startswith("_")  # "_class_name", "_diffusers_version"
     }
-    pipe = SODECPipeline(**components)
+    pipe = SODECPipeline(**components, **options)
     for module in (pipe.compression_vae, pipe.fidelity_guidance, pipe.image_encoder, pipe.unet, pipe.vae):
         module.eval()
     pipe.compression_vae.update(force=True)
