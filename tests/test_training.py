@@ -262,7 +262,7 @@ def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pip
 
 
 def test_stage_2_step_leaves_the_codec_bit_identical_and_trains_hs_ts(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
-    """Stage 2 (DESIGN.md §3) freezes the codec: one optimiser step of a real run — AdamW with weight decay,
+    """Stage 2 (docs/design.md §4) freezes the codec: one optimiser step of a real run — AdamW with weight decay,
     which would also move a weight whose gradient is zero rather than absent — leaves E, H_a, P and the
     entropy models bit-identical, and changes H_s and T_s."""
     from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
@@ -406,6 +406,8 @@ def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_pat
     assert {v.dtype for v in saved.values()} == {torch.float16}
     codec_file = load_file(str(out / "compression_vae" / "diffusion_pytorch_model.safetensors"))
     assert codec_file["gaussian_conditional.scale_table"].dtype == torch.float32  # buffers keep their dtype
+    configs = sorted(out.glob("*.json")) + sorted(out.glob("*/*.json"))
+    assert len(configs) >= 7 and not [p for p in configs if "_name_or_path" in p.read_text()]  # no source paths
     loaded = SODECPipeline.from_pretrained(out)
     expected = base.unet.state_dict()["conv_out.weight"] + 0.01
     assert loaded.unet.conv_out.weight.dtype == torch.float32

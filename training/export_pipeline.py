@@ -21,6 +21,7 @@ The output loads with ``SODECPipeline.from_pretrained(output)``; training can co
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -90,6 +91,15 @@ def cast_saved_parameters(folder: Path, pipe, dtype: torch.dtype) -> None:
             save_file(state, str(path), metadata={"format": "pt"})
 
 
+def remove_source_paths(folder: Path) -> None:
+    """Drops the ``_name_or_path`` that diffusers writes into each config: it names the folder the weights
+    were loaded from (a path on the training machine), which means nothing where the release is used."""
+    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*/*.json")):
+        config = json.loads(path.read_text())
+        if isinstance(config, dict) and config.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+
+
 def main(argv=None):
     args = parse_args(argv)
     from sodec_pipeline import SODECPipeline
@@ -103,6 +113,7 @@ def main(argv=None):
     pipe.compression_vae.update(force=True)
     output = Path(args.output)
     pipe.save_pretrained(output)
+    remove_source_paths(output)
     dtype = getattr(torch, args.weights_dtype)
     if dtype != torch.float32:
         cast_saved_parameters(output, pipe, dtype)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure the memory and disk footprint of a SODEC pipeline layout on a randomly initialised instance.
 
-    flock /tmp/sodec-fullsize.lock nice -n 5 python training/measure_pipeline_footprint.py --config sodec-sd21-base
+    python training/measure_pipeline_footprint.py --config sodec-sd21-base
 
 reports, per component: the number of parameters; the bytes on disk of ``save_pretrained`` (safetensors) in
 float32 and in float16 (the codec, ``compression_vae``, always stays float32); and, in a fresh process, the

@@ -17,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
 : "${DATA:?DATA: folder of training images}" "${VAL:?VAL: folder of held-out validation images}" "${OUT:?OUT: results folder}"
-WORK=${WORK:-/tmp/sodec-gpu}
+WORK=${WORK:-$(mktemp -d -t sodec-gpu.XXXXXX)}
 PILOT_MINUTES=${PILOT_MINUTES:-4}
 STAGE2_MINUTES=${STAGE2_MINUTES:-2.5}
 LAMBDA=${LAMBDA:-0.04}

@@ -1,4 +1,4 @@
-"""The HiFiC-style conditional discriminator of the optional adversarial stage (DESIGN.md §3.4)."""
+"""The HiFiC-style conditional discriminator of the optional adversarial stage (stage 4 in docs/design.md §4)."""
 
 from typing import Sequence
 

@@ -1,4 +1,4 @@
-"""The trainable SODEC: one ``nn.Module`` whose ``forward`` runs a stage of DESIGN.md §3 and returns its
+"""The trainable SODEC: one ``nn.Module`` whose ``forward`` runs a stage of docs/design.md §4 and returns its
 losses, so that accelerate/DDP wrap a single module; the UNet LoRA; saving and loading what is trained."""
 
 import os

@@ -1,7 +1,7 @@
-"""The training plan: which stage of DESIGN.md §3 runs at each optimisation step, and the rate
+"""The training plan: which stage of docs/design.md §4 runs at each optimisation step, and the rate
 penalty λ of that step (the paper's rate annealing).
 
-Stages (DESIGN.md §3):
+Stages (docs/design.md §4):
 
 0. the latent autoencoder (the VAE's encoder and decoder) alone, on the distortion of its reconstruction
    plus a small KL term, before any diffusion training (SD's VAE is trained before SD); λ = 0;
