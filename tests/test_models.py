@@ -196,3 +196,29 @@ def test_gdn_layout_codes_and_decodes_at_stride_16(tmp_path):
         FidelityGuidanceEncoder.from_config(dict(guidance_cfg, decoder_type="hifi"))
     with pytest.raises(ValueError, match="no output activation"):
         FidelityGuidanceEncoder.from_config(dict(guidance_cfg, decoder_output_activation="tanh"))
+
+
+def test_library_internals_still_work(vae, tmp_path):
+    """The private torch, diffusers and compressai functions of ``models/library_internals.py`` still behave as
+    the codec relies on; an upgrade that changes one fails here."""
+    from sodec_pipeline.models import library_internals as internals
+
+    parse = internals.parse_module_to_arguments
+    assert parse("cpu") == (torch.device("cpu"), None, False, None)
+    assert parse(torch.float16) == (None, torch.float16, False, None)
+    assert parse(torch.zeros(1, dtype=torch.bfloat16)) == (torch.device("cpu"), torch.bfloat16, False, None)
+    assert parse("cpu", torch.float16, non_blocking=True) == (torch.device("cpu"), torch.float16, True, None)
+    assert parse(memory_format=torch.channels_last) == (None, None, False, torch.channels_last)
+
+    vae.save_pretrained(tmp_path / "codec")
+    path = internals.model_weights_file(str(tmp_path), "codec", None)
+    assert path == str(tmp_path / "codec" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(EnvironmentError):
+        internals.model_weights_file(str(tmp_path), "codec", "fp16")
+
+    bottleneck = vae.entropy_bottleneck
+    medians = internals.entropy_bottleneck_medians(bottleneck)
+    assert medians.shape == (bottleneck.channels, 1, 1) and torch.equal(medians[:, 0, 0], bottleneck.quantiles[:, 0, 1])
+    x = torch.linspace(-5, 5, 11).expand(bottleneck.channels, 1, 11)
+    logits = internals.entropy_bottleneck_logits_cumulative(bottleneck, x)
+    assert logits.shape == x.shape and bool((logits.diff(dim=-1) > 0).all())

@@ -2,7 +2,7 @@
 # Copyright 2026 The sodec-pipeline authors. Licensed under the Apache License, Version 2.0.
 """Trains SODEC (Chen et al., AAAI 2026, arXiv 2508.04979) with rate annealing.
 
-Stages (DESIGN.md §3; ``--stage 0|1|2|3|4|all``): 0 the latent autoencoder alone, 1 codec + fidelity decoder at high rate, 2 decoder side
+Stages (docs/design.md §4; ``--stage 0|1|2|3|4|all``): 0 the latent autoencoder alone, 1 codec + fidelity decoder at high rate, 2 decoder side
 with the codec frozen, 3 everything with λ annealed to the target rate and the alignment loss, 4 optional
 adversarial fine-tuning. See training/README.md for the losses, the λ schedule and examples.
 
@@ -80,7 +80,7 @@ LOGGED_LOSSES = ("loss", "bpp", "mse", "align", "lpips", "dists", "colour", "kl"
 
 
 def parse_args(input_args=None):
-    parser = argparse.ArgumentParser(description="Train SODEC with rate annealing (DESIGN.md §3).")
+    parser = argparse.ArgumentParser(description="Train SODEC with rate annealing (docs/design.md §4).")
     # ------------------------------------------------------------------ model
     group = parser.add_argument_group("model")
     group.add_argument("--pretrained_model_name_or_path", type=str, default=None,

@@ -195,7 +195,8 @@ def make_ddim_scheduler(pipe, num_steps: int, device=None):
 
 def with_scheduler(pipe, scheduler):
     """A pipeline of ``pipe``'s class with the same networks (shared, not copied) and ``scheduler``."""
-    other = type(pipe)(**{**pipe.components, "scheduler": scheduler})
+    options = {k: v for k, v in pipe.config.items() if not k.startswith("_") and k not in pipe.components}
+    other = type(pipe)(**{**pipe.components, "scheduler": scheduler}, **options)
     other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return other
 
@@ -284,7 +285,47 @@ def run_benchmark(
     device = pipe._execution_device
     memory = PeakMemory(device)
     notes = list(memory.notes)
-    result = {"schema": SCHEMA, "size": [height, width], "device": str(device), "dtype": str(pipe.dtype).replace("torch.", "")}
+    result = _describe_setup(pipe, device, warmup, repeats, baseline_steps)
+    image = synthetic_image(height, width) if image is None else image
+    if tuple(image.shape[-2:]) != (height, width):
+        raise ValueError(f"the image is {image.shape[-1]}x{image.shape[-2]}, not {width}x{height} (W×H)")
+    result["size"] = [height, width]
+    mem = {"kind": memory.kind, "unit": "MiB"}
+    mem["after_load"] = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else PeakMemory.current_rss_mib()
+
+    # 1. encode
+    log(f"encode: {warmup} warm-up + {repeats} timed runs")
+    memory.reset()
+    _timed_runs(lambda: pipe.compress(image), warmup, device)
+    encode_times, streams = _timed_runs(lambda: pipe.compress(image), repeats, device)
+    mem["encode_peak"] = memory.peak_mib()
+    stream = streams[0]
+    result["bitstream"] = {"bytes": len(stream), "bpp": 8.0 * len(stream) / (height * width)}
+    result["encode"] = summarize_times(encode_times)
+
+    # 2.–4. the three decodes, interleaved run by run
+    scheduler = make_ddim_scheduler(pipe, baseline_steps, device=device)
+    totals, stages, peaks = _measure_decodes(pipe, with_scheduler(pipe, scheduler), stream, warmup, repeats, memory, log)
+    mem["decode_peak"] = max(peaks["decode"], peaks["staged"])
+    mem["baseline_decode_peak"] = peaks["baseline"]
+    result.update(_summarize_decodes(totals, stages, scheduler, baseline_steps))
+    if pipe.scheduler.config.timestep != int(scheduler.timesteps[0]):
+        notes.append(
+            f"the pipeline's one step is at t={pipe.scheduler.config.timestep}, the DDIM baseline starts at "
+            f"t={int(scheduler.timesteps[0])}"
+        )
+
+    # the comparison and the floor
+    _add_speedup_and_floor(result)
+    result["memory"] = mem
+    _add_load_and_utilisation(result["environment"], device, wall_start, cpu_start)
+    result["notes"] = notes
+    return result
+
+
+def _describe_setup(pipe, device: torch.device, warmup: int, repeats: int, baseline_steps: int) -> dict:
+    """The result's header: schema, device, dtype, environment, parameter counts and weight size, the runs."""
+    result = {"schema": SCHEMA, "device": str(device), "dtype": str(pipe.dtype).replace("torch.", "")}
     result["environment"] = environment(device)
     result["parameters"] = count_parameters(pipe)
     result["weights_mib"] = sum(
@@ -292,39 +333,26 @@ def run_benchmark(
         for p in getattr(pipe, name).parameters()
     ) / 2**20  # fmt: skip
     result["warmup"], result["repeats"], result["baseline_steps"] = warmup, repeats, baseline_steps
-    image = synthetic_image(height, width) if image is None else image
-    if tuple(image.shape[-2:]) != (height, width):
-        raise ValueError(f"the image is {image.shape[-1]}x{image.shape[-2]}, not {width}x{height} (W×H)")
-    mem = {"kind": memory.kind, "unit": "MiB"}
-    if device.type == "cuda":
-        mem["after_load"] = torch.cuda.memory_allocated(device) / 2**20
-    else:
-        mem["after_load"] = PeakMemory.current_rss_mib()
+    return result
 
-    def timed(fn, runs):
-        times, value = [], None
-        for _ in range(runs):
-            _synchronize(device)
-            start = time.perf_counter()
-            value = fn()
-            _synchronize(device)
-            times.append(time.perf_counter() - start)
-        return times, value
 
-    # 1. encode
-    log(f"encode: {warmup} warm-up + {repeats} timed runs")
-    memory.reset()
-    timed(lambda: pipe.compress(image), warmup)
-    encode_times, streams = timed(lambda: pipe.compress(image), repeats)
-    mem["encode_peak"] = memory.peak_mib()
-    stream = streams[0]
-    result["bitstream"] = {"bytes": len(stream), "bpp": 8.0 * len(stream) / (height * width)}
-    result["encode"] = summarize_times(encode_times)
+def _timed_runs(fn, runs: int, device: torch.device):
+    """``fn()`` ``runs`` times: the wall time of each run (device synchronised) and the last value."""
+    times, value = [], None
+    for _ in range(runs):
+        _synchronize(device)
+        start = time.perf_counter()
+        value = fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times, value
 
-    # 2.–4. the three decodes, interleaved run by run (round robin) so that a change in the machine's
-    # load hits all three alike and the speed-up compares runs made side by side
-    scheduler = make_ddim_scheduler(pipe, baseline_steps, device=device)
-    baseline_pipe = with_scheduler(pipe, scheduler)
+
+def _measure_decodes(pipe, baseline_pipe, stream: bytes, warmup: int, repeats: int, memory: "PeakMemory", log):
+    """``pipe.decompress``, the staged one-step decode and the staged DDIM decode, round robin, so that a change
+    in the machine's load hits all three alike. Returns per kind the timed runs' totals, their stage times, and
+    the peak memory."""
+    device = pipe._execution_device
     decodes = {
         "decode": lambda timer: pipe.decompress(stream, output_type="pt"),
         "staged": lambda timer: decode_by_stage(pipe, stream, timer),
@@ -333,6 +361,7 @@ def run_benchmark(
     totals = {kind: [] for kind in decodes}
     stages = {kind: [] for kind in decodes}
     peaks = {kind: 0.0 for kind in decodes}
+    baseline_steps = len(baseline_pipe.scheduler.timesteps)
     for i in range(warmup + repeats):
         phase = "warm-up" if i < warmup else "timed"
         log(f"decode round {i + 1}/{warmup + repeats} ({phase}): pipe.decompress, staged one-step, staged DDIM {baseline_steps}")
@@ -349,31 +378,32 @@ def run_benchmark(
             if i >= warmup:
                 totals[kind].append(elapsed)
                 stages[kind].append(dict(timer.seconds))
-    mem["decode_peak"] = max(peaks["decode"], peaks["staged"])
-    mem["baseline_decode_peak"] = peaks["baseline"]
-    result["decode"] = summarize_times(totals["decode"])
-    timed = [s for s in STAGES if s in stages["staged"][0]]  # the colour correction runs only when configured
-    result["decode_stages"] = {s: summarize_times([r[s] for r in stages["staged"]]) for s in timed}
-    result["decode_staged_total"] = summarize_times(totals["staged"])
-    result["decode_stage_sum_median_s"] = sum(result["decode_stages"][s]["median_s"] for s in timed)
-    base_runs, base_totals = stages["baseline"], totals["baseline"]
-    unet_median = statistics.median(r["unet"] for r in base_runs)
-    result["baseline"] = {
+    return totals, stages, peaks
+
+
+def _summarize_decodes(totals: dict, stages: dict, scheduler, baseline_steps: int) -> dict:
+    """Medians and spreads of the decodes and of each stage (the stages that ran: the colour correction runs
+    only when configured), and the DDIM baseline's."""
+    timed = [s for s in STAGES if s in stages["staged"][0]]
+    summary = {"decode": summarize_times(totals["decode"])}
+    summary["decode_stages"] = {s: summarize_times([r[s] for r in stages["staged"]]) for s in timed}
+    summary["decode_staged_total"] = summarize_times(totals["staged"])
+    summary["decode_stage_sum_median_s"] = sum(summary["decode_stages"][s]["median_s"] for s in timed)
+    base_runs = stages["baseline"]
+    summary["baseline"] = {
         "scheduler": "DDIMScheduler",
         "steps": baseline_steps,
         "timesteps": [int(t) for t in scheduler.timesteps],
         "config": {k: v for k, v in scheduler.config.items() if not k.startswith("_") and k != "trained_betas"},
-        "decode": summarize_times(base_totals),
+        "decode": summarize_times(totals["baseline"]),
         "decode_stages": {s: summarize_times([r[s] for r in base_runs]) for s in timed},
-        "unet_per_step_median_s": unet_median / baseline_steps,
+        "unet_per_step_median_s": statistics.median(r["unet"] for r in base_runs) / baseline_steps,
     }
-    if pipe.scheduler.config.timestep != int(scheduler.timesteps[0]):
-        notes.append(
-            f"the pipeline's one step is at t={pipe.scheduler.config.timestep}, the DDIM baseline starts at "
-            f"t={int(scheduler.timesteps[0])}"
-        )
+    return summary
 
-    # the comparison and the floor
+
+def _add_speedup_and_floor(result: dict) -> None:
+    """The one-step decode against DDIM (end to end, staged, UNet), the extrapolation to N steps, and the floor."""
     one_step_unet = result["decode_stages"]["unet"]["median_s"]
     result["speedup"] = {
         "decode_end_to_end": result["baseline"]["decode"]["median_s"] / result["decode"]["median_s"],
@@ -392,18 +422,19 @@ def run_benchmark(
         "median_s": sum(result["decode_stages"][s]["median_s"] for s in FLOOR_STAGES),
         "definition": "one forward pass of each decoder network plus entropy decoding (sum of the stage medians)",
     }
-    result["memory"] = mem
+
+
+def _add_load_and_utilisation(env: dict, device: torch.device, wall_start: float, cpu_start: float) -> None:
+    """The load average at the end, the measurement's wall and CPU seconds, and (CPU) the share of its threads."""
     if hasattr(os, "getloadavg"):
-        result["environment"]["load_average_end"] = list(os.getloadavg())
+        env["load_average_end"] = list(os.getloadavg())
     wall = time.perf_counter() - wall_start
     cpu = _process_cpu_seconds() - cpu_start
-    result["environment"]["measurement_wall_s"] = wall
-    result["environment"]["measurement_process_cpu_s"] = cpu
+    env["measurement_wall_s"] = wall
+    env["measurement_process_cpu_s"] = cpu
     if device.type == "cpu":
         # Below ~100 %, this process did not get all of its threads' cores (other processes, or waits).
-        result["environment"]["cpu_utilisation_pct_of_threads"] = 100.0 * cpu / (wall * torch.get_num_threads())
-    result["notes"] = notes
-    return result
+        env["cpu_utilisation_pct_of_threads"] = 100.0 * cpu / (wall * torch.get_num_threads())
 
 
 def _process_cpu_seconds() -> float:

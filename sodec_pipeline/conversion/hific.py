@@ -59,6 +59,7 @@ import torch
 from ..hub_configs import resolve_hub_config
 from ..models.compression_vae import CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
+from ..models.library_internals import entropy_bottleneck_logits_cumulative
 
 HIFIC_REPOSITORY = "Justin-Tan/high-fidelity-generative-compression"
 REPORT_NAME = "conversion_report.json"
@@ -355,7 +356,7 @@ def fit_entropy_bottleneck_quantiles(entropy_bottleneck, iterations: int = 80, m
     device = entropy_bottleneck.quantiles.device
 
     def logits(x):
-        return entropy_bottleneck._logits_cumulative(x, stop_gradient=True)
+        return entropy_bottleneck_logits_cumulative(entropy_bottleneck, x)
 
     for i, goal in enumerate((-target, 0.0, target)):
         low = torch.full(shape, -1.0, device=device)
@@ -418,7 +419,6 @@ def convert_hific_state_dict(
         normalize_input_image = bool(args.get("normalize_input_image", False))
     components = {"compression_vae": compression_vae, "fidelity_guidance": fidelity_guidance}
     states = {name: module.state_dict() for name, module in components.items()}
-    values: Dict[str, Dict[str, torch.Tensor]] = {name: {} for name in components}
     report = HiFiCConversionReport(
         hific_args={
             k: args[k]
@@ -430,7 +430,61 @@ def convert_hific_state_dict(
     report.hific_args["normalize_input_image"] = normalize_input_image
     errors: List[str] = []
 
+    # 1. every tensor of the checkpoint to its SODEC parameter, or to the report's unmapped list
+    values = _map_tensors(state_dict, states, report, errors)
+    # 2. the hyper-latent density, converted into compressai's EntropyBottleneck
     density_prefix, density = _density_keys(state_dict)
+    density_values, density_mapped, density_transformed = _convert_density(
+        density_prefix, density, compression_vae.entropy_bottleneck, errors
+    )
+    for key, value in density_values.items():
+        if key in states["compression_vae"] and tuple(value.shape) != tuple(states["compression_vae"][key].shape):
+            errors.append(
+                f"{density_mapped[key]} → compression_vae.{key}: converted shape {tuple(value.shape)}, SODEC has "
+                f"{tuple(states['compression_vae'][key].shape)}"
+            )
+        values["compression_vae"][key] = value
+    report.mapped.update({f"compression_vae.{k}": v for k, v in density_mapped.items()})
+    report.transformed.update({f"compression_vae.{k}": v for k, v in density_transformed.items()})
+    # 3. nothing SODEC takes from HiFiC may be missing; any problem refuses the whole checkpoint
+    for component, module in components.items():
+        for name, param in module.named_parameters():
+            if name.startswith(COVERED_PREFIXES[component]) and name not in values[component]:
+                errors.append(f"{component}.{name} {tuple(param.shape)} has no counterpart in the checkpoint")
+    if errors:
+        raise HiFiCCheckpointError(
+            f"the HiFiC checkpoint does not fit the SODEC config ({len(errors)} problem(s); "
+            f"{_architecture_hint(state_dict)}):\n  - " + "\n  - ".join(errors)
+        )
+    # 4. HiFiC's [-1, 1] image scale folded into the first and last convolutions
+    tanh_output = fidelity_guidance.config.get("decoder_output_activation") == "tanh"
+    if normalize_input_image:
+        _fold_input_normalisation(values, report, fold_output=not tanh_output)
+    # 5. load, fit the bottleneck's quantiles, build the CDF tables
+    for component, module in components.items():
+        state = dict(states[component])
+        state.update(values[component])
+        module.load_state_dict(state, strict=True)
+        for name, _ in module.named_parameters():
+            if f"{component}.{name}" not in report.mapped:
+                report.initialised.append(f"{component}.{name}")
+    fit_entropy_bottleneck_quantiles(compression_vae.entropy_bottleneck)
+    report.transformed["compression_vae.entropy_bottleneck.quantiles"] = (
+        "solved by bisection on the converted density (tails at compressai's tail_mass, and the median)"
+    )
+    compression_vae.update(force=True)
+    compression_vae.eval()
+    fidelity_guidance.eval()
+    report.notes.extend(_conversion_notes(args, compression_vae, normalize_input_image, tanh_output))
+    return report
+
+
+def _map_tensors(state_dict, states, report: HiFiCConversionReport, errors: List[str]) -> Dict[str, Dict[str, torch.Tensor]]:
+    """The checkpoint's tensors that ``MODULE_MAP`` maps, per component (float32 copies); the rest go to
+    ``report.unmapped`` with the reason, and what does not fit to ``errors``. The density is left to
+    :func:`_convert_density`."""
+    values: Dict[str, Dict[str, torch.Tensor]] = {name: {} for name in states}
+    density_prefix, _ = _density_keys(state_dict)
     for key, value in state_dict.items():
         key = str(key)
         rule = next((r for r in MODULE_MAP if key.startswith(r[0])), None)
@@ -450,79 +504,42 @@ def convert_hific_state_dict(
                 report.mapped[f"{component}.{target}"] = key
             continue
         if key.startswith(density_prefix):
-            continue  # converted below
+            continue  # converted by _convert_density
         if key.startswith(DENSITY_ALIAS_PREFIX):
             report.unmapped[key] = f"the same tensor as {DENSITY_PREFIX}{key[len(DENSITY_ALIAS_PREFIX):]} (shared module)"
             continue
         reason = next((why for prefix, why in IGNORED_PREFIXES if key.startswith(prefix)), None)
         report.unmapped[key] = reason or "not used by SODEC (unknown to this converter)"
+    return values
 
-    density_values, density_mapped, density_transformed = _convert_density(
-        density_prefix, density, compression_vae.entropy_bottleneck, errors
-    )
-    for key, value in density_values.items():
-        if key in states["compression_vae"] and tuple(value.shape) != tuple(states["compression_vae"][key].shape):
-            errors.append(
-                f"{density_mapped[key]} → compression_vae.{key}: converted shape {tuple(value.shape)}, SODEC has "
-                f"{tuple(states['compression_vae'][key].shape)}"
-            )
-        values["compression_vae"][key] = value
-    report.mapped.update({f"compression_vae.{k}": v for k, v in density_mapped.items()})
-    report.transformed.update({f"compression_vae.{k}": v for k, v in density_transformed.items()})
 
-    for component, module in components.items():
-        for name, param in module.named_parameters():
-            if name.startswith(COVERED_PREFIXES[component]) and name not in values[component]:
-                errors.append(f"{component}.{name} {tuple(param.shape)} has no counterpart in the checkpoint")
-    if errors:
-        raise HiFiCCheckpointError(
-            f"the HiFiC checkpoint does not fit the SODEC config ({len(errors)} problem(s); "
-            f"{_architecture_hint(state_dict)}):\n  - " + "\n  - ".join(errors)
-        )
-
-    tanh_output = fidelity_guidance.config.get("decoder_output_activation") == "tanh"
-    if normalize_input_image:
-        w_key, b_key = FIRST_ENCODER_CONV + ".weight", FIRST_ENCODER_CONV + ".bias"
-        w, b = values["compression_vae"][w_key], values["compression_vae"][b_key]
-        values["compression_vae"][w_key] = 2 * w
-        values["compression_vae"][b_key] = b - w.sum(dim=(1, 2, 3))
-        for key, how in ((w_key, "× 2"), (b_key, "− Σ weight")):
-            report.transformed[f"compression_vae.{key}"] = f"{how}: folds HiFiC's input map x ↦ 2x − 1 ([0,1] → [-1,1])"
-    if normalize_input_image and not tanh_output:
+def _fold_input_normalisation(values, report: HiFiCConversionReport, fold_output: bool) -> None:
+    """HiFiC's ``-norm`` models see 2x − 1: folded into E's first convolution; with ``fold_output`` (a D_a without
+    tanh) D_a's [-1, 1] output mapped to [0, 1] by its last convolution."""
+    w_key, b_key = FIRST_ENCODER_CONV + ".weight", FIRST_ENCODER_CONV + ".bias"
+    w, b = values["compression_vae"][w_key], values["compression_vae"][b_key]
+    values["compression_vae"][w_key] = 2 * w
+    values["compression_vae"][b_key] = b - w.sum(dim=(1, 2, 3))
+    for key, how in ((w_key, "× 2"), (b_key, "− Σ weight")):
+        report.transformed[f"compression_vae.{key}"] = f"{how}: folds HiFiC's input map x ↦ 2x − 1 ([0,1] → [-1,1])"
+    if fold_output:
         w_key, b_key = LAST_GENERATOR_CONV + ".weight", LAST_GENERATOR_CONV + ".bias"
         values["fidelity_guidance"][w_key] = values["fidelity_guidance"][w_key] / 2
         values["fidelity_guidance"][b_key] = (values["fidelity_guidance"][b_key] + 1) / 2
         for key, how in ((w_key, "÷ 2"), (b_key, "(b + 1) / 2")):
             report.transformed[f"fidelity_guidance.{key}"] = f"{how}: maps HiFiC's [-1,1] output to SODEC's [0,1] scale"
 
-    for component, module in components.items():
-        state = dict(states[component])
-        state.update(values[component])
-        module.load_state_dict(state, strict=True)
-        for name, _ in module.named_parameters():
-            if f"{component}.{name}" not in report.mapped:
-                report.initialised.append(f"{component}.{name}")
-    fit_entropy_bottleneck_quantiles(compression_vae.entropy_bottleneck)
-    report.transformed["compression_vae.entropy_bottleneck.quantiles"] = (
-        "solved by bisection on the converted density (tails at compressai's tail_mass, and the median)"
-    )
-    compression_vae.update(force=True)
-    compression_vae.eval()
-    fidelity_guidance.eval()
 
-    notes = report.notes
-    notes.append(
+def _conversion_notes(args, compression_vae: CompressionVAE, normalize_input_image: bool, tanh_output: bool) -> List[str]:
+    """What the conversion changes or cannot carry over, for the report."""
+    notes = [
         "hyper-analysis H_a: HiFiC pads conv2/conv3 by reflection, SODEC by replication (same weights; "
-        "z differs only near the borders, and 64×64 inputs work)"
-    )
-    notes.append(
+        "z differs only near the borders, and 64×64 inputs work)",
         "z is quantised around the medians of the converted density (compressai EntropyBottleneck); HiFiC rounds "
-        "z to integers"
-    )
-    notes.append(
+        "z to integers",
         "the hyper-latent density is converted exactly: HiFiC's factored last layer becomes compressai layers "
-        f"{len(compression_vae.entropy_bottleneck.filters) - 1} (repeated) and {len(compression_vae.entropy_bottleneck.filters)} (mean)"
-    )
+        f"{len(compression_vae.entropy_bottleneck.filters) - 1} (repeated) and {len(compression_vae.entropy_bottleneck.filters)} (mean)",
+    ]
     if normalize_input_image and tanh_output:
         notes.append(
             "the checkpoint was trained with --normalize_input_image: the [-1,1] input map is folded into the first "
@@ -540,7 +557,7 @@ def convert_hific_state_dict(
             "conditional using the same mean and scale networks (decodable, slightly more bits until fine-tuned)"
         )
     notes.append("initialised, not in HiFiC: " + ", ".join(NEW_MODULES))
-    return report
+    return notes
 
 
 def convert_hific_checkpoint(

@@ -15,8 +15,8 @@ from compressai.models.utils import update_registered_buffers
 from compressai.ops import quantize_ste
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.utils import SAFETENSORS_WEIGHTS_NAME, BaseOutput
-from diffusers.utils.hub_utils import _add_variant, _get_model_file
+from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from safetensors.torch import load_file
 from torch import nn
 
@@ -28,6 +28,7 @@ from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
 from .gdn_transforms import GDNAnalysisTransform
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
 from .latent_transforms import LatentSynthesis, LatentTransform
+from .library_internals import entropy_bottleneck_medians, model_weights_file, parse_module_to_arguments
 
 # The entropy-model buffers whose shapes are only known after ``update()``.
 _DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -93,6 +94,47 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
     Training (:meth:`forward`) always uses the float P. ``scale_bias_init=(low, high)`` initialises P_scale's
     output bias log-spaced over [low, high] across channels, so that a randomly initialised model's scales
     span the scale table (the tiny test layout uses it); loaded weights replace it.
+
+    Args:
+        in_channels (`int`, *optional*, defaults to 3):
+            Channels of the input image.
+        block_out_channels (`Tuple[int]`, *optional*, defaults to `(60, 120, 240, 480, 960)`):
+            Output channels of E's stages before its last layer: five for HiFiC's encoder, three for the GDN one.
+        latent_channels (`int`, *optional*, defaults to 220):
+            Channels of y (and ŷ), the coded latent at 1/16 of the image size.
+        hyper_channels (`int`, *optional*, defaults to 320):
+            Channels of z (and ẑ), the hyper-latent at 1/64 of the image size, and of H_a and P's hidden layers.
+        channel_norm (`bool`, *optional*, defaults to `True`):
+            HiFiC's ChannelNorm after the convolutions of E (HiFiC layout) and T_s; `False`: an affine
+            InstanceNorm instead.
+        activation (`str`, *optional*, defaults to `"relu"`):
+            Activation of E (HiFiC layout) and T_s: `"relu"`, `"elu"`, `"leaky_relu"` or `"silu"`.
+        latent_synthesis_channels (`int`, *optional*, defaults to 320):
+            Channels of w = H_s(ẑ), the hyper-latent's input to T_s.
+        latent_transform_channels (`int`, *optional*, defaults to 256):
+            Hidden channels of T_s.
+        latent_transform_num_blocks (`int`, *optional*, defaults to 2):
+            Residual blocks of T_s.
+        out_latent_channels (`int`, *optional*, defaults to 4):
+            Channels of ŷ_t, the UNet's input latent (the VAE's `latent_channels`).
+        entropy_bottleneck_filters (`Tuple[int]`, *optional*, defaults to `(3, 3, 3, 3)`):
+            Hidden widths of the factorized prior's density model (compressai's `EntropyBottleneck` `filters`).
+        scale_bound (`float`, *optional*, defaults to 0.11):
+            Lower bound of σ in the Gaussian conditional.
+        scale_table_min (`float`, *optional*, defaults to 0.11):
+            Smallest σ of the scale table (one CDF table per entry).
+        scale_table_max (`float`, *optional*, defaults to 256.0):
+            Largest σ of the scale table.
+        scale_table_levels (`int`, *optional*, defaults to 64):
+            Entries of the scale table, log-spaced from `scale_table_min` to `scale_table_max`.
+        entropy_parameter_arithmetic (`str`, *optional*, defaults to `"fixed_point"`):
+            How `compress`/`decompress` evaluate P: `"fixed_point"` (identical on every machine) or `"float32"`
+            (P's float output; streams may not decode on another machine).
+        scale_bias_init (`Tuple[float, float]`, *optional*):
+            For random initialisation only: P_scale's output bias log-spaced over (low, high).
+        analysis_type (`str`, *optional*, defaults to `"hific"`):
+            E's layout: `"hific"` (HiFiC's encoder) or `"gdn"` (four stride-2 convolutions with GDN, compressai's
+            `g_a`).
     """
 
     _supports_gradient_checkpointing = True
@@ -160,22 +202,27 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ dtype: entropy models stay fp32
     def to(self, *args, **kwargs):
         """``nn.Module.to`` (device, ``non_blocking``, ``memory_format``) except that a dtype is ignored: the
-        codec stays in float32 so that the entropy coding is the same whatever dtype the pipeline runs in."""
-        device, _dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        codec stays in float32 so that the entropy coding is the same whatever dtype the pipeline runs in
+        (``pipe.to(torch.float16)`` casts every other component)."""
+        device, _dtype, non_blocking, memory_format = parse_module_to_arguments(*args, **kwargs)
         if device is None and memory_format is None:
             return self
         return super().to(device=device, non_blocking=non_blocking, memory_format=memory_format)
 
     def half(self):
-        return self
+        """Returns the codec unchanged, in float32: as :meth:`to`, a dtype is ignored."""
+        return self.to(torch.float16)
 
     def bfloat16(self):
-        return self
+        """Returns the codec unchanged, in float32: as :meth:`to`, a dtype is ignored."""
+        return self.to(torch.bfloat16)
 
     def type(self, dst_type):
+        """Returns the codec unchanged, in float32: as :meth:`to`, a dtype is ignored."""
         return self
 
     # ------------------------------------------------------------------ the transforms
+    @apply_forward_hook
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """E: images in [0, 1] → the continuous latent y."""
         _check_image_tensor(x)
@@ -185,6 +232,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         """P: ẑ → (μ, σ) of the Gaussian conditional over y."""
         return self.hyper_synthesis_mean(z_hat), self.hyper_synthesis_scale(z_hat)
 
+    @apply_forward_hook
     def synthesize_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
         """H_s and T_s: (ŷ, ẑ) → ŷ_t, the UNet's input at stride 8 on the SD scaled-latent scale."""
         return self.latent_transform(y_hat, self.latent_synthesis(z_hat))
@@ -196,7 +244,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             y = self.encode(x)
             z = self.hyper_analysis(y)
             _, z_likelihoods = self.entropy_bottleneck(z)
-            z_offset = self.entropy_bottleneck._get_medians()
+            z_offset = entropy_bottleneck_medians(self.entropy_bottleneck)
             z_hat = quantize_ste(z - z_offset) + z_offset
             means, scales = self.hyper_synthesis(z_hat)
             _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
@@ -263,8 +311,9 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         return (crc & ((1 << (8 * ENTROPY_CHECK_SIZE)) - 1)).to_bytes(ENTROPY_CHECK_SIZE, "little")
 
     def _z_medians(self) -> torch.Tensor:
-        return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1).float()
+        return entropy_bottleneck_medians(self.entropy_bottleneck).detach().reshape(1, -1, 1, 1).float()
 
+    @apply_forward_hook
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> Dict[str, object]:
         """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, each on its own.
@@ -277,6 +326,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
             return self.compress_latent(self.encode(x))
 
+    @apply_forward_hook
     @torch.no_grad()
     def compress_latent(self, y: torch.Tensor) -> Dict[str, object]:
         """:meth:`compress` from E's output y (the pipeline runs E tile by tile)."""
@@ -299,6 +349,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
                 checks.append(self.entropy_check(indexes, means))
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "entropy_checks": checks}
 
+    @apply_forward_hook
     @torch.no_grad()
     def decompress(
         self, strings: List[List[bytes]], shape: Sequence[int], entropy_checks: Optional[Sequence[bytes]] = None
@@ -385,13 +436,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             pretrained_model_name_or_path, subfolder=subfolder, return_unused_kwargs=True, **hub_kwargs
         )
         model = cls.from_config(config)
-        weights = _get_model_file(
-            pretrained_model_name_or_path,
-            weights_name=_add_variant(SAFETENSORS_WEIGHTS_NAME, variant),
-            subfolder=subfolder,
-            user_agent={"file_type": "model", "framework": "pytorch"},
-            **hub_kwargs,
-        )
+        weights = model_weights_file(pretrained_model_name_or_path, subfolder, variant, **hub_kwargs)
         model.load_state_dict(load_file(weights), strict=True)
         if device is not None:
             model.to(device)

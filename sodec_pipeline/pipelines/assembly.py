@@ -145,17 +145,46 @@ class FromPretrainedPartsMixin:
         """A pipeline of this class (``SODECPipeline``) from published parts; see the module docstring.
 
         Args:
-            sd_model: Stable Diffusion folder or Hub id with ``unet``/``vae`` subfolders (``stabilityai/stable-diffusion-2-1-base``).
-            image_encoder: transformers ViT folder or Hub id (or an already loaded model), e.g. ``h94/IP-Adapter``
-                with ``image_encoder_subfolder="models/image_encoder"``.
-            codec: folder or Hub id with ``compression_vae/`` and optionally ``fidelity_guidance/`` (a converted
-                HiFiC codec or a trained SODEC pipeline). Without it the codec is randomly initialised from ``config``.
-            config: hub config name (``sodec-sd21-base``, ``sodec-tiny``) or folder, for everything not loaded.
-            torch_dtype: dtype of the UNet, VAE, ViT and fidelity guidance (the codec always stays float32).
-            variant: weights variant of the SD parts (e.g. ``"fp16"``).
-            seed: seed of the randomly initialised components.
-            kwargs: Hub options (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``proxies``,
+            sd_model (`str` or `os.PathLike`):
+                Stable Diffusion folder or Hub id with ``unet``/``vae`` subfolders
+                (``stabilityai/stable-diffusion-2-1-base``).
+            image_encoder (`str`, `os.PathLike` or `torch.nn.Module`):
+                transformers ViT folder or Hub id, or an already loaded model, e.g. ``h94/IP-Adapter`` with
+                ``image_encoder_subfolder="models/image_encoder"``.
+            codec (`str` or `os.PathLike`, *optional*):
+                Folder or Hub id with ``compression_vae/`` and optionally ``fidelity_guidance/`` (a converted HiFiC
+                codec or a trained SODEC pipeline). Without it the codec is randomly initialised from ``config``.
+            config (`str` or `os.PathLike`, *optional*, defaults to `"sodec-sd21-base"`):
+                Hub config name (``sodec-sd21-base``, ``sodec-small``, ``sodec-tiny``) or folder, for everything
+                not loaded.
+            torch_dtype (`torch.dtype`, *optional*):
+                dtype of the UNet, VAE, ViT and fidelity guidance (the codec always stays float32).
+            image_encoder_subfolder, unet_subfolder, vae_subfolder, scheduler_subfolder (`str`, *optional*):
+                Subfolders of the parts.
+            variant (`str`, *optional*):
+                Weights variant of the SD parts (e.g. ``"fp16"``).
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the randomly initialised components.
+            kwargs:
+                Hub options (``cache_dir``, ``revision``, ``token``, ``local_files_only``, ``proxies``,
                 ``force_download``), passed to every ``from_pretrained``.
+
+        Returns:
+            `SODECPipeline`: in eval mode; untrained parts (F_p, H_s, T_s, and the codec without ``codec``) are
+            random and need training (``training/train_sodec.py``).
+
+        Examples:
+            ```py
+            >>> from sodec_pipeline import SODECPipeline
+
+            >>> pipe = SODECPipeline.from_pretrained_parts(
+            ...     "stabilityai/stable-diffusion-2-1-base",
+            ...     "h94/IP-Adapter",
+            ...     image_encoder_subfolder="models/image_encoder",
+            ...     codec="converted/hific-low",  # written by training/convert_hific_checkpoint.py
+            ... )
+            >>> pipe.save_pretrained("sodec-init")  # the start of a training run
+            ```
         """
         unknown = sorted(set(kwargs) - set(HUB_KWARGS))
         if unknown:
@@ -163,79 +192,24 @@ class FromPretrainedPartsMixin:
         hub = {k: v for k, v in kwargs.items() if v is not None}
         folder = resolve_hub_config(config)
         index, options = split_model_index(json.loads((folder / "model_index.json").read_text(encoding="utf-8")))
-        unet_cls = import_component_class(*index["unet"])
-        vae_cls = import_component_class(*index["vae"])
-        image_encoder_cls = import_component_class(*index["image_encoder"])
 
-        sd_hint = (
-            "sd_model must be a Stable Diffusion model folder or Hub id with unet/ and vae/ subfolders, "
-            "e.g. stabilityai/stable-diffusion-2-1-base"
-        )
+        # 1. the published parts: UNet and VAE of the SD model, the ViT
         diffusers_kwargs = dict(hub, torch_dtype=torch_dtype) if torch_dtype is not None else dict(hub)
         if variant is not None:
             diffusers_kwargs["variant"] = variant
-        unet = _load_part("UNet", unet_cls, sd_model, unet_subfolder, sd_hint, **diffusers_kwargs)
-        vae = _load_part("VAE", vae_cls, sd_model, vae_subfolder, sd_hint, **diffusers_kwargs)
+        unet = _load_part("UNet", import_component_class(*index["unet"]), sd_model, unet_subfolder, SD_HINT, **diffusers_kwargs)
+        vae = _load_part("VAE", import_component_class(*index["vae"]), sd_model, vae_subfolder, SD_HINT, **diffusers_kwargs)
+        vit, vit_name, preprocessor = _load_image_encoder(
+            image_encoder, import_component_class(*index["image_encoder"]), image_encoder_subfolder, torch_dtype, hub
+        )
 
-        if isinstance(image_encoder, torch.nn.Module):
-            vit, vit_name, preprocessor = image_encoder, type(image_encoder).__name__, None
-            if torch_dtype is not None:
-                vit = vit.to(torch_dtype)
-        else:
-            vit_name = repr(str(image_encoder)) + (f" (subfolder {image_encoder_subfolder!r})" if image_encoder_subfolder else "")
-            vit_kwargs = dict(hub, dtype=torch_dtype) if torch_dtype is not None else dict(hub)
-            vit = _load_part(
-                "image encoder", image_encoder_cls, image_encoder, image_encoder_subfolder,
-                "image_encoder must be a transformers ViT image tower (e.g. the models/image_encoder folder of h94/IP-Adapter, "
-                "or laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
-                **vit_kwargs,
-            )
-            preprocessor = _read_json(image_encoder, "preprocessor_config.json", image_encoder_subfolder, hub)
-
-        # ------------------------------------------------------------------ what the parts fix
+        # 2. what the parts fix: channels, scale factor, cross-attention width, the ViT's input
         cross_attention_dim = _single_cross_attention_dim(unet, sd_model)
-        vit_hidden, vit_size = _image_encoder_dims(vit, vit_name)
-        unet_in, unet_out = int(unet.config.in_channels), int(unet.config.out_channels)
-        vae_latent = int(vae.config.latent_channels)
-        if unet_in != unet_out:
-            raise ValueError(
-                f"the UNet of {str(sd_model)!r} takes {unet_in} input channels (unet in_channels) but predicts {unet_out} "
-                "(unet out_channels): SODEC's single step computes x0 from ŷ_t and the UNet's prediction, which need the "
-                "same channels (inpainting or depth UNets do not fit)"
-            )
-        if unet_out != vae_latent:
-            raise ValueError(
-                f"the UNet of {str(sd_model)!r} predicts {unet_out} channels (unet out_channels) but the VAE decodes "
-                f"{vae_latent} (vae latent_channels): SODEC decodes the UNet's x0 with the VAE"
-            )
-        if getattr(vae.config, "scaling_factor", None) is None:
-            raise ValueError(f"the VAE of {str(sd_model)!r} has no scaling_factor in its config")
-        vae_blocks = getattr(vae.config, "block_out_channels", None)
-        if vae_blocks is not None and 2 ** (len(vae_blocks) - 1) != LATENT_STRIDE:
-            raise ValueError(
-                f"the VAE of {str(sd_model)!r} upsamples its latents ×{2 ** (len(vae_blocks) - 1)} ({len(vae_blocks)} blocks in "
-                f"vae block_out_channels) but SODEC's latents ŷ_t are at stride {LATENT_STRIDE} (T_s): decoded images would "
-                f"not have the stream's size; use a VAE with a scale factor of {LATENT_STRIDE} (4 blocks, like Stable Diffusion's)"
-            )
+        _check_unet_and_vae_fit(unet, vae, sd_model)
+        guidance_fit = _guidance_fit(folder, preprocessor, vit, vit_name, cross_attention_dim, sd_model)
 
-        fg_defaults = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
-        mean, std = _normalisation(preprocessor, fg_defaults)
-        heads = int(fg_defaults["projection_num_attention_heads"])
-        if cross_attention_dim % heads:
-            raise ValueError(
-                f"F_p cannot produce the UNet's guidance: the hub config {folder / 'fidelity_guidance'} has "
-                f"projection_num_attention_heads={heads}, which does not divide the UNet's cross_attention_dim="
-                f"{cross_attention_dim} ({str(sd_model)!r})"
-            )
-        guidance_fit = {
-            "image_encoder_hidden_size": vit_hidden,
-            "image_encoder_size": vit_size,
-            "image_encoder_mean": mean,
-            "image_encoder_std": std,
-            "cross_attention_dim": cross_attention_dim,
-        }
-
-        # ------------------------------------------------------------------ the codec
+        # 3. the codec: loaded, or randomly initialised from the config
+        unet_in = int(unet.config.in_channels)
         if codec is None:
             torch.manual_seed(seed)
             compression_vae = build_component(CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in})
@@ -251,15 +225,8 @@ class FromPretrainedPartsMixin:
         if torch_dtype is not None:
             fidelity_guidance = fidelity_guidance.to(torch_dtype)
 
-        # ------------------------------------------------------------------ the scheduler
-        scheduler_config = dict(SODECScheduler.load_config(folder / "scheduler"))
-        sd_scheduler = _read_json(sd_model, "scheduler_config.json", scheduler_subfolder, hub)
-        if sd_scheduler:
-            if sd_scheduler.get("trained_betas"):
-                raise ValueError(f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support")
-            scheduler_config.update({k: sd_scheduler[k] for k in SCHEDULER_KEYS if k in sd_scheduler})
-            scheduler_config["timestep"] = min(int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1)
-        scheduler = SODECScheduler.from_config(scheduler_config)
+        # 4. the scheduler: the config's single step on the SD model's β schedule
+        scheduler = _one_step_scheduler(folder, sd_model, scheduler_subfolder, hub)
 
         pipe = cls(
             compression_vae=compression_vae,
@@ -273,6 +240,87 @@ class FromPretrainedPartsMixin:
         for module in (compression_vae, fidelity_guidance, vit, unet, vae):
             module.eval()
         return pipe
+
+
+SD_HINT = (
+    "sd_model must be a Stable Diffusion model folder or Hub id with unet/ and vae/ subfolders, "
+    "e.g. stabilityai/stable-diffusion-2-1-base"
+)
+
+
+def _load_image_encoder(image_encoder, image_encoder_cls, subfolder, torch_dtype, hub):
+    """The ViT (loaded, or the module given), a name for messages, and its preprocessor config (or ``None``)."""
+    if isinstance(image_encoder, torch.nn.Module):
+        vit = image_encoder.to(torch_dtype) if torch_dtype is not None else image_encoder
+        return vit, type(image_encoder).__name__, None
+    vit_name = repr(str(image_encoder)) + (f" (subfolder {subfolder!r})" if subfolder else "")
+    vit_kwargs = dict(hub, dtype=torch_dtype) if torch_dtype is not None else dict(hub)
+    vit = _load_part(
+        "image encoder", image_encoder_cls, image_encoder, subfolder,
+        "image_encoder must be a transformers ViT image tower (e.g. the models/image_encoder folder of h94/IP-Adapter, "
+        "or laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
+        **vit_kwargs,
+    )
+    return vit, vit_name, _read_json(image_encoder, "preprocessor_config.json", subfolder, hub)
+
+
+def _check_unet_and_vae_fit(unet, vae, sd_model) -> None:
+    """``ValueError`` unless the UNet predicts what it takes, the VAE decodes it, and the VAE's stride is 8."""
+    unet_in, unet_out = int(unet.config.in_channels), int(unet.config.out_channels)
+    vae_latent = int(vae.config.latent_channels)
+    if unet_in != unet_out:
+        raise ValueError(
+            f"the UNet of {str(sd_model)!r} takes {unet_in} input channels (unet in_channels) but predicts {unet_out} "
+            "(unet out_channels): SODEC's single step computes x0 from ŷ_t and the UNet's prediction, which need the "
+            "same channels (inpainting or depth UNets do not fit)"
+        )
+    if unet_out != vae_latent:
+        raise ValueError(
+            f"the UNet of {str(sd_model)!r} predicts {unet_out} channels (unet out_channels) but the VAE decodes "
+            f"{vae_latent} (vae latent_channels): SODEC decodes the UNet's x0 with the VAE"
+        )
+    if getattr(vae.config, "scaling_factor", None) is None:
+        raise ValueError(f"the VAE of {str(sd_model)!r} has no scaling_factor in its config")
+    vae_blocks = getattr(vae.config, "block_out_channels", None)
+    if vae_blocks is not None and 2 ** (len(vae_blocks) - 1) != LATENT_STRIDE:
+        raise ValueError(
+            f"the VAE of {str(sd_model)!r} upsamples its latents ×{2 ** (len(vae_blocks) - 1)} ({len(vae_blocks)} blocks in "
+            f"vae block_out_channels) but SODEC's latents ŷ_t are at stride {LATENT_STRIDE} (T_s): decoded images would "
+            f"not have the stream's size; use a VAE with a scale factor of {LATENT_STRIDE} (4 blocks, like Stable Diffusion's)"
+        )
+
+
+def _guidance_fit(folder, preprocessor, vit, vit_name, cross_attention_dim, sd_model) -> dict:
+    """The ``FidelityGuidanceEncoder`` config values that the ViT and the UNet fix."""
+    vit_hidden, vit_size = _image_encoder_dims(vit, vit_name)
+    fg_defaults = dict(FidelityGuidanceEncoder.load_config(folder / "fidelity_guidance"))
+    mean, std = _normalisation(preprocessor, fg_defaults)
+    heads = int(fg_defaults["projection_num_attention_heads"])
+    if cross_attention_dim % heads:
+        raise ValueError(
+            f"F_p cannot produce the UNet's guidance: the hub config {folder / 'fidelity_guidance'} has "
+            f"projection_num_attention_heads={heads}, which does not divide the UNet's cross_attention_dim="
+            f"{cross_attention_dim} ({str(sd_model)!r})"
+        )
+    return {
+        "image_encoder_hidden_size": vit_hidden,
+        "image_encoder_size": vit_size,
+        "image_encoder_mean": mean,
+        "image_encoder_std": std,
+        "cross_attention_dim": cross_attention_dim,
+    }
+
+
+def _one_step_scheduler(folder, sd_model, scheduler_subfolder, hub) -> SODECScheduler:
+    """``SODECScheduler`` from the config folder, with the SD model's β schedule where it has one."""
+    scheduler_config = dict(SODECScheduler.load_config(folder / "scheduler"))
+    sd_scheduler = _read_json(sd_model, "scheduler_config.json", scheduler_subfolder, hub)
+    if sd_scheduler:
+        if sd_scheduler.get("trained_betas"):
+            raise ValueError(f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support")
+        scheduler_config.update({k: sd_scheduler[k] for k in SCHEDULER_KEYS if k in sd_scheduler})
+        scheduler_config["timestep"] = min(int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1)
+    return SODECScheduler.from_config(scheduler_config)
 
 
 def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub):

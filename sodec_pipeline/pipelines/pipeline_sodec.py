@@ -6,6 +6,7 @@ from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Un
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedModel
 
 from ..bitstream import SODECBitstream, bits_per_pixel, check_image_size, decode_bitstream, encode_bitstream
@@ -18,6 +19,21 @@ from .assembly import FromPretrainedPartsMixin
 from .colour_correction import block_means, correct_colours
 from .pipeline_output import SODECPipelineOutput
 from .tiling import TileSpec, TileSpecs, run_tiled, tile_specs_for
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from PIL import Image
+        >>> from sodec_pipeline import SODECPipeline
+
+        >>> pipe = SODECPipeline.from_pretrained("sodec-small")  # the shipped model; or a folder, or a Hub id
+        >>> photo = Image.open("photo.png")
+        >>> (stream,) = pipe.compress(photo)  # bytes: write them to photo.sodec
+        >>> decoded = pipe.decompress(stream).images[0]  # the diffusion decode, a PIL image of photo's size
+        >>> preview = pipe.decompress(stream, decoder="fidelity").images[0]  # the fast fidelity decode
+        >>> output = pipe(image=photo)  # both at once: output.images, output.bitstreams, output.bpp
+        ```
+"""
 
 DECODERS = ("diffusion", "fidelity")
 #: The stages of a decode, as :meth:`SODECPipeline.decompress` names them to a ``stage_timer``: parsing
@@ -125,28 +141,30 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         (see :mod:`sodec_pipeline.pipelines.tiling`)."""
         return tile_specs_for(self.unet.config, self.vae.config)
 
-    def _onload(self, module: torch.nn.Module) -> None:
-        """Runs the accelerate offload hook of ``module`` (``enable_model_cpu_offload``) before a call that
-        is not its ``forward`` (``compress``, ``decode``), as diffusers' ``apply_forward_hook`` does."""
-        hook = getattr(module, "_hf_hook", None)
-        if hook is not None and hasattr(hook, "pre_forward"):
-            hook.pre_forward(module)
-
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def compress(self, images: ImageInput) -> List[bytes]:
-        """Encodes images into SODEC streams, one ``bytes`` per image (format: docs/bitstream.md).
+        """Encodes images into SODEC streams, one per image (format: `docs/bitstream.md`).
 
-        Images of any size from 1×1 (up to the format's limits) and any PIL mode; see
-        ``sodec_pipeline.image_processing`` for the accepted types. Deterministic: the same image and
-        model give the same bytes in any process. E runs tile by tile (bounded memory); each image is coded
-        on its own, one tile per call, so that its bytes never depend on what else is compressed with it
-        (batched convolutions round differently from single ones on CPU).
+        Deterministic: the same image and model give the same bytes in any process. E runs tile by tile
+        (bounded memory), and each image is coded on its own, so that its bytes never depend on what else is
+        compressed with it.
+
+        Args:
+            images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                The images, of any size from 1 × 1 to 16384 × 16384 and any PIL mode (converted to RGB);
+                numpy arrays (H, W, 3), uint8 or floats in [0, 1]; tensors (B, 3, H, W) or (3, H, W), floats
+                in [0, 1] (``sodec_pipeline.image_processing``).
+
+        Returns:
+            `List[bytes]`: one stream per image; bpp = 8 × its length / pixels.
+
+        Examples:
         """
         tensors = to_image_tensors(images)
         device = self._execution_device
         fingerprint = self.compression_vae.fingerprint()
-        self._onload(self.compression_vae)
         streams = []
         for image in self.progress_bar(tensors):
             height, width = image.shape[-2:]
@@ -182,7 +200,6 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         always one image at a time, so that the entropy parameters never depend on batching)."""
         padded_h, padded_w = padded_size(stream.height, stream.width)
         z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
-        self._onload(self.compression_vae)
         latents = self.compression_vae.decompress(
             [[stream.y_string], [stream.z_string]], z_shape, entropy_checks=[stream.entropy_check]
         )
@@ -191,12 +208,10 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
 
     def synthesize_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
         """H_s and T_s: (ŷ, ẑ) → ŷ_t, the UNet's input."""
-        self._onload(self.compression_vae)
         return self.compression_vae.synthesize_latents(y_hat, z_hat)
 
     def decode_fidelity(self, y_hat: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
         """D_a tile by tile: ŷ → x̂_f (B, 3, H, W), [0, 1] scale, float32, unclamped."""
-        self._onload(self.fidelity_guidance)
         decode = lambda tiles, _: self.fidelity_guidance.decode(tiles).float()  # noqa: E731
         return run_tiled(decode, y_hat.float(), self.tile_specs.fidelity, 16, tiles_per_batch=batch_size)
 
@@ -205,11 +220,9 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         (stage ``f_p``)."""
         stage = stage_timer or _untimed
         with stage("vit"):
-            self._onload(self.fidelity_guidance)
             pixel_values = self.fidelity_guidance.prepare_image_encoder_input(x_f).to(self.image_encoder.dtype)
             tokens = self.image_encoder(pixel_values=pixel_values).last_hidden_state
         with stage("f_p"):
-            self._onload(self.fidelity_guidance)
             return self.fidelity_guidance.project(tokens)
 
     def denoise(
@@ -318,6 +331,7 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         return image, x_f
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def decompress(
         self,
         bitstreams: Union[bytes, Sequence[bytes]],
@@ -327,66 +341,57 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         max_pixels: Optional[int] = None,
         stage_timer: Optional[StageWrapper] = None,
     ) -> SODECPipelineOutput:
-        """Decodes SODEC streams to images of their original sizes.
+        """Decodes SODEC streams to images of their original sizes. The stream says everything the decoder needs.
 
         Args:
-            bitstreams: one stream or a list of them.
-            output_type: ``"pil"``, ``"np"``, ``"pt"``, or ``"latent"`` (the denoised SD latents ŷ_0 of the
-                padded images, (4, H/8, W/8) each, before the VAE decoder; ``decoder="diffusion"`` only).
-            decoder: ``"diffusion"`` (the SODEC decode: one UNet step steered by x̂_f, then the SD VAE)
-                or ``"fidelity"`` (x̂_f from the fidelity decoder D_a alone: fast, high PSNR, no diffusion).
-            batch_size: images of the same padded size go through the networks together, and every
-                network call takes up to this many tiles. ``1`` (the default) is one tile per call.
-            max_pixels: the decode budget: a stream announcing more pixels raises ``PixelBudgetError`` before
-                anything is decoded (``None``: ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``, 4096 × 4096).
-            stage_timer: ``stage_timer(name)`` gives a context manager wrapped around each stage of
-                :data:`DECODE_STAGES` (the benchmark's timer); ``None``: nothing.
+            bitstreams (`bytes` or `List[bytes]`):
+                One stream or a list of them, as :meth:`compress` wrote them.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"`, `"np"` (HWC float32 in [0, 1]), `"pt"` (CHW float32 in [0, 1]), or `"latent"` (the
+                denoised latents ŷ_0 of the padded images, (4, H/8, W/8) each, before the VAE decoder;
+                `decoder="diffusion"` only).
+            decoder (`str`, *optional*, defaults to `"diffusion"`):
+                `"diffusion"`: SODEC's decode, one UNet step steered by x̂_f, then the VAE decoder (and the
+                colour correction when the pipeline's `colour_correction_block_size` is set). `"fidelity"`: x̂_f
+                from the fidelity decoder D_a alone (fast, higher PSNR, no generated detail).
+            batch_size (`int`, *optional*, defaults to 1):
+                Images of the same padded size go through the networks together, and every network call takes
+                up to this many tiles.
+            max_pixels (`int`, *optional*):
+                The decode budget: a stream announcing more pixels raises `PixelBudgetError` before anything is
+                decoded (`None`: `sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS`, 4096 × 4096).
+            stage_timer (`Callable[[str], ContextManager]`, *optional*):
+                ``stage_timer(name)`` gives a context manager wrapped around each stage of
+                :data:`DECODE_STAGES` (the benchmark's timer).
+
+        Returns:
+            [`SODECPipelineOutput`]: ``images`` (in `output_type`), ``bitstreams`` (the input streams) and
+            ``bpp`` (8 × bytes / pixels of each stream).
+
+        Raises:
+            `BitstreamError`: a damaged, truncated or foreign stream (another model's fingerprint), before any
+            network runs. `PixelBudgetError`: a stream larger than `max_pixels`.
+
+        Examples:
         """
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
-        if output_type == "latent" and decoder != "diffusion":
-            raise ValueError("output_type='latent' needs decoder='diffusion' (the fidelity decoder has no latent)")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        check_decode_inputs(decoder, output_type, batch_size)
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         streams = [bytes(s) for s in bitstreams]
         stage = stage_timer or _untimed
+        # 1. headers, CRCs, fingerprints and the pixel budget, before any network runs
         with stage("parse"):
             parsed = self.parse_bitstreams(streams, max_pixels=max_pixels)
+        # 2. the decode, one group of same-size images at a time
         outputs: List[torch.Tensor] = [None] * len(parsed)
         with self.progress_bar(total=len(parsed)) as progress:
             for group in batch_groups([padded_size(p.height, p.width) for p in parsed], batch_size):
-                with stage("entropy_decoding"):
-                    decoded = [self.entropy_decode(parsed[i]) for i in group]
-                y_hat = torch.cat([y for y, _ in decoded])
-                z_hat = torch.cat([z for _, z in decoded])
-                padded_h, padded_w = padded_size(parsed[group[0]].height, parsed[group[0]].width)
-                try:
-                    result, _ = self.decode_latents(
-                        y_hat, z_hat, decoder, batch_size, output_type, stage_timer, return_fidelity_image=False
-                    )
-                    made_h, made_w = result.shape[-2:]
-                except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
-                    made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
-                if output_type == "latent":
-                    for k, i in enumerate(group):
-                        outputs[i] = result[k]
-                else:
-                    if (made_h, made_w) != (padded_h, padded_w):
-                        stream = parsed[group[0]]
-                        raise ValueError(
-                            f"the {decoder} decoder made a {made_w}×{made_h} image from a stream of a "
-                            f"{stream.width}×{stream.height} image (padded {padded_w}×{padded_h}): this pipeline's "
-                            "parts do not fit together (a VAE whose scale factor is not 8?)"
-                        )
-                    with stage("postprocess"):
-                        for k, i in enumerate(group):
-                            outputs[i] = result[k, :, : parsed[i].height, : parsed[i].width].clamp_(0, 1)
+                decoded = self._decode_group([parsed[i] for i in group], decoder, batch_size, output_type, stage)
+                for i, image in zip(group, decoded):
+                    outputs[i] = image
                 progress.update(len(group))
         self.maybe_free_model_hooks()
+        # 3. conversion to the output type
         bpp = [bits_per_pixel(s, p.height, p.width) for s, p in zip(streams, parsed)]
         with stage("postprocess"):
             if output_type == "latent":
@@ -395,7 +400,37 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
                 images = postprocess(outputs, output_type)
         return SODECPipelineOutput(images=images, bitstreams=streams, bpp=bpp)
 
+    def _decode_group(
+        self, group: List[SODECBitstream], decoder: str, batch_size: int, output_type: str, stage: StageWrapper
+    ) -> List[torch.Tensor]:
+        """Parsed streams of one padded size → their decodes: images (3, h, w) cropped to each stream's size and
+        clamped to [0, 1], or latents (4, H/8, W/8) with ``output_type="latent"``."""
+        with stage("entropy_decoding"):
+            decoded = [self.entropy_decode(stream) for stream in group]
+        y_hat = torch.cat([y for y, _ in decoded])
+        z_hat = torch.cat([z for _, z in decoded])
+        padded_h, padded_w = padded_size(group[0].height, group[0].width)
+        try:
+            result, _ = self.decode_latents(
+                y_hat, z_hat, decoder, batch_size, output_type, stage, return_fidelity_image=False
+            )
+            made_h, made_w = result.shape[-2:]
+        except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
+            made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
+        if output_type == "latent":
+            return list(result)
+        if (made_h, made_w) != (padded_h, padded_w):
+            stream = group[0]
+            raise ValueError(
+                f"the {decoder} decoder made a {made_w}×{made_h} image from a stream of a "
+                f"{stream.width}×{stream.height} image (padded {padded_w}×{padded_h}): this pipeline's "
+                "parts do not fit together (a VAE whose scale factor is not 8?)"
+            )
+        with stage("postprocess"):
+            return [result[k, :, : stream.height, : stream.width].clamp_(0, 1) for k, stream in enumerate(group)]
+
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image: ImageInput,
@@ -405,9 +440,23 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         batch_size: int = 1,
         max_pixels: Optional[int] = None,
     ):
-        """Round trip: compress to real bytes, then decompress them (``batch_size`` as in
-        :meth:`decompress`). The returned ``bitstreams`` equal :meth:`compress`'s and ``bpp`` is computed
-        from their lengths."""
+        """Round trip: compresses ``image`` to real bytes, then decodes them.
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                As in :meth:`compress`.
+            output_type, decoder, batch_size, max_pixels:
+                As in :meth:`decompress`.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Return a [`SODECPipelineOutput`] instead of a tuple.
+
+        Returns:
+            [`SODECPipelineOutput`] or `tuple`: ``images``, ``bitstreams`` (equal to :meth:`compress`'s) and
+            ``bpp`` computed from their lengths; as a tuple ``(images, bitstreams, bpp)`` with
+            ``return_dict=False``.
+
+        Examples:
+        """
         streams = self.compress(image)
         output = self.decompress(
             streams, output_type=output_type, decoder=decoder, batch_size=batch_size, max_pixels=max_pixels
@@ -415,6 +464,18 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)
         return output
+
+
+def check_decode_inputs(decoder: str, output_type: str, batch_size: int) -> None:
+    """``ValueError`` for a decoder, output type or batch size :meth:`SODECPipeline.decompress` does not take."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+    if output_type == "latent" and decoder != "diffusion":
+        raise ValueError("output_type='latent' needs decoder='diffusion' (the fidelity decoder has no latent)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
 
 
 def check_colour_correction_block_size(block_size: int) -> int:

@@ -40,6 +40,20 @@ class SODECScheduler(SchedulerMixin, ConfigMixin):
 
     on Stable Diffusion's ``scaled_linear`` β schedule. At one step this equals ``DDPMScheduler`` and
     ``DDIMScheduler`` with ``timestep_spacing="trailing"`` (DDIM with ``set_alpha_to_one=True``).
+
+    Args:
+        num_train_timesteps (`int`, *optional*, defaults to 1000):
+            Length of the β schedule.
+        beta_start (`float`, *optional*, defaults to 0.00085):
+            β of the first timestep.
+        beta_end (`float`, *optional*, defaults to 0.012):
+            β of the last timestep.
+        beta_schedule (`str`, *optional*, defaults to `"scaled_linear"`):
+            `"scaled_linear"` (Stable Diffusion's: linear in √β) or `"linear"`.
+        prediction_type (`str`, *optional*, defaults to `"epsilon"`):
+            What the UNet predicts: `"epsilon"`, `"v_prediction"` or `"sample"` (the clean latent itself).
+        timestep (`int`, *optional*, defaults to 999):
+            The one timestep t the UNet is called at, in [0, `num_train_timesteps`).
     """
 
     _compatibles: List[str] = []
