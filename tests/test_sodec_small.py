@@ -61,12 +61,13 @@ def test_cli_compresses_with_the_shipped_model_when_no_model_is_given(tmp_path, 
     assert Image.open(tmp_path / "photo.diffusion.png").size == (481, 321)
 
 
-def test_a_stream_of_the_replaced_model_is_refused_with_a_clear_message(pipe, tmp_path, capsys):
-    """The first sodec-small's streams carry its fingerprint: the model that replaced it refuses them, in the
-    API and on the command line, before decoding anything."""
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_stream_of_a_replaced_model_is_refused_with_a_clear_message(pipe, tmp_path, capsys, version):
+    """The first and second sodec-small's streams carry their fingerprints: the model that replaced them refuses
+    them, in the API and on the command line, before decoding anything."""
     from sodec_pipeline.bitstream import BitstreamError
 
-    old = ASSETS / "sodec-small-v1_bsds_crop0_96x64.sodec"
+    old = ASSETS / f"sodec-small-{version}_bsds_crop0_96x64.sodec"
     with pytest.raises(BitstreamError, match="fingerprint|another model"):
         pipe.decompress(old.read_bytes())
     assert main(["decompress", str(old), "-o", str(tmp_path), "--quiet"]) != 0
