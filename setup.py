@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+
+# sodec demo: the Gradio page, its API client and the browser that tests it (Gradio 6 holds Pillow below 13).
+DEMO_REQUIRES = ["gradio>=5,<7", "gradio_client", "playwright"]
+
 setup(
     name="sodec-pipeline",
     version="0.1.0",
@@ -36,7 +40,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard"],
+        "demo": DEMO_REQUIRES,
+        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6"] + DEMO_REQUIRES,
         "train": ["tensorboard", "lpips"],
     },
     entry_points={"console_scripts": ["sodec=sodec_pipeline.cli:main"]},

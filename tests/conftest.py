@@ -2,6 +2,7 @@
 session, and the real photographs under tests/assets."""
 
 import os
+import shutil
 from pathlib import Path
 
 import PIL.Image
@@ -48,3 +49,15 @@ def tiny_pipeline(tiny_pipeline_dir):
     pipe = SODECPipeline.from_pretrained(tiny_pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def two_images(tmp_path, photo_paths):
+    """A folder holding the two 96×64 photo crops."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in photo_paths:
+        if p.name.startswith("bsds_crop"):
+            shutil.copy(p, folder / p.name)
+    assert len(list(folder.iterdir())) == 2
+    return folder

@@ -21,17 +21,6 @@ def _rgb(path):
     return np.asarray(PIL.Image.open(path).convert("RGB"), dtype=np.uint8)
 
 
-@pytest.fixture
-def two_images(tmp_path, photo_paths):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for p in photo_paths:
-        if p.name.startswith("bsds_crop"):
-            shutil.copy(p, folder / p.name)
-    assert len(list(folder.iterdir())) == 2
-    return folder
-
-
 def _read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -161,7 +150,7 @@ def test_eval_with_perceptual_weights_and_a_missing_codec(tmp_path, two_images, 
 
 
 def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys):
-    import sodec_pipeline.metrics as metrics_module
+    import sodec_pipeline.metrics.weights as metrics_module  # where load_perceptual_metrics finds the loaders
 
     fake = {"lpips": LPIPS("alex"), "dists": DISTS()}  # random weights: what is tested is that they are used
     for model in fake.values():

@@ -1,5 +1,5 @@
 """The package reads top-down: every import of a ``sodec_pipeline`` module, at module level or inside a
-function, goes to the same layer or a lower one (CLI → evaluation, benchmarking, conversion → pipelines →
+function, goes to the same layer or a lower one (CLI → demo → evaluation, benchmarking, conversion → pipelines →
 models, schedulers, metrics → bitstream and the other single modules)."""
 
 import ast
@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sodec_pipeline"
 #: Top-level subpackages and modules of sodec_pipeline, highest layer first.
 LAYERS = (
     ("__main__", "cli"),
+    ("demo",),
     ("evaluation", "benchmarking", "conversion"),
     ("pipelines",),
     ("models", "schedulers", "metrics"),

@@ -14,8 +14,9 @@ class Batch:
     missing or unreadable file, a stream of another model, ...), 1 when something unexpected failed.
     """
 
-    def __init__(self, command: str, total: int, noun: str, verb: str, progress, debug: bool = False):
+    def __init__(self, command: str, total: int, noun: str, verb: str, progress, debug: bool = False, processes=None):
         self.command = command
+        self.processes = processes  # a cli.processes.Processes: the counts of every process are summed at the end
         self.total = total
         self.noun = noun
         self.verb = verb
@@ -53,12 +54,18 @@ class Batch:
             self.progress.echo(traceback.format_exc().rstrip(), err=True)
 
     def finish(self) -> int:
-        """Prints the summary line (batches with a failure only) and returns the exit status."""
-        if self.failed and self.total > 1:
+        """Prints the summary line (batches with a failure only) and returns the exit status. Under several
+        processes every one of them must call it: the counts of all are summed, the main process prints the
+        line, and every process returns the status of the whole batch."""
+        succeeded, failed, unexpected = self.succeeded, self.failed, self.unexpected
+        if self.processes is not None and self.processes.num_processes > 1:
+            counts = self.processes.gather((succeeded, failed, unexpected))
+            succeeded, failed, unexpected = (sum(c[i] for c in counts) for i in range(3))
+        main = self.processes is None or self.processes.is_main_process
+        if failed and self.total > 1 and main:
             self.progress.echo(
-                f"sodec {self.command}: {self.failed} of {self.total} {self.noun}s failed, {self.succeeded} {self.verb}",
-                err=True,
+                f"sodec {self.command}: {failed} of {self.total} {self.noun}s failed, {succeeded} {self.verb}", err=True
             )
-        if self.unexpected:
+        if unexpected:
             return EXIT_ERROR
-        return EXIT_BAD_INPUT if self.failed else EXIT_OK
+        return EXIT_BAD_INPUT if failed else EXIT_OK

@@ -18,6 +18,7 @@ from .files import (
     write_bytes,
 )
 from .model_loading import add_model_argument, load_pipeline, resolve_model
+from .processes import Processes
 from .progress import COMPRESS_STEPS, Progress
 
 
@@ -27,7 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT", help="output folder (default: next to each image), or OUT.sodec for one image"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)")
 
 
 def run(args) -> int:
@@ -36,10 +38,11 @@ def run(args) -> int:
     if args.output and not args.output.lower().endswith(STREAM_SUFFIX):
         prepare_output_folder(Path(args.output), args.output)
     progress = Progress(args.show_progress, "compress")
-    batch = Batch("compress", len(args.images), "image", "compressed", progress, debug=args.debug)
+    processes = Processes()  # several under accelerate launch: each takes its share of the images
+    batch = Batch("compress", len(args.images), "image", "compressed", progress, debug=args.debug, processes=processes)
 
     todo, folders = [], set()
-    for path, out in zip(args.images, outputs):
+    for path, out in processes.share(list(zip(args.images, outputs))):
         with batch.item(path, final=False):
             size = read_image_size(path)
             prepare_output_file(out, folders)
@@ -48,7 +51,7 @@ def run(args) -> int:
         return batch.finish()
 
     with progress.activity(f"loading the model {model}"):
-        pipe = load_pipeline(model, args.device, debug=args.debug)
+        pipe = load_pipeline(model, processes.device(args.device), debug=args.debug)
     for path, out, (width, height) in progress.files(todo, unit="image"):
         with batch.item(path), progress.steps(f"{path} ({format_size(width, height)})", COMPRESS_STEPS, pipe) as steps:
             image = load_image(path)

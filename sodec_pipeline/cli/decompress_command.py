@@ -19,6 +19,7 @@ from .files import (
     save_image,
 )
 from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
+from .processes import Processes
 from .progress import DECOMPRESS_STEPS, Progress
 
 
@@ -33,7 +34,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)")
     p.add_argument(
         "--max-pixels", type=int, default=None,
@@ -49,10 +51,11 @@ def run(args) -> int:
     if args.output and not args.output.lower().endswith(".png"):
         prepare_output_folder(Path(args.output), args.output)
     progress = Progress(args.show_progress, "decompress")
-    batch = Batch("decompress", len(args.streams), "stream", "decoded", progress, debug=args.debug)
+    processes = Processes()  # several under accelerate launch: each takes its share of the streams
+    batch = Batch("decompress", len(args.streams), "stream", "decoded", progress, debug=args.debug, processes=processes)
 
     todo, folders = [], set()
-    for path, out in zip(args.streams, outputs):
+    for path, out in processes.share(list(zip(args.streams, outputs))):
         with batch.item(path, final=False):
             data, header = read_stream(path, max_pixels=args.max_pixels)
             prepare_output_file(out, folders)
@@ -61,7 +64,7 @@ def run(args) -> int:
         return batch.finish()
 
     with progress.activity(f"loading the model {model}"):
-        pipe = load_pipeline(model, args.device, args.dtype, debug=args.debug)
+        pipe = load_pipeline(model, processes.device(args.device), args.dtype, debug=args.debug)
     for path, out, data, header in progress.files(todo, unit="stream"):
         label = f"{path} ({format_size(header.width, header.height)})"
         with batch.item(path), progress.steps(label, DECOMPRESS_STEPS[decoder], pipe) as steps:

@@ -27,6 +27,7 @@ COMMANDS = {
         "sodec_pipeline.cli.benchmark_command",
         "encode/decode latency by stage and peak memory, with an N-step DDIM decode",
     ),
+    "demo": ("sodec_pipeline.cli.demo_command", "a demo page in the browser: a photo beside JPEG, WebP, AVIF (Gradio)"),
 }
 
 _EPILOG = """\

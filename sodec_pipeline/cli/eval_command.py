@@ -14,6 +14,7 @@ from .errors import CLIError
 from .files import prepare_output_folder
 from . import model_loading
 from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
+from .processes import Processes
 
 
 def _float_list(text: str, what: str):
@@ -30,7 +31,8 @@ def add_arguments(p) -> None:
     add_model_argument(p)
     p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
     p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument(
         "--codecs",
@@ -55,30 +57,17 @@ def add_arguments(p) -> None:
 
 
 def load_perceptual_metrics(args):
-    """LPIPS and DISTS as ``{name: PerceptualMetric}`` plus a message for each one left out: a file given by
-    the user must load (else :class:`MetricWeightsError`); weights the machine lacks leave the metric out."""
-    from ..metrics import MetricWeightsError, PerceptualMetric, load_dists, load_lpips
+    """LPIPS and DISTS as ``{name: PerceptualMetric}`` plus a message for each one left out (none with
+    ``--no-perceptual``); a weights file given on the line must load."""
+    from ..metrics import load_perceptual_metrics as load
 
-    metrics, missing = {}, []
     if args.no_perceptual:
-        return metrics, missing
-    for name, loader, path in (
-        ("lpips", lambda: load_lpips(args.lpips_net, args.lpips_weights), args.lpips_weights),
-        ("dists", lambda: load_dists(args.dists_weights), args.dists_weights),
-    ):
-        try:
-            model = loader()
-        except MetricWeightsError as e:
-            if path:
-                raise
-            missing.append(f"{name.upper()} left out: {e}")
-            continue
-        metrics[name] = PerceptualMetric(name, model, args.device, source=model.weights_source)
-    return metrics, missing
+        return {}, []
+    return load(args.lpips_net, args.lpips_weights, args.dists_weights, args.device or "cpu")
 
 
 def run(args) -> int:
-    from ..evaluation.evaluate import EvaluationInputError, evaluate, find_images, load_image
+    from ..evaluation.evaluate import EvaluationInputError, evaluate, find_images, load_image, merge_results
     from ..metrics import MetricWeightsError
     from ..evaluation.report import write_report
 
@@ -92,6 +81,8 @@ def run(args) -> int:
     if unknown or not codecs:
         raise CLIError(f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(baselines_lib.CODECS)}")
     targets = _float_list(args.targets, "--targets")
+    processes = Processes()  # several under accelerate launch: each takes its share of the images
+    args.device = processes.device(args.device)
     if args.batch_size < 1:
         raise CLIError("--batch-size must be at least 1")
     if args.limit is not None and args.limit < 1:
@@ -113,15 +104,19 @@ def run(args) -> int:
     pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
 
     start = time.time()
-    progress = args.show_progress and not args.no_progress
-    result = evaluate(pipe, paths, args.out, codecs=codecs, targets=targets, perceptual=perceptual, progress=progress,
-                      batch_size=args.batch_size)
+    progress = args.show_progress and not args.no_progress and processes.is_main_process
+    result = evaluate(pipe, processes.share(paths), args.out, codecs=codecs, targets=targets, perceptual=perceptual,
+                      progress=progress, batch_size=args.batch_size)
+    result = merge_results(processes.gather(result))  # every process's rows, in the order of one process
+    if not processes.is_main_process:
+        return 0  # the main process alone writes the report
     settings = {
         "arguments": {k: v for k, v in vars(args).items() if not callable(v)},
         "model": args.model,
         "images_dir": args.images,
         "num_images": len(paths),
         "device": args.device,
+        "processes": processes.num_processes,
         "dtype": args.dtype,
         "codecs": codecs,
         "targets_bpp": targets,

@@ -62,7 +62,9 @@ def _webp_options(quality, size):
 
 
 def _avif_options(quality, size):
-    return {"quality": int(quality), "speed": 6, "subsampling": "4:2:0"}
+    # One encoder thread: libaom's output depends on its thread count, which Pillow otherwise takes from the
+    # process's CPU affinity, so that the bytes would change with the machine and with taskset or accelerate.
+    return {"quality": int(quality), "speed": 6, "subsampling": "4:2:0", "max_threads": 1}
 
 
 def _jpeg2000_options(coded_bpp, size):

@@ -103,7 +103,31 @@ def evaluate(
     (out / "streams").mkdir(parents=True, exist_ok=True)
     (out / "decoded").mkdir(parents=True, exist_ok=True)
     result = EvaluationResult(metrics=["psnr", "ms_ssim", "colour_psnr"] + list(perceptual), targets=sorted(float(t) for t in targets))
+    active = _available_codecs(codecs, result)
+    small_sides = []
+    for path in tqdm(image_paths, desc="sodec eval", unit="image", disable=not progress):
+        reference = load_image(path)
+        height, width = reference.shape[:2]
+        result.images.append({"image": path.name, "width": width, "height": height})
+        if ms_ssim_scales(height, width) < 5:
+            small_sides.append(f"{path.name} ({width}x{height}: {ms_ssim_scales(height, width)} scales)")
+        sodec_bpp = _evaluate_sodec(pipe, path, reference, out, perceptual, batch_size, result)
+        image_targets = [(f"{t:g}", float(t)) for t in result.targets] + [(SODEC_TARGET, sodec_bpp)]
+        for codec in active:
+            _evaluate_baseline(codec, path, reference, image_targets, downscale_factors, perceptual, result)
+    if small_sides:
+        result.notes.append(SMALL_SIDES_NOTE + ", ".join(small_sides))
+    return result
 
+
+SMALL_SIDES_NOTE = (
+    "MS-SSIM needs a smaller side above 160 px for its 5 scales; these images used fewer scales "
+    "(the first M standard weights, renormalised; NaN below 11 px): "
+)
+
+
+def _available_codecs(codecs: Sequence[str], result: EvaluationResult) -> List[baselines_lib.Codec]:
+    """The baseline codecs this Pillow build has; a note for each one left out."""
     available = baselines_lib.codec_availability()
     active = []
     for name in codecs:
@@ -113,61 +137,75 @@ def evaluate(
             active.append(codec)
         else:
             result.notes.append(f"{name}: not available in this Pillow build, left out ({codec.install_hint})")
+    return active
 
+
+def _evaluate_sodec(pipe, path: Path, reference: np.ndarray, out: Path, perceptual: Dict, batch_size: int,
+                    result: EvaluationResult) -> float:
+    """SODEC on one image: a real file, read back, decoded both ways; adds a row per decoder, returns the bpp."""
+    height, width = reference.shape[:2]
+    (stream,) = pipe.compress(PIL.Image.fromarray(reference))
+    stream_path = out / "streams" / f"{path.stem}.sodec"
+    stream_path.write_bytes(stream)
+    file_bytes = os.path.getsize(stream_path)
+    data = stream_path.read_bytes()
+    sodec_bpp = 8.0 * file_bytes / (height * width)
+    for decoder in SODEC_DECODERS:
+        decoded_image = pipe.decompress(data, output_type="pil", decoder=decoder, batch_size=batch_size).images[0]
+        decoded_image.save(out / "decoded" / f"{path.stem}.{decoder}.png")
+        decoded = np.asarray(decoded_image, dtype=np.uint8)
+        result.rows.append({
+            "image": path.name, "width": width, "height": height, "method": f"sodec-{decoder}",
+            "target": "", "setting": "", "downscale": 1.0, "upscale_filter": "none",
+            "bytes": file_bytes, "bpp": sodec_bpp, "file": str(stream_path.relative_to(out)),
+            **_quality(reference, decoded, perceptual),
+        })  # fmt: skip
+    return sodec_bpp
+
+
+def _evaluate_baseline(codec, path: Path, reference: np.ndarray, image_targets: Sequence[Tuple[str, float]],
+                       downscale_factors: Sequence[float], perceptual: Dict, result: EvaluationResult) -> None:
+    """One baseline codec on one image: its whole grid, then a row for its best variant at each target."""
+    height, width = reference.shape[:2]
+    failures: List[str] = []
+    variants = baselines_lib.run_codec(reference, codec, downscale_factors, failures=failures)
+    result.notes.extend(f"{path.name}: skipped variant {f}" for f in failures)
+    result.grid.extend({"image": path.name, **v.record()} for v in variants)
+    cache: Dict[int, dict] = {}
+    for label, target in image_targets:
+        best = baselines_lib.select_best(variants, target)
+        if best is None:
+            continue
+        if id(best) not in cache:
+            cache[id(best)] = _quality(reference, baselines_lib.reconstruct(reference, best), perceptual)
+        result.rows.append({
+            "image": path.name, "width": width, "height": height, "method": codec.name,
+            "target": label, "setting": best.setting, "downscale": best.downscale,
+            "upscale_filter": best.upscale_filter, "bytes": best.num_bytes, "bpp": best.bpp, "file": "",
+            **cache[id(best)],
+        })  # fmt: skip
+
+
+def merge_results(parts: Sequence[EvaluationResult]) -> EvaluationResult:
+    """The results of consecutive shares of the images (in order) as one result, as one run over all of them
+    would have made it: rows, grid, images and notes joined in order (the MS-SSIM notes of the shares as one)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    merged = EvaluationResult(metrics=list(first.metrics), codecs=dict(first.codecs), targets=list(first.targets))
     small_sides = []
-    for path in tqdm(image_paths, desc="sodec eval", unit="image", disable=not progress):
-        reference = load_image(path)
-        height, width = reference.shape[:2]
-        stem = path.stem
-        result.images.append({"image": path.name, "width": width, "height": height})
-        if ms_ssim_scales(height, width) < 5:
-            small_sides.append(f"{path.name} ({width}x{height}: {ms_ssim_scales(height, width)} scales)")
-
-        # --- SODEC: a real file, read back, decoded both ways
-        (stream,) = pipe.compress(PIL.Image.fromarray(reference))
-        stream_path = out / "streams" / f"{stem}.sodec"
-        stream_path.write_bytes(stream)
-        file_bytes = os.path.getsize(stream_path)
-        data = stream_path.read_bytes()
-        sodec_bpp = 8.0 * file_bytes / (height * width)
-        for decoder in SODEC_DECODERS:
-            decoded_image = pipe.decompress(data, output_type="pil", decoder=decoder, batch_size=batch_size).images[0]
-            decoded_image.save(out / "decoded" / f"{stem}.{decoder}.png")
-            decoded = np.asarray(decoded_image, dtype=np.uint8)
-            result.rows.append({
-                "image": path.name, "width": width, "height": height, "method": f"sodec-{decoder}",
-                "target": "", "setting": "", "downscale": 1.0, "upscale_filter": "none",
-                "bytes": file_bytes, "bpp": sodec_bpp, "file": str(stream_path.relative_to(out)),
-                **_quality(reference, decoded, perceptual),
-            })  # fmt: skip
-
-        # --- baselines: the grid, then the best variant at each target
-        image_targets = [(f"{t:g}", float(t)) for t in result.targets] + [(SODEC_TARGET, sodec_bpp)]
-        for codec in active:
-            failures: List[str] = []
-            variants = baselines_lib.run_codec(reference, codec, downscale_factors, failures=failures)
-            result.notes.extend(f"{path.name}: skipped variant {f}" for f in failures)
-            result.grid.extend({"image": path.name, **v.record()} for v in variants)
-            cache: Dict[int, dict] = {}
-            for label, target in image_targets:
-                best = baselines_lib.select_best(variants, target)
-                if best is None:
-                    continue
-                key = id(best)
-                if key not in cache:
-                    cache[key] = _quality(reference, baselines_lib.reconstruct(reference, best), perceptual)
-                result.rows.append({
-                    "image": path.name, "width": width, "height": height, "method": codec.name,
-                    "target": label, "setting": best.setting, "downscale": best.downscale,
-                    "upscale_filter": best.upscale_filter, "bytes": best.num_bytes, "bpp": best.bpp, "file": "",
-                    **cache[key],
-                })  # fmt: skip
+    for part in parts:
+        merged.rows.extend(part.rows)
+        merged.grid.extend(part.grid)
+        merged.images.extend(part.images)
+        for note in part.notes:
+            if note.startswith(SMALL_SIDES_NOTE):
+                small_sides.append(note[len(SMALL_SIDES_NOTE):])
+            elif not (note in merged.notes and note.endswith(")") and "not available" in note):
+                merged.notes.append(note)
     if small_sides:
-        result.notes.append(
-            "MS-SSIM needs a smaller side above 160 px for its 5 scales; these images used fewer scales "
-            "(the first M standard weights, renormalised; NaN below 11 px): " + ", ".join(small_sides)
-        )
-    return result
+        merged.notes.append(SMALL_SIDES_NOTE + ", ".join(small_sides))
+    return merged
 
 
 def summarize(result: EvaluationResult) -> Tuple[List[dict], List[str]]:

@@ -18,7 +18,16 @@ from .fidelity import (
     psnr,
 )
 from .perceptual import DISTS, LPIPS, PerceptualMetric
-from .weights import INSTALL_COMMAND, LPIPS_NETS, MetricWeightsError, NumpyOnlyUnpickler, load_dists, load_lpips, load_numpy_pickle
+from .weights import (
+    INSTALL_COMMAND,
+    LPIPS_NETS,
+    MetricWeightsError,
+    NumpyOnlyUnpickler,
+    load_dists,
+    load_lpips,
+    load_numpy_pickle,
+    load_perceptual_metrics,
+)
 
 __all__ = [
     "DISTS",
@@ -36,6 +45,7 @@ __all__ = [
     "load_dists",
     "load_lpips",
     "load_numpy_pickle",
+    "load_perceptual_metrics",
     "ms_ssim",
     "ms_ssim_per_image",
     "ms_ssim_scales",

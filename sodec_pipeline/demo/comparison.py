@@ -1,0 +1,119 @@
+"""What the demo page shows for one photo, without any UI: the SODEC stream, both of its decodes, and JPEG,
+WebP and AVIF each at its best variant at or under the stream's bytes, with their figures.
+
+The baselines are chosen as ``sodec eval`` chooses them (:mod:`sodec_pipeline.evaluation.baselines`): every
+quality setting × downscale factor × upscale filter, the highest PSNR at ≤ the SODEC stream's bpp.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import PIL.Image
+
+from ..evaluation import baselines as baselines_lib
+
+#: The classical codecs the demo shows beside SODEC.
+DEMO_CODECS = ("jpeg", "webp", "avif")
+#: The largest photo the demo takes, in pixels (about 1920 × 1080); the page states it.
+DEMO_MAX_PIXELS = 1920 * 1080
+
+
+class DemoInputError(ValueError):
+    """A photo or stream the demo cannot take; the message is shown in the page."""
+
+
+@dataclass
+class Decode:
+    """One decoded image and its figures (PSNR in dB; LPIPS and DISTS when their weights are installed)."""
+
+    name: str
+    image: PIL.Image.Image
+    num_bytes: int
+    bpp: float
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    """The SODEC stream of a photo and every decode shown for it, SODEC's first."""
+
+    stream: bytes
+    width: int
+    height: int
+    decodes: List[Decode]
+    notes: List[str] = field(default_factory=list)
+
+    def table(self) -> List[List]:
+        """One row per decode: name, bytes, bpp, then each metric (rounded for display)."""
+        names = self.metric_names()
+        return [
+            [d.name, d.num_bytes, round(d.bpp, 4)] + [round(d.metrics[m], 3 if m != "psnr" else 2) for m in names]
+            for d in self.decodes
+        ]
+
+    def metric_names(self) -> List[str]:
+        """The figures of every decode, in order: ``psnr``, then ``lpips`` and ``dists`` when they are loaded."""
+        return list(self.decodes[0].metrics) if self.decodes else []
+
+
+def check_photo_size(width: int, height: int, max_pixels: int = DEMO_MAX_PIXELS) -> None:
+    """Raises :class:`DemoInputError` for a photo above the demo's pixel budget."""
+    if width * height > max_pixels:
+        raise DemoInputError(
+            f"the photo is {width}×{height} ({width * height / 1e6:.1f} Mpx); this demo takes photos up to "
+            f"{max_pixels / 1e6:.1f} Mpx (sodec compress has no such limit)"
+        )
+
+
+def figures(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict[str, Callable]) -> Dict[str, float]:
+    from ..metrics import psnr
+
+    values = {"psnr": psnr(reference, decoded)}
+    for name, metric in perceptual.items():
+        values[name] = metric(reference, decoded)
+    return values
+
+
+def compare(
+    pipe,
+    reference: np.ndarray,
+    perceptual: Optional[Dict[str, Callable]] = None,
+    codecs=DEMO_CODECS,
+    progress: Callable[[float, str], None] = lambda fraction, what: None,
+    max_pixels: int = DEMO_MAX_PIXELS,
+) -> Comparison:
+    """Compresses ``reference`` (uint8 RGB, H × W × 3), decodes the stream both ways, and runs each baseline
+    codec at ≤ the stream's bytes. ``progress(fraction, what)`` is called before each step; a photo of more
+    than ``max_pixels`` raises :class:`DemoInputError`."""
+    perceptual = perceptual or {}
+    height, width = reference.shape[:2]
+    check_photo_size(width, height, max_pixels)
+    progress(0.0, "compressing")
+    (stream,) = pipe.compress(PIL.Image.fromarray(reference))
+    bpp = 8.0 * len(stream) / (width * height)
+    decodes, notes = [], []
+    for i, decoder in enumerate(("diffusion", "fidelity")):
+        progress(0.1 + 0.2 * i, f"{decoder} decode")
+        image = pipe.decompress(stream, decoder=decoder).images[0]
+        decodes.append(
+            Decode(f"SODEC {decoder}", image, len(stream), bpp, figures(reference, np.asarray(image), perceptual))
+        )
+    available = baselines_lib.codec_availability()
+    for i, name in enumerate(codecs):
+        progress(0.5 + 0.5 * i / len(codecs), f"{name.upper()} at the same bytes")
+        if not available.get(name):
+            notes.append(f"{name}: not available in this Pillow build")
+            continue
+        variants = baselines_lib.run_codec(reference, baselines_lib.CODECS[name])
+        best = baselines_lib.select_best(variants, bpp)
+        if best is None:
+            notes.append(f"{name}: no setting fits in {len(stream)} bytes")
+            continue
+        decoded = baselines_lib.reconstruct(reference, best)
+        decodes.append(
+            Decode(name.upper() if name != "webp" else "WebP", PIL.Image.fromarray(decoded), best.num_bytes, best.bpp,
+                   figures(reference, decoded, perceptual))
+        )  # fmt: skip
+    progress(1.0, "done")
+    return Comparison(stream, width, height, decodes, notes)
