@@ -1,0 +1,57 @@
+"""The repository stands on its own: its Markdown links resolve, it cites no design document it lacks, and no
+tracked file outside ``benchmarks/`` names a folder of the machine it was made on."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: [text](target) and ![alt](target), the target up to a space, a closing parenthesis or a title.
+MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp/pytest-of-)[/\w]")
+
+
+def _tracked(*patterns):
+    try:
+        listed = subprocess.run(["git", "ls-files", *patterns], cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [REPO / line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
+
+
+def _relative_links(text: str):
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks hold examples, not links
+    for target in MARKDOWN_LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue  # a URL (https:, mailto:) or an anchor of the same page
+        yield target.split("#")[0]
+
+
+def test_every_relative_markdown_link_resolves():
+    broken = []
+    documents = _tracked("*.md")
+    assert any(p.name == "README.md" and p.parent == REPO for p in documents)
+    for document in documents:
+        for target in _relative_links(document.read_text(encoding="utf-8")):
+            if not (document.parent / target).exists():
+                broken.append(f"{document.relative_to(REPO)} → {target}")
+    assert not broken, "links to nothing:\n" + "\n".join(broken)
+
+
+def test_a_link_checker_that_finds_a_broken_link():
+    links = list(_relative_links("see [the spec](docs/bitstream.md#header), [web](https://x.org), ![img](a/b.png)"))
+    assert links == ["docs/bitstream.md", "a/b.png"]
+
+
+def test_no_design_document_is_cited_that_the_repository_lacks_and_no_machine_path_outside_benchmarks():
+    offenders = []
+    for path in _tracked("*.py", "*.md", "*.json", "*.cfg", "*.toml", "*.sh", "*.yaml", "*.cff", ".ci/*"):
+        relative = path.relative_to(REPO).as_posix()
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if "DESIGN.md" in text and relative != "tests/test_repository.py":
+            offenders.append(f"{relative}: cites DESIGN.md")
+        if not relative.startswith("benchmarks/") and relative != "tests/test_repository.py" and MACHINE_PATH.search(text):
+            offenders.append(f"{relative}: {MACHINE_PATH.search(text).group(0)}…")
+    assert not offenders, "\n".join(offenders)
