@@ -9,6 +9,7 @@ import sys
 
 from sodec_pipeline.cli.dispatch import main
 
+
 if __name__ == "__main__":
     argv = ["demo", "--host", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             "--port", os.environ.get("GRADIO_SERVER_PORT", "7860")]  # fmt: skip

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .lazy_exports import lazy_exports
 
+
 __version__ = "0.1.0"
 
 _import_structure = {

@@ -2,4 +2,5 @@ import sys
 
 from .cli import main
 
+
 sys.exit(main())

@@ -22,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
+
 MAGIC = b"S\xdc"
 FORMAT_VERSION = 2
 FINGERPRINT_SIZE = 4

@@ -34,6 +34,7 @@ import torch
 
 from .bitstream import BitstreamError
 
+
 ESCAPE_BITS = 16
 _ESCAPE_SIZE = 1 << ESCAPE_BITS
 
@@ -69,7 +70,9 @@ class CategoricalTables:
         for row, length in zip(cdf, lengths):
             pmf = np.diff(row[:length]).astype(np.float64)
             if (pmf <= 0).any():
-                raise ValueError("CDF tables must be strictly increasing (compressai's pmf_to_quantized_cdf makes them so)")
+                raise ValueError(
+                    "CDF tables must be strictly increasing (compressai's pmf_to_quantized_cdf makes them so)"
+                )
             self.models.append(constriction.stream.model.Categorical(pmf, perfect=False))
 
     @classmethod
@@ -162,7 +165,9 @@ def decode_symbols(data: bytes, table_indexes, tables: CategoricalTables) -> np.
         escaped = bins == escape_bin
         in_order = order[escaped[order]]  # the escaped symbols, in coding order
         if in_order.size:
-            escapes = coder.decode(constriction.stream.model.Uniform(_ESCAPE_SIZE), int(in_order.size)).astype(np.int64)
+            escapes = coder.decode(constriction.stream.model.Uniform(_ESCAPE_SIZE), int(in_order.size)).astype(
+                np.int64
+            )
             high = escape_bin[in_order].astype(np.int64)
             symbols[in_order] += np.where(escapes % 2 == 1, -(escapes + 1) // 2, escapes // 2 + high)
         exhausted = coder.is_empty()

@@ -3,6 +3,7 @@ every loader of this package."""
 
 from typing import Any, Dict
 
+
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")
 
 

@@ -21,6 +21,7 @@ import PIL.Image
 import torch
 from torch.nn import functional as F
 
+
 ImageInput = Union[PIL.Image.Image, np.ndarray, torch.Tensor, Sequence]
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 

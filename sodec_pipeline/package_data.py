@@ -3,6 +3,7 @@ package, or in the repository checkout next to ``sodec_pipeline/``."""
 
 from pathlib import Path
 
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

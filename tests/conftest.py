@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 import torch
 
+
 ASSETS = Path(__file__).parent / "assets"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO_ROOT / "hub_configs" / "sodec-tiny"

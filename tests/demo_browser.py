@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
+
 #: What a decode takes on a slow CPU, with the baseline grids (milliseconds).
 TIMEOUT_MS = 240_000
 

@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
 WORKER_MAX_PIXELS = 1 << 20
@@ -64,17 +65,28 @@ def split_stream(stream: bytes) -> Dict[str, object]:
     z_length, pos = _read_varint(stream, pos)
     body_end = len(stream) - 4
     return {
-        "fixed": fixed, "check": check, "height": height, "width": width,
-        "z": stream[pos : pos + z_length], "y": stream[pos + z_length : body_end],
+        "fixed": fixed,
+        "check": check,
+        "height": height,
+        "width": width,
+        "z": stream[pos : pos + z_length],
+        "y": stream[pos + z_length : body_end],
     }
 
 
 def join_stream(fields: Dict[str, object], z_length: Optional[int] = None) -> bytes:
     z, y = fields["z"], fields["y"]
-    body = b"".join([
-        fields["fixed"], fields["check"], _varint(fields["height"]), _varint(fields["width"]),
-        _varint(len(z) if z_length is None else z_length), z, y,
-    ])
+    body = b"".join(
+        [
+            fields["fixed"],
+            fields["check"],
+            _varint(fields["height"]),
+            _varint(fields["width"]),
+            _varint(len(z) if z_length is None else z_length),
+            z,
+            y,
+        ]
+    )
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -87,9 +99,23 @@ def _random_words(rng: random.Random, max_words: int) -> bytes:
 
 
 def _random_side(rng: random.Random) -> int:
-    return rng.choice([
-        1, 2, 63, 64, 65, rng.randint(1, 300), rng.randint(1, 2000), rng.randint(1, 16384), 548, 16384, 16385, 0, 1 << 30,
-    ])
+    return rng.choice(
+        [
+            1,
+            2,
+            63,
+            64,
+            65,
+            rng.randint(1, 300),
+            rng.randint(1, 2000),
+            rng.randint(1, 16384),
+            548,
+            16384,
+            16385,
+            0,
+            1 << 30,
+        ]
+    )
 
 
 def mutate(base: List[bytes], rng: random.Random) -> bytes:
@@ -117,7 +143,9 @@ def mutate(base: List[bytes], rng: random.Random) -> bytes:
             fields["width"] = _random_side(rng)
         return join_stream(fields)
     if kind == 3:  # z_length edited
-        return join_stream(fields, z_length=rng.choice([0, 1, 3, 4, len(fields["z"]) + rng.randint(-8, 8), rng.getrandbits(20)]))
+        return join_stream(
+            fields, z_length=rng.choice([0, 1, 3, 4, len(fields["z"]) + rng.randint(-8, 8), rng.getrandbits(20)])
+        )
     if kind == 4:  # entropy check, version or fingerprint edited
         which = rng.randrange(3)
         if which == 0:
@@ -143,7 +171,9 @@ def mutate(base: List[bytes], rng: random.Random) -> bytes:
         fields[rng.choice(["y", "z"])] = other[rng.choice(["y", "z"])]
         return join_stream(fields)
     if kind == 9:  # a big image announced with short strings (the decompression bomb), check left as is
-        fields["height"], fields["width"] = rng.choice([(16384, 548), (1024, 1024), (4096, 64), (rng.randint(1, 1100), rng.randint(1, 950))])
+        fields["height"], fields["width"] = rng.choice(
+            [(16384, 548), (1024, 1024), (4096, 64), (rng.randint(1, 1100), rng.randint(1, 950))]
+        )
         fields["y"] = fields["y"][: 4 * rng.randint(0, 8)]
         return join_stream(fields)
     if kind == 10:  # words appended to or removed from the y string
@@ -212,7 +242,10 @@ class _Worker:
         env.setdefault("OMP_NUM_THREADS", "1")
         self.process = subprocess.Popen(
             [sys.executable, "-W", "ignore", __file__, "--worker", model_dir, str(max_pixels), str(memory_limit_mib)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         line = self._read_line(start_timeout)
         if line != "ready":
@@ -248,7 +281,10 @@ class _Worker:
             return {"outcome": "hang", "detail": f"no answer within {time_limit} s"}
         if line == "":
             code = self.process.wait()
-            return {"outcome": "crash", "detail": f"worker exited with status {code}" + (f" (signal {-code})" if code < 0 else "")}
+            return {
+                "outcome": "crash",
+                "detail": f"worker exited with status {code}" + (f" (signal {-code})" if code < 0 else ""),
+            }
         return json.loads(line)
 
     def kill(self) -> None:
@@ -307,30 +343,49 @@ def fuzz(
                 stream = mutate(base, rng)
                 if not worker.alive:
                     worker = _Worker(model_dir, max_pixels, memory_limit_mib, start_timeout=600)
-                result = worker.decode(stream, diffusion=diffusion_every > 0 and i % diffusion_every == 0, time_limit=time_limit)
+                result = worker.decode(
+                    stream, diffusion=diffusion_every > 0 and i % diffusion_every == 0, time_limit=time_limit
+                )
                 outcomes[result["outcome"]] += 1
                 if result["outcome"] == "bitstream_error":
                     errors[_error_class(result["detail"])] += 1
                 elif result["outcome"] not in OUTCOMES_ALLOWED:
                     failures.append({"index": i, "stream": stream.hex(), **result})
                 if progress and (i + 1) % 1000 == 0:
-                    print(f"{i + 1} streams, {dict(outcomes)}, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"{i + 1} streams, {dict(outcomes)}, {time.monotonic() - started:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             worker.kill()
     return {
-        "streams": num_streams, "seed": seed, "outcomes": dict(outcomes), "bitstream_errors": dict(errors),
-        "failures": failures, "seconds": round(time.monotonic() - started, 1),
-        "time_limit_s": time_limit, "memory_limit_mib": memory_limit_mib, "max_pixels": max_pixels,
+        "streams": num_streams,
+        "seed": seed,
+        "outcomes": dict(outcomes),
+        "bitstream_errors": dict(errors),
+        "failures": failures,
+        "seconds": round(time.monotonic() - started, 1),
+        "time_limit_s": time_limit,
+        "memory_limit_mib": memory_limit_mib,
+        "max_pixels": max_pixels,
     }
 
 
 def _error_class(message: str) -> str:
     """Where a ``BitstreamError`` came from, by its message (for the report)."""
     for needle, name in (
-        ("entropy parameters", "entropy check"), ("entropy-coded string", "entropy decoder"),
-        ("budget", "pixel budget"), ("checksum", "checksum"), ("another model", "fingerprint"),
-        ("version", "version"), ("magic", "magic"), ("image size", "image size"), ("inconsistent", "string lengths"),
-        ("truncated", "truncated"), ("varint", "varint"),
+        ("entropy parameters", "entropy check"),
+        ("entropy-coded string", "entropy decoder"),
+        ("budget", "pixel budget"),
+        ("checksum", "checksum"),
+        ("another model", "fingerprint"),
+        ("version", "version"),
+        ("magic", "magic"),
+        ("image size", "image size"),
+        ("inconsistent", "string lengths"),
+        ("truncated", "truncated"),
+        ("varint", "varint"),
     ):
         if needle in message:
             return name

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+from test_hific_conversion import make_port_model, save_port_checkpoint
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from sodec_pipeline import SODECPipeline
 from sodec_pipeline.conversion import convert_hific_checkpoint
 
-from test_hific_conversion import make_port_model, save_port_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO_ROOT / "hub_configs" / "sodec-tiny"
@@ -22,45 +22,102 @@ VIT_MEAN, VIT_STD = [0.5, 0.45, 0.4], [0.25, 0.26, 0.27]
 
 
 def tiny_vision_config(hidden_size=48):
-    return dict(hidden_size=hidden_size, image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=37, projection_dim=16)
+    return dict(
+        hidden_size=hidden_size,
+        image_size=32,
+        patch_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        projection_dim=16,
+    )
 
 
 def write_preprocessor(folder: Path, size=32):
     """preprocessor_config.json as CLIP repositories ship it."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-        "image_mean": VIT_MEAN, "image_std": VIT_STD, "image_processor_type": "CLIPImageProcessor", "resample": 3,
-        "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": size},
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": {"height": size, "width": size},
+                "do_center_crop": True,
+                "do_normalize": True,
+                "do_resize": True,
+                "image_mean": VIT_MEAN,
+                "image_std": VIT_STD,
+                "image_processor_type": "CLIPImageProcessor",
+                "resample": 3,
+                "rescale_factor": 0.00392156862745098,
+                "size": {"shortest_edge": size},
+            }
+        )
+    )
 
 
-def save_sd_model(folder: Path, cross_attention_dim=24, unet_in=4, unet_out=4, vae_latent=4, prediction_type="v_prediction", seed=0,
-                  vae_blocks=(4, 4, 8, 8)):
+def save_sd_model(
+    folder: Path,
+    cross_attention_dim=24,
+    unet_in=4,
+    unet_out=4,
+    vae_latent=4,
+    prediction_type="v_prediction",
+    seed=0,
+    vae_blocks=(4, 4, 8, 8),
+):
     """A Stable-Diffusion-2.1-like folder: model_index.json, unet/, vae/, scheduler/."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=unet_in, out_channels=unet_out, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=2, norm_num_groups=4, use_linear_projection=True,
+        sample_size=8,
+        in_channels=unet_in,
+        out_channels=unet_out,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=2,
+        norm_num_groups=4,
+        use_linear_projection=True,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=vae_blocks, latent_channels=vae_latent, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * len(vae_blocks), up_block_types=("UpDecoderBlock2D",) * len(vae_blocks),
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=vae_blocks,
+        latent_channels=vae_latent,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_blocks),
         norm_num_groups=2,
-        sample_size=64, scaling_factor=0.13025,
+        sample_size=64,
+        scaling_factor=0.13025,
     )
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
     scheduler.save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1", "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": [None, None], "tokenizer": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
-    }))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": "0.42.1",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "scheduler": ["diffusers", "PNDMScheduler"],
+                "text_encoder": [None, None],
+                "tokenizer": [None, None],
+                "safety_checker": [None, None],
+                "feature_extractor": [None, None],
+            }
+        )
+    )
     return folder
 
 
@@ -126,20 +183,30 @@ def test_image_encoder_layouts(parts):
         parts["sd"], root / "ip-adapter", image_encoder_subfolder="models/image_encoder", config=TINY_CONFIG
     )
     assert torch.equal(
-        pipe.image_encoder.embeddings.patch_embedding.weight, with_projection.vision_model.embeddings.patch_embedding.weight
+        pipe.image_encoder.embeddings.patch_embedding.weight,
+        with_projection.vision_model.embeddings.patch_embedding.weight,
     )
     # no preprocessor_config.json there: the hub config's (OpenAI CLIP) normalisation is kept
     assert list(pipe.fidelity_guidance.config.image_encoder_mean)[0] == pytest.approx(0.48145466)
 
     torch.manual_seed(3)
-    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, vocab_size=99,
-                max_position_embeddings=16, projection_dim=16)
+    text = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=37,
+        vocab_size=99,
+        max_position_embeddings=16,
+        projection_dim=16,
+    )
     full = CLIPModel(CLIPConfig(text_config=text, vision_config=tiny_vision_config(40), projection_dim=16))
     full.save_pretrained(root / "laion-clip")
     write_preprocessor(root / "laion-clip")
     pipe = SODECPipeline.from_pretrained_parts(parts["sd"], root / "laion-clip", config=TINY_CONFIG)
     assert pipe.fidelity_guidance.config.image_encoder_hidden_size == 40
-    assert torch.equal(pipe.image_encoder.embeddings.patch_embedding.weight, full.vision_model.embeddings.patch_embedding.weight)
+    assert torch.equal(
+        pipe.image_encoder.embeddings.patch_embedding.weight, full.vision_model.embeddings.patch_embedding.weight
+    )
     guidance = pipe.encode_guidance(pipe.decode_fidelity(torch.randn(1, 8, 4, 4)))
     assert guidance.shape == (1, pipe.fidelity_guidance.config.num_tokens, 24)
 
@@ -164,8 +231,10 @@ def test_codec_from_a_converted_hific_checkpoint(parts, tmp_path, small_photo):
     pipe8 = SODECPipeline.from_pretrained_parts(sd8, parts["vit"], codec=tmp_path / "codec", config=TINY_CONFIG)
     assert pipe8.compression_vae.config.out_latent_channels == 8
     assert pipe8.compression_vae.fingerprint() != converted.compression_vae.fingerprint()
-    assert torch.equal(pipe8.compression_vae.analysis_transform.conv_block1[1].weight,
-                       converted.compression_vae.analysis_transform.conv_block1[1].weight)
+    assert torch.equal(
+        pipe8.compression_vae.analysis_transform.conv_block1[1].weight,
+        converted.compression_vae.analysis_transform.conv_block1[1].weight,
+    )
     assert pipe8(small_photo, output_type="pt").images.shape == (1, 3, small_photo.height, small_photo.width)
 
 
@@ -183,7 +252,11 @@ def test_codec_from_a_trained_pipeline(tiny_pipeline_dir, tiny_pipeline, parts, 
     with pytest.raises(ValueError) as info:
         SODECPipeline.from_pretrained_parts(parts["sd"], parts["vit"], codec=tiny_pipeline_dir, config=TINY_CONFIG)
     message = str(info.value)
-    assert "width 32 to guidance of width 16" in message and "hidden_size 48" in message and "cross_attention_dim 24" in message
+    assert (
+        "width 32 to guidance of width 16" in message
+        and "hidden_size 48" in message
+        and "cross_attention_dim 24" in message
+    )
     sd8 = save_sd_model(tmp_path / "sd-in8", unet_in=8, unet_out=8, vae_latent=8, cross_attention_dim=16)
     with pytest.raises(ValueError, match=r"T_s outputs 4 channels .* UNet takes 8"):
         SODECPipeline.from_pretrained_parts(sd8, tmp_path / "vit32", codec=tiny_pipeline_dir, config=TINY_CONFIG)
@@ -200,7 +273,9 @@ def test_parts_that_cannot_fit(parts, tmp_path):
     with pytest.raises(ValueError, match=r"upsamples its latents ×2 \(2 blocks in vae block_out_channels\).*stride 8"):
         SODECPipeline.from_pretrained_parts(two_blocks, parts["vit"], config=TINY_CONFIG)
     odd = save_sd_model(tmp_path / "cross25", cross_attention_dim=25)
-    with pytest.raises(ValueError, match=r"projection_num_attention_heads=2, which does not divide the UNet's cross_attention_dim=25"):
+    with pytest.raises(
+        ValueError, match=r"projection_num_attention_heads=2, which does not divide the UNet's cross_attention_dim=25"
+    ):
         SODECPipeline.from_pretrained_parts(odd, parts["vit"], config=TINY_CONFIG)
     with pytest.raises(OSError, match=r"cannot load the UNet .* unet/ and vae/ subfolders"):
         SODECPipeline.from_pretrained_parts(parts["vit"], parts["vit"], config=TINY_CONFIG)
@@ -221,7 +296,9 @@ def test_random_codec_follows_the_unet_input_width(parts, tmp_path, small_photo)
     pipe = SODECPipeline.from_pretrained_parts(sd8, vit, config=TINY_CONFIG, torch_dtype=torch.bfloat16)
     assert pipe.image_encoder is vit and pipe.fidelity_guidance.config.image_encoder_hidden_size == 40
     assert pipe.compression_vae.config.out_latent_channels == 8
-    assert pipe.unet.dtype == pipe.vae.dtype == pipe.image_encoder.dtype == pipe.fidelity_guidance.dtype == torch.bfloat16
+    assert (
+        pipe.unet.dtype == pipe.vae.dtype == pipe.image_encoder.dtype == pipe.fidelity_guidance.dtype == torch.bfloat16
+    )
     assert pipe.compression_vae.analysis_transform.conv_block1[1].weight.dtype == torch.float32
     out = pipe(small_photo, output_type="pt")
     assert out.images.shape == (1, 3, small_photo.height, small_photo.width)
@@ -234,8 +311,14 @@ def test_a_decode_never_returns_another_size_than_the_header(assembled, small_ph
 
     (stream,) = assembled.compress(small_photo)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(4, 8), latent_channels=4, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=2,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=2,
     ).eval()
     components = dict(assembled.components, vae=vae)
     wrong = SODECPipeline(**components)

@@ -21,6 +21,7 @@ from sodec_pipeline.benchmarking.benchmark import (
 )
 from sodec_pipeline.cli import main
 
+
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "hub_configs" / "sodec-tiny"
 
 STAT_FIELDS = {"median_s", "min_s", "max_s", "mean_s", "std_s", "iqr_s", "spread_pct", "runs_s"}
@@ -57,7 +58,9 @@ def test_ddim_baseline_starts_at_999_and_one_step_equals_the_sodec_step(tiny_pip
 
     torch.manual_seed(0)
     noisy = torch.randn(1, 4, 8, 12)
-    guidance = torch.randn(1, tiny_pipeline.fidelity_guidance.config.num_tokens, tiny_pipeline.unet.config.cross_attention_dim)
+    guidance = torch.randn(
+        1, tiny_pipeline.fidelity_guidance.config.num_tokens, tiny_pipeline.unet.config.cross_attention_dim
+    )
     with torch.no_grad():
         one_step = tiny_pipeline.denoise(noisy, guidance)
         ddim_1 = denoise_ddim(tiny_pipeline, noisy, guidance, make_ddim_scheduler(tiny_pipeline, 1))
@@ -69,7 +72,9 @@ def test_ddim_baseline_starts_at_999_and_one_step_equals_the_sodec_step(tiny_pip
     (stream,) = tiny_pipeline.compress(image)
     timer = StageTimer("cpu")
     staged_ddim_1 = decode_by_stage(tiny_pipeline, stream, timer, scheduler=make_ddim_scheduler(tiny_pipeline, 1))
-    torch.testing.assert_close(staged_ddim_1, tiny_pipeline.decompress(stream, output_type="pt").images[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        staged_ddim_1, tiny_pipeline.decompress(stream, output_type="pt").images[0], rtol=1e-4, atol=1e-4
+    )
 
 
 def _check_stats(stats, runs):
@@ -104,8 +109,12 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
     for stage in timed:
         _check_stats(result["decode_stages"][stage], 2)
         _check_stats(result["baseline"]["decode_stages"][stage], 2)
-    assert result["decode_stage_sum_median_s"] == pytest.approx(sum(result["decode_stages"][s]["median_s"] for s in timed))
-    assert result["floor"]["median_s"] == pytest.approx(sum(result["decode_stages"][s]["median_s"] for s in FLOOR_STAGES))
+    assert result["decode_stage_sum_median_s"] == pytest.approx(
+        sum(result["decode_stages"][s]["median_s"] for s in timed)
+    )
+    assert result["floor"]["median_s"] == pytest.approx(
+        sum(result["decode_stages"][s]["median_s"] for s in FLOOR_STAGES)
+    )
     assert result["floor"]["median_s"] < result["decode_stage_sum_median_s"]
 
     baseline = result["baseline"]
@@ -116,7 +125,9 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
     assert baseline["unet_per_step_median_s"] == pytest.approx(baseline["decode_stages"]["unet"]["median_s"] / 3)
     speedup = result["speedup"]
     assert speedup["decode_end_to_end"] == pytest.approx(baseline["decode"]["median_s"] / result["decode"]["median_s"])
-    assert speedup["unet"] == pytest.approx(baseline["decode_stages"]["unet"]["median_s"] / result["decode_stages"]["unet"]["median_s"])
+    assert speedup["unet"] == pytest.approx(
+        baseline["decode_stages"]["unet"]["median_s"] / result["decode_stages"]["unet"]["median_s"]
+    )
     assert set(baseline["extrapolation"]["predicted_decode_s"]) == {"1", "4", "20", "50"}
 
     memory = result["memory"]
@@ -136,10 +147,30 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
 
 def test_benchmark_from_a_saved_model(tmp_path, tiny_pipeline_dir, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["benchmark", "--model", str(tiny_pipeline_dir), "--size", "64", "--warmup", "0", "--repeats", "1", "--baseline-steps", "1", "--out", str(out)])
+    rc = main(
+        [
+            "benchmark",
+            "--model",
+            str(tiny_pipeline_dir),
+            "--size",
+            "64",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--baseline-steps",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
-    assert result["size"] == [64, 64] and result["model"] == str(tiny_pipeline_dir) and result["baseline"]["timesteps"] == [999]
+    assert (
+        result["size"] == [64, 64]
+        and result["model"] == str(tiny_pipeline_dir)
+        and result["baseline"]["timesteps"] == [999]
+    )
 
 
 @pytest.mark.parametrize(
@@ -171,7 +202,20 @@ def test_benchmark_model_and_config_are_exclusive(capsys):
 
 def test_scaling_benchmark_writes_round_trips_and_batching(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    rc = main(["benchmark", "--config", str(TINY_CONFIG), "--size", "96x64,200x300", "--scaling", "--batch-speedup", "2", "--out", str(out)])
+    rc = main(
+        [
+            "benchmark",
+            "--config",
+            str(TINY_CONFIG),
+            "--size",
+            "96x64,200x300",
+            "--scaling",
+            "--batch-speedup",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert [r["size"] for r in result["round_trips"]] == [[64, 96], [300, 200]]

@@ -14,6 +14,7 @@ from sodec_pipeline import (
 )
 from sodec_pipeline.bitstream import MAGIC, _write_varint, bits_per_pixel
 
+
 FP = b"\x01\x02\x03\x04"
 CHECK = b"\xab\xcd"
 V2 = b"\x02"
@@ -30,9 +31,14 @@ def _with_crc(body: bytes) -> bytes:
 def test_round_trip_and_overhead():
     s = _stream()
     parsed = decode_bitstream(s, expected_fingerprint=FP)
-    assert (parsed.height, parsed.width, parsed.z_string, parsed.y_string, parsed.fingerprint, parsed.entropy_check) == (
-        321, 481, b"zzzz", b"y" * 40, FP, CHECK
-    )
+    assert (
+        parsed.height,
+        parsed.width,
+        parsed.z_string,
+        parsed.y_string,
+        parsed.fingerprint,
+        parsed.entropy_check,
+    ) == (321, 481, b"zzzz", b"y" * 40, FP, CHECK)
     # magic 2 + version 1 + fingerprint 4 + entropy check 2 + varints (2 + 2 + 1) + crc 4 = 18 bytes of overhead
     assert len(s) - 44 == 18
     assert bits_per_pixel(s, 321, 481) == 8 * len(s) / (321 * 481)
@@ -82,10 +88,18 @@ def test_messages_say_what_is_wrong():
 
 @pytest.mark.parametrize(
     "height,width",
-    [(MAX_IMAGE_SIDE + 1, 10), (10, 1 << 30), (0, 5), (5, 0), (MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS // MAX_IMAGE_SIDE + 1)],
+    [
+        (MAX_IMAGE_SIDE + 1, 10),
+        (10, 1 << 30),
+        (0, 5),
+        (5, 0),
+        (MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS // MAX_IMAGE_SIDE + 1),
+    ],
 )
 def test_absurd_sizes_with_valid_checksum_are_refused(height, width):
-    body = MAGIC + V2 + FP + CHECK + _write_varint(height) + _write_varint(width) + _write_varint(4) + b"zzzz" + b"yyyy"
+    body = (
+        MAGIC + V2 + FP + CHECK + _write_varint(height) + _write_varint(width) + _write_varint(4) + b"zzzz" + b"yyyy"
+    )
     with pytest.raises(BitstreamError, match="image size"):
         decode_bitstream(_with_crc(body), expected_fingerprint=FP)
 

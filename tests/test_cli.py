@@ -14,10 +14,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from sodec_pipeline.cli import main
-from sodec_pipeline.cli import compress_command, decompress_command, model_loading
+from sodec_pipeline.cli import compress_command, decompress_command, main, model_loading
 from sodec_pipeline.cli.dispatch import COMMANDS, build_parser
 from sodec_pipeline.cli.progress import progress_enabled
+
 
 HEAVY_MODULES = ("torch", "diffusers", "transformers", "compressai", "matplotlib", "torchvision")
 
@@ -69,7 +69,9 @@ def _png_header(path, width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -154,7 +156,9 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
         ("over_budget", "96×64 image (6144 pixels), above this decoder's budget of 6000 pixels"),
     ],
 )
-def test_bad_input_gives_one_line_and_exit_2(case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path, monkeypatch):
+def test_bad_input_gives_one_line_and_exit_2(
+    case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path, monkeypatch
+):
     stream = streams[0]
     data = stream.read_bytes()
     model = str(tiny_pipeline_dir)
@@ -227,7 +231,9 @@ def test_unknown_hub_repo_is_named(capsys):
 
     from sodec_pipeline.cli.model_loading import describe_load_error
 
-    not_found = RepositoryNotFoundError("404 Repository Not Found", response=types.SimpleNamespace(headers={}, request=None))
+    not_found = RepositoryNotFoundError(
+        "404 Repository Not Found", response=types.SimpleNamespace(headers={}, request=None)
+    )
     try:
         try:
             raise not_found
@@ -252,7 +258,9 @@ def _fake_model(tmp_path):
     """A folder that passes the cheap --model checks (for tests where the model must never load)."""
     folder = tmp_path / "fake-model"
     (folder / "unet").mkdir(parents=True, exist_ok=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "SODECPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": "SODECPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
+    )
     (folder / "unet" / "config.json").write_text("{}")
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     return folder
@@ -285,7 +293,9 @@ def test_output_paths_are_checked_before_any_compute(case, needle, workdir, caps
     _one_line_error(code, err, needle)
 
 
-@pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs Linux's sysfs: a folder that no user, root included, can write in")
+@pytest.mark.skipif(
+    not os.path.isdir("/sys"), reason="needs Linux's sysfs: a folder that no user, root included, can write in"
+)
 def test_read_only_output_folder_is_refused_before_compute(workdir, capsys, tmp_path, no_model_load):
     # sysfs refuses new files to every user, root included (a chmod 0o500 folder would not stop root).
     code, out, err = _run(capsys, "compress", workdir / "grey.png", "--model", _fake_model(tmp_path), "-o", "/sys")
@@ -294,7 +304,12 @@ def test_read_only_output_folder_is_refused_before_compute(workdir, capsys, tmp_
 
 # ---------------------------------------------------------------------- batches
 def test_compress_batch_survives_bad_files(tiny_pipeline_dir, workdir, capsys, tmp_path):
-    images = [workdir / "grey.png", workdir / "not_an_image.png", workdir / "missing.png", workdir / "bsds_crop0_96x64.png"]
+    images = [
+        workdir / "grey.png",
+        workdir / "not_an_image.png",
+        workdir / "missing.png",
+        workdir / "bsds_crop0_96x64.png",
+    ]
     code, out, err = _run(capsys, "compress", *images, "--model", tiny_pipeline_dir, "-o", tmp_path)
     assert code == 2
     assert sorted(p.name for p in tmp_path.glob("*.sodec")) == ["bsds_crop0_96x64.sodec", "grey.sodec"]
@@ -309,7 +324,9 @@ def test_decompress_batch_survives_a_bad_stream(tiny_pipeline_dir, streams, caps
     data = bytearray(streams[0].read_bytes())
     data[len(data) // 2] ^= 0x10
     corrupt.write_bytes(bytes(data))
-    code, out, err = _run(capsys, "decompress", streams[0], corrupt, streams[1], "--model", tiny_pipeline_dir, "-o", tmp_path)
+    code, out, err = _run(
+        capsys, "decompress", streams[0], corrupt, streams[1], "--model", tiny_pipeline_dir, "-o", tmp_path
+    )
     assert code == 2
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["bsds_crop0_96x64.diffusion.png", "grey.diffusion.png"]
     lines = err.strip().splitlines()
@@ -317,7 +334,9 @@ def test_decompress_batch_survives_a_bad_stream(tiny_pipeline_dir, streams, caps
     assert lines[-1] == "sodec decompress: 1 of 3 streams failed, 2 decoded"
 
 
-def test_unexpected_failure_of_one_file_exits_1_and_the_rest_go_on(tiny_pipeline_dir, streams, capsys, tmp_path, monkeypatch):
+def test_unexpected_failure_of_one_file_exits_1_and_the_rest_go_on(
+    tiny_pipeline_dir, streams, capsys, tmp_path, monkeypatch
+):
     from sodec_pipeline import SODECPipeline
 
     real = SODECPipeline.decompress
@@ -430,7 +449,15 @@ def test_console_script_and_module_entry_point(workdir):
         result = subprocess.run(cmd, capture_output=True, text=True)
         assert result.returncode == 0 and "compress" in result.stdout
     result = subprocess.run(
-        [sys.executable, "-m", "sodec_pipeline", "compress", str(workdir / "not_an_image.png"), "--model", str(workdir)],
+        [
+            sys.executable,
+            "-m",
+            "sodec_pipeline",
+            "compress",
+            str(workdir / "not_an_image.png"),
+            "--model",
+            str(workdir),
+        ],
         capture_output=True,
         text=True,
     )

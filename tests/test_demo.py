@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-
 from demo_browser import chromium_path, drive, serve
+
 from sodec_pipeline.cli import main
 from sodec_pipeline.demo.comparison import DEMO_MAX_PIXELS, DemoInputError, check_photo_size
+
 
 ASSETS = Path(__file__).parent / "assets"
 PHOTO = ASSETS / "bsds_481x321.jpg"  # a BSDS500 test photograph: never trained on
@@ -95,7 +96,9 @@ def test_a_bad_upload_is_a_message_and_the_page_keeps_serving(client, tmp_path, 
     assert len(client.predict(handle_file(str(small)), api_name="/compress")[0]) >= 2  # still serving
 
 
-@pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (apt-get install -y chromium; .ci/run does)")
+@pytest.mark.skipif(
+    chromium_path() is None, reason="needs Debian's chromium (apt-get install -y chromium; .ci/run does)"
+)
 def test_the_page_works_in_headless_chromium(server, tmp_path):
     seen = drive(server, ASSETS / "bsds_crop1_96x64.png", tmp_path)
     assert seen["title"] == "SODEC demo" and "one diffusion step" in seen["intro"]

@@ -41,7 +41,9 @@ def test_round_trip_with_escapes():
 def test_values_beyond_the_escape_range_are_clamped_on_their_side():
     tables = integer_tables(1)  # one table: bins for -1, 0, 1 (+ escape)
     symbols = np.array([10**7, -(10**7), 3, -3])
-    decoded = decode_symbols(encode_symbols(symbols, np.zeros(4, dtype=np.int64), tables), np.zeros(4, dtype=np.int64), tables)
+    decoded = decode_symbols(
+        encode_symbols(symbols, np.zeros(4, dtype=np.int64), tables), np.zeros(4, dtype=np.int64), tables
+    )
     assert decoded[0] > (1 << (ESCAPE_BITS - 2)) and decoded[1] < -(1 << (ESCAPE_BITS - 2))
     assert list(decoded[2:]) == [3, -3]
 
@@ -79,7 +81,7 @@ def test_strings_it_did_not_write_raise_bitstream_error():
     except BitstreamError:
         pass
     assert time.perf_counter() - started < 10
-    for trial in range(200):
+    for _trial in range(200):
         junk = rng.integers(0, 256, 4 * int(rng.integers(0, 40)), dtype=np.uint8).tobytes()
         try:
             out = decode_symbols(junk, indexes, tables)
@@ -90,7 +92,11 @@ def test_strings_it_did_not_write_raise_bitstream_error():
 
 def test_tables_are_checked():
     with pytest.raises(ValueError, match="disagree"):
-        CategoricalTables(torch.zeros(2, 4, dtype=torch.int32), torch.tensor([4], dtype=torch.int32), torch.tensor([0, 0], dtype=torch.int32))
+        CategoricalTables(
+            torch.zeros(2, 4, dtype=torch.int32),
+            torch.tensor([4], dtype=torch.int32),
+            torch.tensor([0, 0], dtype=torch.int32),
+        )
     flat = torch.tensor([[0, 65536, 65536, 65536]], dtype=torch.int32)
     with pytest.raises(ValueError, match="strictly increasing"):
         CategoricalTables(flat, torch.tensor([4], dtype=torch.int32), torch.tensor([0], dtype=torch.int32))

@@ -11,10 +11,16 @@ from torch.nn import functional as F
 from sodec_pipeline import BitstreamError, CompressionVAE
 from sodec_pipeline.models.fixed_point_hyper_synthesis import FixedPointHyperSynthesis
 
+
 LEVELS = 64
 CONFIG = dict(
-    block_out_channels=(4, 8, 8, 8, 8), latent_channels=LEVELS, hyper_channels=16, latent_synthesis_channels=8,
-    latent_transform_channels=8, latent_transform_num_blocks=1, scale_table_levels=LEVELS,
+    block_out_channels=(4, 8, 8, 8, 8),
+    latent_channels=LEVELS,
+    hyper_channels=16,
+    latent_synthesis_channels=8,
+    latent_transform_channels=8,
+    latent_transform_num_blocks=1,
+    scale_table_levels=LEVELS,
     scale_bias_init=(0.09, 300.0),
 )
 
@@ -150,13 +156,15 @@ def _exact_reference(head, z_hat, fixed: FixedPointHyperSynthesis) -> torch.Tens
     """The fixed-point network in int64 with an independent transposed convolution (a scatter of
     products): what the float64 convolutions must equal bit for bit."""
     x = torch.round(z_hat.double() * 2.0**fixed.fraction_bits).to(torch.int64)
-    x = x.clamp(-(2**fixed.layers[0].input_bits), 2**fixed.layers[0].input_bits)
+    x = x.clamp(-(2 ** fixed.layers[0].input_bits), 2 ** fixed.layers[0].input_bits)
     for number, layer in enumerate(fixed.layers):
         weight = layer.weight.to(torch.int64)
         batch, _, height, width = x.shape
         kh, kw = weight.shape[-2:]
         (sh, sw), (ph, pw), (oh, ow) = layer.stride, layer.padding, layer.output_padding
-        full = torch.zeros(batch, weight.shape[1], (height - 1) * sh + kh + oh, (width - 1) * sw + kw + ow, dtype=torch.int64)
+        full = torch.zeros(
+            batch, weight.shape[1], (height - 1) * sh + kh + oh, (width - 1) * sw + kw + ow, dtype=torch.int64
+        )
         for i in range(kh):
             for j in range(kw):
                 contribution = torch.einsum("bchw,cd->bdhw", x, weight[:, :, i, j])

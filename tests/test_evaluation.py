@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,9 @@ def test_baseline_bpp_counts_bytes_at_the_original_size(photos):
     half = [v for v in variants if v.downscale == 2.0]
     assert all(v.coded_size == (112, 80) for v in half)
     # A downscaled variant is charged the encoder's bytes plus 4 bytes of original size.
-    n_bytes, _ = baselines.encode_decode(PIL.Image.fromarray(reference).resize((112, 80), PIL.Image.Resampling.LANCZOS), CODECS["jpeg"], half[0].setting)
+    n_bytes, _ = baselines.encode_decode(
+        PIL.Image.fromarray(reference).resize((112, 80), PIL.Image.Resampling.LANCZOS), CODECS["jpeg"], half[0].setting
+    )
     assert half[0].num_bytes == n_bytes + baselines.RESAMPLE_SIDE_INFO_BYTES
     assert min(v.bpp for v in half) < min(v.bpp for v in full)
     # The recorded PSNR is that of the image the variant decodes to.
@@ -64,12 +65,27 @@ def test_every_codec_is_available_or_reported():
 
 
 # ---------------------------------------------------------------------- the command
-def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys, monkeypatch):
+def test_eval_two_images_writes_every_file_with_sane_numbers(
+    tmp_path, two_images, tiny_pipeline_dir, tiny_pipeline, capsys, monkeypatch
+):
     import sodec_pipeline.cli.dispatch as dispatch
 
     monkeypatch.setattr(dispatch, "progress_enabled", lambda quiet: not quiet)  # stderr as a terminal: bars on
     out = tmp_path / "report"
-    rc = main(["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--targets", "0.5,1,2", "--no-perceptual"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_pipeline_dir),
+            "--images",
+            str(two_images),
+            "--out",
+            str(out),
+            "--targets",
+            "0.5,1,2",
+            "--no-perceptual",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "2/2" in captured.err  # the progress bar over images
@@ -112,7 +128,11 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_image
     for row in (r for r in rows if not r["method"].startswith("sodec")):
         target = sodec_bpp[row["image"]] if row["target"] == "sodec" else float(row["target"])
         assert float(row["bpp"]) <= target + 1e-12
-        fitting = [float(g["psnr"]) for g in grid if g["image"] == row["image"] and g["codec"] == row["method"] and float(g["bpp"]) <= target + 1e-12]
+        fitting = [
+            float(g["psnr"])
+            for g in grid
+            if g["image"] == row["image"] and g["codec"] == row["method"] and float(g["bpp"]) <= target + 1e-12
+        ]
         assert float(row["psnr"]) == pytest.approx(max(fitting))
 
     report = json.loads((out / "results.json").read_text())
@@ -125,7 +145,9 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(tmp_path, two_image
     assert ("jpeg", "2") in summary and summary[("jpeg", "2")]["images"] == 2
 
 
-def test_eval_with_perceptual_weights_and_a_missing_codec(tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys):
+def test_eval_with_perceptual_weights_and_a_missing_codec(
+    tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys
+):
     torch.manual_seed(1)
     torch.save(LPIPS("alex").state_dict(), tmp_path / "lpips_alex.pth")
     torch.save(DISTS().state_dict(), tmp_path / "dists.pth")
@@ -149,7 +171,9 @@ def test_eval_with_perceptual_weights_and_a_missing_codec(tmp_path, two_images, 
     assert "avif: not available" in captured.out
 
 
-def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys):
+def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(
+    tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys
+):
     import sodec_pipeline.metrics.weights as metrics_module  # where load_perceptual_metrics finds the loaders
 
     fake = {"lpips": LPIPS("alex"), "dists": DISTS()}  # random weights: what is tested is that they are used
@@ -158,7 +182,18 @@ def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(tmp_pat
     monkeypatch.setattr(metrics_module, "load_lpips", lambda net, path=None, flag=None: fake["lpips"])
     monkeypatch.setattr(metrics_module, "load_dists", lambda path=None, flag=None: fake["dists"])
     out = tmp_path / "with"
-    argv = ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--no-progress", "--codecs", "jpeg", "--targets", "1"]
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_pipeline_dir),
+        "--images",
+        str(two_images),
+        "--no-progress",
+        "--codecs",
+        "jpeg",
+        "--targets",
+        "1",
+    ]
     assert main(argv + ["--out", str(out)]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr", "lpips", "dists"]
@@ -193,7 +228,9 @@ def _one_line_error(capsys, argv, *fragments):
 def test_eval_errors_are_one_line(tmp_path, two_images, tiny_pipeline_dir, capsys):
     model = str(tiny_pipeline_dir)
     out = str(tmp_path / "out")
-    _one_line_error(capsys, ["eval", "--model", model, "--images", str(tmp_path / "nope"), "--out", out], "no such directory")
+    _one_line_error(
+        capsys, ["eval", "--model", model, "--images", str(tmp_path / "nope"), "--out", out], "no such directory"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
@@ -201,18 +238,38 @@ def test_eval_errors_are_one_line(tmp_path, two_images, tiny_pipeline_dir, capsy
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"not a png at all")
-    _one_line_error(capsys, ["eval", "--model", model, "--images", str(broken), "--out", out], "a.png", "not a readable image")
+    _one_line_error(
+        capsys, ["eval", "--model", model, "--images", str(broken), "--out", out], "a.png", "not a readable image"
+    )
     not_a_model = tmp_path / "not_a_model"
     not_a_model.mkdir()
-    _one_line_error(capsys, ["eval", "--model", str(not_a_model), "--images", str(two_images), "--out", out], "model_index.json")
+    _one_line_error(
+        capsys, ["eval", "--model", str(not_a_model), "--images", str(two_images), "--out", out], "model_index.json"
+    )
     _one_line_error(
         capsys,
-        ["eval", "--model", model, "--images", str(two_images), "--out", out, "--lpips-weights", str(tmp_path / "missing.pth")],
+        [
+            "eval",
+            "--model",
+            model,
+            "--images",
+            str(two_images),
+            "--out",
+            out,
+            "--lpips-weights",
+            str(tmp_path / "missing.pth"),
+        ],
         "missing.pth",
         "does not exist",
     )
-    _one_line_error(capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--codecs", "jpeg,heic"], "heic")
-    _one_line_error(capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--targets", "0.1,x"], "--targets")
+    _one_line_error(
+        capsys, ["eval", "--model", model, "--images", str(two_images), "--out", out, "--codecs", "jpeg,heic"], "heic"
+    )
+    _one_line_error(
+        capsys,
+        ["eval", "--model", model, "--images", str(two_images), "--out", out, "--targets", "0.1,x"],
+        "--targets",
+    )
     assert not Path(out).exists()  # nothing was written: every check came before the work
 
 
@@ -220,7 +277,13 @@ def test_eval_without_matplotlib_fails_early_in_one_line(tmp_path, two_images, t
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a)
+    )
     out = tmp_path / "out"
-    _one_line_error(capsys, ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out)], "pip install matplotlib")
+    _one_line_error(
+        capsys,
+        ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out)],
+        "pip install matplotlib",
+    )
     assert not out.exists()

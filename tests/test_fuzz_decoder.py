@@ -2,9 +2,10 @@
 Only a BitstreamError or an image of the announced size may come out: no signal, hang or other exception."""
 
 import pytest
-
 from fuzz_decoder import _Worker, fuzz, join_stream, split_stream
+
 from sodec_pipeline.bitstream import DEFAULT_MAX_PIXELS
+
 
 FUZZ_STREAMS = 2500
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "training"))
 
@@ -49,7 +50,7 @@ NETWORKS = {  # a block inside each network gradients pass through in stage 3
 
 
 def _count_forward_calls(pipe):
-    counts = {name: 0 for name in NETWORKS}
+    counts = dict.fromkeys(NETWORKS, 0)
     for name, block in NETWORKS.items():
         block(pipe).register_forward_pre_hook(lambda *_, name=name: counts.__setitem__(name, counts[name] + 1))
     return counts
@@ -65,14 +66,14 @@ def test_gradient_checkpointing_covers_every_network_and_keeps_the_gradients():
     pipe = _tiny_pipeline()
     plain_counts = _count_forward_calls(pipe)
     plain_loss, plain_grads = _stage3_gradients(pipe, x)
-    assert plain_counts == {name: 1 for name in NETWORKS}
+    assert plain_counts == dict.fromkeys(NETWORKS, 1)
 
     pipe = _tiny_pipeline()
     enable_gradient_checkpointing(pipe)
     counts = _count_forward_calls(pipe)
     loss, grads = _stage3_gradients(pipe, x)
     assert pipe.image_encoder.training  # transformers checkpoints only in training mode
-    assert counts == {name: 2 for name in NETWORKS}
+    assert counts == dict.fromkeys(NETWORKS, 2)
 
     torch.testing.assert_close(loss, plain_loss)
     assert grads.keys() == plain_grads.keys() and len(grads) > 10

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from sodec_pipeline import CompressionVAE, FidelityGuidanceEncoder
 from sodec_pipeline.conversion import HiFiCCheckpointError, convert_hific_checkpoint, load_hific_checkpoint
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO_ROOT / "hub_configs" / "sodec-tiny"
 SCRIPT = REPO_ROOT / "training" / "convert_hific_checkpoint.py"
@@ -48,12 +49,18 @@ class PortChannelNorm(nn.Module):
 class PortEncoder(nn.Module):
     def __init__(self, filters=ENCODER_FILTERS, C=LATENT):
         super().__init__()
-        self.conv_block1 = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, filters[0], 7), PortChannelNorm(filters[0]), nn.ReLU())
+        self.conv_block1 = nn.Sequential(
+            nn.ReflectionPad2d(3), nn.Conv2d(3, filters[0], 7), PortChannelNorm(filters[0]), nn.ReLU()
+        )
         for i in range(1, 5):
             self.add_module(
                 f"conv_block{i + 1}",
-                nn.Sequential(nn.ReflectionPad2d((0, 1, 1, 0)), nn.Conv2d(filters[i - 1], filters[i], 3, stride=2),
-                              PortChannelNorm(filters[i]), nn.ReLU()),
+                nn.Sequential(
+                    nn.ReflectionPad2d((0, 1, 1, 0)),
+                    nn.Conv2d(filters[i - 1], filters[i], 3, stride=2),
+                    PortChannelNorm(filters[i]),
+                    nn.ReLU(),
+                ),
             )
         self.conv_block_out = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(filters[4], C, 3))
 
@@ -139,14 +146,19 @@ class PortGenerator(nn.Module):
     def __init__(self, C=LATENT, filters=GENERATOR_FILTERS, n_residual_blocks=RESBLOCKS):
         super().__init__()
         self.n_residual_blocks = n_residual_blocks
-        self.conv_block_init = nn.Sequential(PortChannelNorm(C), nn.ReflectionPad2d(1), nn.Conv2d(C, filters[0], 3), PortChannelNorm(filters[0]))
+        self.conv_block_init = nn.Sequential(
+            PortChannelNorm(C), nn.ReflectionPad2d(1), nn.Conv2d(C, filters[0], 3), PortChannelNorm(filters[0])
+        )
         for m in range(n_residual_blocks):
             self.add_module(f"resblock_{m}", PortResidualBlock(filters[0]))
         for i in range(1, 5):
             self.add_module(
                 f"upconv_block{i}",
-                nn.Sequential(nn.ConvTranspose2d(filters[i - 1], filters[i], 3, stride=2, padding=1, output_padding=1),
-                              PortChannelNorm(filters[i]), nn.ReLU()),
+                nn.Sequential(
+                    nn.ConvTranspose2d(filters[i - 1], filters[i], 3, stride=2, padding=1, output_padding=1),
+                    PortChannelNorm(filters[i]),
+                    nn.ReLU(),
+                ),
             )
         self.conv_block_out = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(filters[4], 3, 7))
 
@@ -193,10 +205,24 @@ def make_port_model(seed=0, gan=True):
 
 def port_args(**overrides):
     args = dict(
-        name="hific_tiny", model_type="compression_gan", model_mode="training", regime="low", latent_channels=LATENT,
-        n_residual_blocks=RESBLOCKS, use_channel_norm=True, likelihood_type="gaussian", normalize_input_image=False,
-        sample_noise=False, noise_dim=32, use_latent_mixture_model=False, image_dims=(3, 256, 256), batch_size=8,
-        lambda_schedule=dict(vals=[2.0, 1.0], steps=[50000]), learning_rate=1e-4, multigpu=False, timestamp="2020_09_01_12:00",
+        name="hific_tiny",
+        model_type="compression_gan",
+        model_mode="training",
+        regime="low",
+        latent_channels=LATENT,
+        n_residual_blocks=RESBLOCKS,
+        use_channel_norm=True,
+        likelihood_type="gaussian",
+        normalize_input_image=False,
+        sample_noise=False,
+        noise_dim=32,
+        use_latent_mixture_model=False,
+        image_dims=(3, 256, 256),
+        batch_size=8,
+        lambda_schedule=dict(vals=[2.0, 1.0], steps=[50000]),
+        learning_rate=1e-4,
+        multigpu=False,
+        timestamp="2020_09_01_12:00",
     )
     args.update(overrides)
     return args
@@ -204,7 +230,14 @@ def port_args(**overrides):
 
 def save_port_checkpoint(model, path, **arg_overrides):
     """As the port's ``src/helpers/utils.save_model`` writes it."""
-    amort = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith(("Hyperprior.hyperlatent_likelihood", "Discriminator"))], lr=1e-4)
+    amort = torch.optim.Adam(
+        [
+            p
+            for n, p in model.named_parameters()
+            if not n.startswith(("Hyperprior.hyperlatent_likelihood", "Discriminator"))
+        ],
+        lr=1e-4,
+    )
     hyper = torch.optim.Adam(model.Hyperprior.hyperlatent_likelihood.parameters(), lr=1e-4)
     checkpoint = {
         "model_state_dict": model.state_dict(),
@@ -245,7 +278,9 @@ def _density_gap(cvae, port_model, low, high):
     """Largest difference between the converted EntropyBottleneck's and the port density's likelihoods."""
     with torch.no_grad():
         v = torch.linspace(low, high, 161).view(1, 1, 1, -1).expand(1, HYPER, 1, -1).contiguous()  # (N, C, H, W)
-        ours, _, _ = cvae.entropy_bottleneck._likelihood(v.permute(1, 0, 2, 3).reshape(HYPER, 1, -1), stop_gradient=True)
+        ours, _, _ = cvae.entropy_bottleneck._likelihood(
+            v.permute(1, 0, 2, 3).reshape(HYPER, 1, -1), stop_gradient=True
+        )
         theirs = port_model.Hyperprior.hyperlatent_likelihood.likelihood(v).permute(1, 0, 2, 3).reshape(HYPER, 1, -1)
     return (ours - theirs).abs().max().item()
 
@@ -312,7 +347,10 @@ def test_report_lists_mapped_unmapped_and_initialised_keys(port_model, converted
     assert {k for k in cvae_params if k.startswith("compression_vae.latent_")} <= set(report.initialised)
     assert any(k.startswith("fidelity_guidance.guidance_projection.") for k in report.initialised)
     assert not set(report.initialised) & set(report.mapped)
-    assert report.mapped["fidelity_guidance.fidelity_decoder.resblock_0.norm1.gamma"] == "Generator.resblock_0.norm1.gamma"
+    assert (
+        report.mapped["fidelity_guidance.fidelity_decoder.resblock_0.norm1.gamma"]
+        == "Generator.resblock_0.norm1.gamma"
+    )
     assert not any(k.endswith((".gamma", ".beta")) for k in report.transformed)  # channel norm copied unchanged
     assert any("reflection" in note for note in report.notes)
     assert report.hific_args["normalize_input_image"] is False
@@ -321,11 +359,19 @@ def test_report_lists_mapped_unmapped_and_initialised_keys(port_model, converted
 def test_script_saves_a_loadable_codec(port_checkpoint, converted, tmp_path, capsys, small_photo):
     out = tmp_path / "converted"
     module = runpy.run_path(str(SCRIPT))
-    assert module["main"](["--input", str(port_checkpoint), "--output", str(out), "--config", str(TINY_CONFIG), "--list-keys"]) == 0
+    assert (
+        module["main"](
+            ["--input", str(port_checkpoint), "--output", str(out), "--config", str(TINY_CONFIG), "--list-keys"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Encoder.conv_block1.1.weight" in printed and "Discriminator.conv_out.weight" in printed
     report = json.loads((out / "conversion_report.json").read_text())
-    assert report["mapped"]["compression_vae.hyper_synthesis_scale.conv3.weight"] == "Hyperprior.synthesis_std.conv3.weight"
+    assert (
+        report["mapped"]["compression_vae.hyper_synthesis_scale.conv3.weight"]
+        == "Hyperprior.synthesis_std.conv3.weight"
+    )
     assert report["source"] == str(port_checkpoint)
 
     cvae = CompressionVAE.from_pretrained(out / "compression_vae")
@@ -373,7 +419,9 @@ def test_not_a_hific_checkpoint(tmp_path):
     with pytest.raises(HiFiCCheckpointError, match="not a HiFiC checkpoint.*got a dict with keys 'state_dict'"):
         load_hific_checkpoint({"state_dict": {"encoder.weight": torch.zeros(1)}})
     with pytest.raises(HiFiCCheckpointError, match="not a HiFiC checkpoint.*no Generator"):
-        load_hific_checkpoint({"model_state_dict": {"Encoder.conv_block1.1.weight": torch.zeros(1), "Hyperprior.x": torch.zeros(1)}})
+        load_hific_checkpoint(
+            {"model_state_dict": {"Encoder.conv_block1.1.weight": torch.zeros(1), "Hyperprior.x": torch.zeros(1)}}
+        )
     with pytest.raises(HiFiCCheckpointError, match="got a list"):
         load_hific_checkpoint([torch.zeros(1)])
     garbage = tmp_path / "model.pt"
@@ -401,7 +449,10 @@ def test_mismatched_shapes_list_key_and_both_shapes(port_model):
     with pytest.raises(HiFiCCheckpointError) as info:
         convert_hific_checkpoint({"model_state_dict": state}, config=TINY_CONFIG)
     message = str(info.value)
-    assert "Encoder.conv_block_out.1.weight (12, 8, 3, 3) → compression_vae.analysis_transform.conv_block_out.1.weight (8, 8, 3, 3)" in message
+    assert (
+        "Encoder.conv_block_out.1.weight (12, 8, 3, 3) → compression_vae.analysis_transform.conv_block_out.1.weight (8, 8, 3, 3)"
+        in message
+    )
     assert "Generator.resblock_1.conv1.weight" in message and "no such parameter" in message
     assert "fidelity_guidance.fidelity_decoder.upconv_block2.0.bias (8,) has no counterpart" in message
     assert "latent_channels=12" in message
@@ -415,7 +466,9 @@ def test_density_filters_must_be_representable(port_model, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     cfg["entropy_bottleneck_filters"] = [3, 3, 3]
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(HiFiCCheckpointError, match=r"filters \(3, 3, 3, 'n'\).*entropy_bottleneck_filters=\(3, 3, 3\)"):
+    with pytest.raises(
+        HiFiCCheckpointError, match=r"filters \(3, 3, 3, 'n'\).*entropy_bottleneck_filters=\(3, 3, 3\)"
+    ):
         convert_hific_checkpoint({"model_state_dict": port_model.state_dict()}, config=config)
     # n = 1 works as well as n = 3
     cfg["entropy_bottleneck_filters"] = [3, 3, 3, 1]

@@ -5,6 +5,7 @@ models, schedulers, metrics → bitstream and the other single modules)."""
 import ast
 from pathlib import Path
 
+
 PACKAGE = Path(__file__).resolve().parent.parent / "sodec_pipeline"
 
 #: Top-level subpackages and modules of sodec_pipeline, highest layer first.
@@ -28,7 +29,9 @@ def _imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                target = list(package[: len(package) - node.level + 1]) + (node.module.split(".") if node.module else [])
+                target = list(package[: len(package) - node.level + 1]) + (
+                    node.module.split(".") if node.module else []
+                )
             elif node.module and node.module.split(".")[0] == "sodec_pipeline":
                 target = node.module.split(".")[1:]
             else:
@@ -45,7 +48,11 @@ def _imports(path: Path):
 
 
 def test_every_module_is_in_a_layer():
-    top_level = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    top_level = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if p.suffix == ".py" or (p / "__init__.py").is_file()
+    }
     assert top_level - {"__init__"} == set(LAYER_OF)
 
 

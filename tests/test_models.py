@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from sodec_pipeline import CompressionVAE, FidelityGuidanceEncoder
-from sodec_pipeline.models import ChannelNorm2d
 from sodec_pipeline.hub_configs import resolve_hub_config
+from sodec_pipeline.models import ChannelNorm2d
+
 
 TINY = resolve_hub_config("sodec-tiny")
 
@@ -77,7 +78,12 @@ def test_cdf_tables_survive_save_and_load_byte_for_byte(vae, tmp_path):
 
 
 def test_stays_float32(vae):
-    for call in (lambda m: m.to(torch.bfloat16), lambda m: m.to("cpu", torch.float16), lambda m: m.half(), lambda m: m.bfloat16()):
+    for call in (
+        lambda m: m.to(torch.bfloat16),
+        lambda m: m.to("cpu", torch.float16),
+        lambda m: m.half(),
+        lambda m: m.bfloat16(),
+    ):
         assert call(vae) is vae
         assert {p.dtype for p in vae.parameters()} == {torch.float32}
         assert vae.gaussian_conditional.scale_table.dtype == torch.float32
@@ -218,7 +224,9 @@ def test_library_internals_still_work(vae, tmp_path):
 
     bottleneck = vae.entropy_bottleneck
     medians = internals.entropy_bottleneck_medians(bottleneck)
-    assert medians.shape == (bottleneck.channels, 1, 1) and torch.equal(medians[:, 0, 0], bottleneck.quantiles[:, 0, 1])
+    assert medians.shape == (bottleneck.channels, 1, 1) and torch.equal(
+        medians[:, 0, 0], bottleneck.quantiles[:, 0, 1]
+    )
     x = torch.linspace(-5, 5, 11).expand(bottleneck.channels, 1, 11)
     logits = internals.entropy_bottleneck_logits_cumulative(bottleneck, x)
     assert logits.shape == x.shape and bool((logits.diff(dim=-1) > 0).all())

@@ -13,8 +13,8 @@ import torch
 
 import sodec_pipeline
 from sodec_pipeline import BitstreamError, SODECPipeline, SODECPipelineOutput
-from sodec_pipeline.image_processing import _to_uint8
 from sodec_pipeline.bitstream import MAX_IMAGE_SIDE, _write_varint, decode_bitstream
+from sodec_pipeline.image_processing import _to_uint8
 
 
 def _bpp(stream, image):
@@ -75,7 +75,9 @@ def test_output_types(tiny_pipeline, small_photo, photos):
     assert np_out.shape == (2, 64, 96, 3) and np_out.dtype == np.float32
     assert pt_out.shape == (2, 3, 64, 96) and 0 <= pt_out.min() and pt_out.max() <= 1
     np.testing.assert_array_equal(np_out, pt_out.permute(0, 2, 3, 1).numpy())
-    mixed = tiny_pipeline.decompress(tiny_pipeline.compress([small_photo, photos["bsds_481x321.jpg"]]), output_type="pt")
+    mixed = tiny_pipeline.decompress(
+        tiny_pipeline.compress([small_photo, photos["bsds_481x321.jpg"]]), output_type="pt"
+    )
     assert [tuple(t.shape) for t in mixed.images] == [(3, 64, 96), (3, 321, 481)]
     with pytest.raises(ValueError, match="output_type"):
         tiny_pipeline.decompress(streams, output_type="jpeg")
@@ -138,7 +140,15 @@ def test_decoding_bad_streams(tiny_pipeline, small_photo, tmp_path):
         tiny_pipeline.decompress(stream[:10])
     # a header announcing a huge image, checksum valid, this model's fingerprint: refused at once
     fp = tiny_pipeline.compression_vae.fingerprint()
-    body = b"S\xdc\x02" + fp + b"\x00\x00" + _write_varint(MAX_IMAGE_SIDE * 4) + _write_varint(MAX_IMAGE_SIDE * 4) + _write_varint(2) + b"zzyy"
+    body = (
+        b"S\xdc\x02"
+        + fp
+        + b"\x00\x00"
+        + _write_varint(MAX_IMAGE_SIDE * 4)
+        + _write_varint(MAX_IMAGE_SIDE * 4)
+        + _write_varint(2)
+        + b"zzyy"
+    )
     huge = body + struct.pack("<I", zlib.crc32(body))
     with pytest.raises(BitstreamError, match="image size"):
         tiny_pipeline.decompress(huge)
@@ -191,7 +201,9 @@ def test_bfloat16_pipeline_writes_the_same_streams(tiny_pipeline, tiny_pipeline_
         tiny_pipeline.to(torch.float32)
 
 
-def test_load_from_a_hub_repo_id_with_the_download_faked(tiny_pipeline_dir, small_photo, tiny_pipeline, tmp_path, monkeypatch):
+def test_load_from_a_hub_repo_id_with_the_download_faked(
+    tiny_pipeline_dir, small_photo, tiny_pipeline, tmp_path, monkeypatch
+):
     """The real diffusers Hub code path (model_info → hf_hub_download → snapshot_download) with the
     network layer replaced by copies from a local folder that plays the Hub repo."""
     import diffusers.pipelines.pipeline_utils as pipeline_utils

@@ -14,6 +14,7 @@ from sodec_pipeline import SODECPipeline
 @pytest.fixture(scope="module")
 def fresh_pipeline(tiny_pipeline_dir):
     """A pipeline this module may modify (hooks, compiled modules)."""
+
     def load():
         pipe = SODECPipeline.from_pretrained(tiny_pipeline_dir)
         pipe.set_progress_bar_config(disable=True)
@@ -74,7 +75,13 @@ def test_model_cpu_offload_moves_each_component_in_turn(fresh_pipeline, small_ph
     onloaded.clear()
     out = pipe.decompress(streams, output_type="pt").images
     first_use = list(dict.fromkeys(onloaded))
-    assert first_use == ["compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae"]  # model_cpu_offload_seq
+    assert first_use == [
+        "compression_vae",
+        "fidelity_guidance",
+        "image_encoder",
+        "unet",
+        "vae",
+    ]  # model_cpu_offload_seq
     assert torch.equal(out, reference.decompress(streams, output_type="pt").images)
 
 

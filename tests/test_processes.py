@@ -2,12 +2,12 @@
 
 import csv
 import json
-from contextlib import contextmanager
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import torch
 from sodec_pipeline.cli import main
 from sodec_pipeline.cli.processes import WORLD_SIZE_VARIABLES, Processes, launched_processes
 from sodec_pipeline.evaluation.evaluate import evaluate, merge_results
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,18 @@ def test_accelerate_launch_eval_and_batch_coding_match_one_process(tmp_path, thr
     """Two processes under accelerate launch: the eval rows are the one-process rows and the report is
     written once; compress/decompress write each file once and count a bad file of either process."""
     model = str(tiny_pipeline_dir)
-    common = ["--model", model, "--images", str(three_images), "--codecs", "jpeg", "--targets", "1", "--no-perceptual", "-q"]
+    common = [
+        "--model",
+        model,
+        "--images",
+        str(three_images),
+        "--codecs",
+        "jpeg",
+        "--targets",
+        "1",
+        "--no-perceptual",
+        "-q",
+    ]
     images = sorted(str(p) for p in three_images.iterdir())
     bad = tmp_path / "not_an_image.png"
     bad.write_text("hello")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 REPO = Path(__file__).resolve().parents[1]
 #: [text](target) and ![alt](target), the target up to a space, a closing parenthesis or a title.
 MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -52,6 +53,10 @@ def test_no_design_document_is_cited_that_the_repository_lacks_and_no_machine_pa
         text = path.read_text(encoding="utf-8", errors="replace")
         if "DESIGN.md" in text and relative != "tests/test_repository.py":
             offenders.append(f"{relative}: cites DESIGN.md")
-        if not relative.startswith("benchmarks/") and relative != "tests/test_repository.py" and MACHINE_PATH.search(text):
+        if (
+            not relative.startswith("benchmarks/")
+            and relative != "tests/test_repository.py"
+            and MACHINE_PATH.search(text)
+        ):
             offenders.append(f"{relative}: {MACHINE_PATH.search(text).group(0)}…")
     assert not offenders, "\n".join(offenders)

@@ -4,6 +4,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from sodec_pipeline import SODECScheduler
 
+
 SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
@@ -68,7 +69,9 @@ def test_add_noise_inverts_step():
     x_t = s.add_noise(x0, noise, t)
     torch.testing.assert_close(s.step(noise, 999, x_t).prev_sample, x0, rtol=1e-4, atol=1e-3)
     v = s.get_velocity(x0, noise, t)
-    torch.testing.assert_close(SODECScheduler(prediction_type="v_prediction").step(v, 999, x_t).prev_sample, x0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        SODECScheduler(prediction_type="v_prediction").step(v, 999, x_t).prev_sample, x0, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_other_timestep_and_bf16():

@@ -1,7 +1,6 @@
 """Short names of shipped pipelines (sodec_pipeline.shipped_models): a folder under pretrained/ loads by
 its name through SODECPipeline.from_pretrained; paths and Hub ids pass through; a local path wins."""
 
-import os
 import shutil
 from pathlib import Path
 

@@ -13,6 +13,7 @@ from sodec_pipeline.cli import DEFAULT_MODEL, main
 from sodec_pipeline.metrics.fidelity import psnr
 from sodec_pipeline.shipped_models import shipped_model_names, shipped_models_root
 
+
 ASSETS = Path(__file__).parent / "assets"
 NAME = "sodec-small"
 

@@ -12,6 +12,7 @@ import torch
 
 from sodec_pipeline.pipelines.tiling import TileSpec, axis_tiles, run_tiled, tile_layout, tile_specs_for
 
+
 HUB_CONFIGS = Path(__file__).resolve().parent.parent / "hub_configs"
 
 
@@ -99,8 +100,12 @@ def test_networks_never_see_more_than_a_tile(tiny_pipeline, photos):
     pipe, specs = tiny_pipeline, tiny_pipeline.tile_specs
     seen = {"analysis": [], "fidelity": [], "unet": [], "vae": []}
     hooks = [
-        pipe.compression_vae.analysis_transform.register_forward_pre_hook(lambda m, a: seen["analysis"].append(a[0].shape)),
-        pipe.fidelity_guidance.fidelity_decoder.register_forward_pre_hook(lambda m, a: seen["fidelity"].append(a[0].shape)),
+        pipe.compression_vae.analysis_transform.register_forward_pre_hook(
+            lambda m, a: seen["analysis"].append(a[0].shape)
+        ),
+        pipe.fidelity_guidance.fidelity_decoder.register_forward_pre_hook(
+            lambda m, a: seen["fidelity"].append(a[0].shape)
+        ),
         pipe.unet.register_forward_pre_hook(lambda m, a: seen["unet"].append(a[0].shape)),
         pipe.vae.decoder.register_forward_pre_hook(lambda m, a: seen["vae"].append(a[0].shape)),
     ]

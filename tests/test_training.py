@@ -17,6 +17,7 @@ import PIL.Image
 import pytest
 import torch
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINING_DIR = REPO_ROOT / "training"
 SCRIPT = TRAINING_DIR / "train_sodec.py"
@@ -80,14 +81,22 @@ def train_records(output_dir):
 
 def base_args(pipeline_dir, data_dir, output_dir, *extra):
     return [
-        "--pretrained_model_name_or_path", pipeline_dir,
-        "--train_data_dir", data_dir,
-        "--output_dir", output_dir,
-        "--resolution", "64",
-        "--report_to", "jsonl",
-        "--seed", "0",
-        "--checkpointing_steps", "100000",
-        "--discriminator_channels", "8,16",
+        "--pretrained_model_name_or_path",
+        pipeline_dir,
+        "--train_data_dir",
+        data_dir,
+        "--output_dir",
+        output_dir,
+        "--resolution",
+        "64",
+        "--report_to",
+        "jsonl",
+        "--seed",
+        "0",
+        "--checkpointing_steps",
+        "100000",
+        "--discriminator_channels",
+        "8,16",
         *extra,
     ]
 
@@ -110,10 +119,19 @@ def test_lambda_schedules_anneal_from_start_to_end():
 def test_training_plan_stages_and_lambda():
     from sodec_training.schedules import build_plan
 
-    plan = build_plan("all", 10, [2, 2, 4, 2], lambda_rate_start=0.01, lambda_rate_end=0.1,
-                      lambda_schedule="linear", lambda_anneal_fraction=0.5)
+    plan = build_plan(
+        "all",
+        10,
+        [2, 2, 4, 2],
+        lambda_rate_start=0.01,
+        lambda_rate_end=0.1,
+        lambda_schedule="linear",
+        lambda_anneal_fraction=0.5,
+    )
     assert [plan.stage_at(s)[0] for s in range(10)] == [1, 1, 2, 2, 3, 3, 3, 3, 4, 4]
-    assert [plan.rate_weight(s) for s in range(10)] == pytest.approx([0.01, 0.01, 0, 0, 0.01, 0.055, 0.1, 0.1, 0.1, 0.1])
+    assert [plan.rate_weight(s) for s in range(10)] == pytest.approx(
+        [0.01, 0.01, 0, 0, 0.01, 0.055, 0.1, 0.1, 0.1, 0.1]
+    )
     assert plan.total_steps == 10
     single = build_plan("3", 5, None, lambda_rate_start=0.5, lambda_rate_end=0.5)
     assert single.stages == [(3, 5)] and single.rate_weight(4) == 0.5
@@ -162,7 +180,9 @@ def test_latest_checkpoint_is_the_highest_step(train_sodec, tmp_path):
     assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-10")
 
 
-def test_lpips_flags_fail_with_a_clear_message(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, capsys, monkeypatch):
+def test_lpips_flags_fail_with_a_clear_message(
+    train_sodec, tiny_pipeline_dir, train_dir, tmp_path, capsys, monkeypatch
+):
     from sodec_pipeline.metrics import weights
 
     cases = [
@@ -171,7 +191,9 @@ def test_lpips_flags_fail_with_a_clear_message(train_sodec, tiny_pipeline_dir, t
     ]
     for extra, expected in cases:
         with pytest.raises(SystemExit):
-            argv = base_args(tiny_pipeline_dir, train_dir, tmp_path / "out", "--stage", "1", "--perceptual_loss", "lpips", *extra)
+            argv = base_args(
+                tiny_pipeline_dir, train_dir, tmp_path / "out", "--stage", "1", "--perceptual_loss", "lpips", *extra
+            )
             train_sodec.parse_args([str(a) for a in argv])
         assert expected in capsys.readouterr().err
     # A machine without any weights: the message names the command that installs them.
@@ -206,13 +228,34 @@ def test_lpips_loss_loads_its_weights_from_a_path(tmp_path):
 def full_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path_factory):
     """Every stage (1→2→3→4) in one uninterrupted run, with checkpoints, pruning and validation."""
     output_dir = tmp_path_factory.mktemp("full_run") / "out"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, output_dir,
-        "--stage", "all", "--stage_steps", "2,2,3,2", "--train_batch_size", "2",
-        "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
-        "--validation_images", VALIDATION_IMAGE, "--validation_steps", "4",
-        "--lambda_rate_start", "0.01", "--lambda_rate_end", "0.1", "--lambda_schedule", "geometric",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "all",
+            "--stage_steps",
+            "2,2,3,2",
+            "--train_batch_size",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            "--checkpoints_total_limit",
+            "2",
+            "--validation_images",
+            VALIDATION_IMAGE,
+            "--validation_steps",
+            "4",
+            "--lambda_rate_start",
+            "0.01",
+            "--lambda_rate_end",
+            "0.1",
+            "--lambda_schedule",
+            "geometric",
+        ),
+    )
     return output_dir
 
 
@@ -234,8 +277,16 @@ def test_every_stage_runs_and_logs(full_run):
     # --checkpoints_total_limit 2: of the checkpoints at steps 2, 4, 6, 8 the last two remain
     assert sorted(p.name for p in full_run.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
     checkpoint = full_run / "checkpoint-6"
-    for name in ("compression_vae", "fidelity_guidance", "pytorch_lora_weights.safetensors", "unet_conv_in.safetensors",
-                 "discriminator.safetensors", "optimizer.bin", "optimizer_1.bin", "random_states_0.pkl"):
+    for name in (
+        "compression_vae",
+        "fidelity_guidance",
+        "pytorch_lora_weights.safetensors",
+        "unet_conv_in.safetensors",
+        "discriminator.safetensors",
+        "optimizer.bin",
+        "optimizer_1.bin",
+        "random_states_0.pkl",
+    ):
         assert (checkpoint / name).exists(), name
 
 
@@ -243,14 +294,36 @@ def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pip
     output_dir = tmp_path / "resumed"
     output_dir.mkdir()
     shutil.copytree(full_run / "checkpoint-6", output_dir / "checkpoint-6")
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, output_dir,
-        "--stage", "all", "--stage_steps", "2,2,3,2", "--train_batch_size", "2",
-        "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
-        "--validation_images", VALIDATION_IMAGE, "--validation_steps", "4",
-        "--lambda_rate_start", "0.01", "--lambda_rate_end", "0.1", "--lambda_schedule", "geometric",
-        "--resume_from_checkpoint", "latest",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "all",
+            "--stage_steps",
+            "2,2,3,2",
+            "--train_batch_size",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            "--checkpoints_total_limit",
+            "2",
+            "--validation_images",
+            VALIDATION_IMAGE,
+            "--validation_steps",
+            "4",
+            "--lambda_rate_start",
+            "0.01",
+            "--lambda_rate_end",
+            "0.1",
+            "--lambda_schedule",
+            "geometric",
+            "--resume_from_checkpoint",
+            "latest",
+        ),
+    )
     uninterrupted, validations = train_records(full_run)
     resumed, resumed_validations = train_records(output_dir)
     assert sorted(resumed) == [7, 8, 9]  # stage 3 (annealed λ) and the adversarial stage 4
@@ -261,7 +334,9 @@ def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pip
     assert (output_dir / "model_index.json").is_file()
 
 
-def test_stage_2_step_leaves_the_codec_bit_identical_and_trains_hs_ts(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+def test_stage_2_step_leaves_the_codec_bit_identical_and_trains_hs_ts(
+    train_sodec, tiny_pipeline_dir, train_dir, tmp_path
+):
     """Stage 2 (docs/design.md §4) freezes the codec: one optimiser step of a real run — AdamW with weight decay,
     which would also move a weight whose gradient is zero rather than absent — leaves E, H_a, P and the
     entropy models bit-identical, and changes H_s and T_s."""
@@ -290,6 +365,7 @@ def test_stage_2_step_leaves_the_codec_bit_identical_and_trains_hs_ts(train_sode
 
 def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, small_photo):
     from safetensors.torch import load_file
+
     from sodec_pipeline import SODECPipeline
 
     pipe = SODECPipeline.from_pretrained(full_run)
@@ -307,7 +383,11 @@ def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, smal
     output = pipe.decompress(streams, output_type="pt")
     assert output.images.shape == (1, 3, 64, 96)
     _, validations = train_records(full_run)
-    final = [json.loads(line) for line in open(full_run / "logs" / "train_sodec" / "metrics.jsonl") if "final_validation/bpp" in line][0]
+    final = [
+        json.loads(line)
+        for line in open(full_run / "logs" / "train_sodec" / "metrics.jsonl")
+        if "final_validation/bpp" in line
+    ][0]
     assert output.bpp[0] == pytest.approx(final["final_validation/bpp"])  # the same bytes after reloading
     reference = torch.from_numpy(np.asarray(small_photo, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     from sodec_pipeline.metrics import batch_psnr
@@ -319,7 +399,9 @@ def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, smal
     assert str(tiny_pipeline_dir) in card
 
 
-def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(
+    train_sodec, tiny_pipeline_dir, train_dir, tmp_path
+):
     """--unet_training full --train_vae_decoder --train_image_encoder (the sodec-small recipe): every UNet
     weight, the VAE decoder and the ViT change, the VAE encoder does not; checkpoints hold them; a resumed
     run matches the uninterrupted one; the release reloads with the trained weights."""
@@ -329,8 +411,22 @@ def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(trai
 
     def args(output_dir, *extra):
         return base_args(
-            tiny_pipeline_dir, train_dir, output_dir, "--stage", "all", "--stage_steps", "1,1,2", "--train_batch_size", "2",
-            "--unet_training", "full", "--train_vae_decoder", "--train_image_encoder", "--checkpointing_steps", "2", *extra,
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "all",
+            "--stage_steps",
+            "1,1,2",
+            "--train_batch_size",
+            "2",
+            "--unet_training",
+            "full",
+            "--train_vae_decoder",
+            "--train_image_encoder",
+            "--checkpointing_steps",
+            "2",
+            *extra,
         )
 
     output_dir = tmp_path / "no_priors"
@@ -347,12 +443,18 @@ def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(trai
         return {k for k, v in a.state_dict().items() if not torch.equal(v, b.state_dict()[k])}
 
     unet_changed = changed(trained.unet, base.unet)
-    assert any(".attn2." in k for k in unet_changed) and any("up_blocks" in k for k in unet_changed)  # not only LoRA targets
+    assert any(".attn2." in k for k in unet_changed) and any(
+        "up_blocks" in k for k in unet_changed
+    )  # not only LoRA targets
     vae_changed = changed(trained.vae, base.vae)
     assert vae_changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in vae_changed)
     assert changed(trained.image_encoder, base.image_encoder)
     card = (output_dir / "README.md").read_text()
-    assert "the whole UNet" in card and "VAE decoder D_m" in card.split("Frozen:")[0] and "lora" not in card.split("---")[1]
+    assert (
+        "the whole UNet" in card
+        and "VAE decoder D_m" in card.split("Frozen:")[0]
+        and "lora" not in card.split("---")[1]
+    )
 
     resumed_dir = tmp_path / "no_priors_resumed"
     resumed_dir.mkdir()
@@ -365,7 +467,10 @@ def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(trai
         for key, value in uninterrupted[step].items():
             assert resumed[step][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (step, key)
     released = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
-    assert torch.equal(released["conv_out.weight"], load_file(resumed_dir / "unet" / "diffusion_pytorch_model.safetensors")["conv_out.weight"])
+    assert torch.equal(
+        released["conv_out.weight"],
+        load_file(resumed_dir / "unet" / "diffusion_pytorch_model.safetensors")["conv_out.weight"],
+    )
 
 
 def test_freeze_fidelity_decoder_keeps_d_a_in_stage_2(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
@@ -374,10 +479,21 @@ def test_freeze_fidelity_decoder_keeps_d_a_in_stage_2(train_sodec, tiny_pipeline
     from sodec_pipeline import SODECPipeline
 
     output_dir = tmp_path / "frozen_d_a"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, output_dir, "--stage", "2", "--max_train_steps", "2", "--train_batch_size", "2",
-        "--freeze_fidelity_decoder",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "2",
+            "--max_train_steps",
+            "2",
+            "--train_batch_size",
+            "2",
+            "--freeze_fidelity_decoder",
+        ),
+    )
     base = SODECPipeline.from_pretrained(tiny_pipeline_dir).fidelity_guidance.state_dict()
     trained = SODECPipeline.from_pretrained(output_dir).fidelity_guidance.state_dict()
     changed = {k for k, v in trained.items() if not torch.equal(v, base[k])}
@@ -397,11 +513,28 @@ def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_pat
     checkpoint = tmp_path / "checkpoint-7"
     for name in ("compression_vae", "unet"):
         module = getattr(base, name)
-        state = {k: (v + 0.01 if v.is_floating_point() and k in dict(module.named_parameters()) else v) for k, v in module.state_dict().items()}
+        state = {
+            k: (v + 0.01 if v.is_floating_point() and k in dict(module.named_parameters()) else v)
+            for k, v in module.state_dict().items()
+        }
         (checkpoint / name).mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(checkpoint / name / "diffusion_pytorch_model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(checkpoint / name / "diffusion_pytorch_model.safetensors"),
+        )
     out = tmp_path / "exported"
-    export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(checkpoint), "--output", str(out), "--weights_dtype", "float16"])
+    export_pipeline.main(
+        [
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(out),
+            "--weights_dtype",
+            "float16",
+        ]
+    )
     saved = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
     assert {v.dtype for v in saved.values()} == {torch.float16}
     codec_file = load_file(str(out / "compression_vae" / "diffusion_pytorch_model.safetensors"))
@@ -416,7 +549,9 @@ def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_pat
     output = loaded(image=small_photo)
     assert output.images[0].size == small_photo.size and output.bpp[0] > 0
     with pytest.raises(FileNotFoundError, match="not a train_sodec.py checkpoint"):
-        export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(tmp_path), "--output", str(tmp_path / "x")])
+        export_pipeline.main(
+            ["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(tmp_path), "--output", str(tmp_path / "x")]
+        )
 
 
 def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, train_dir, tmp_path, monkeypatch):
@@ -439,10 +574,23 @@ def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, t
     monkeypatch.setattr(train_sodec, "upload_folder", fake_upload_folder)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the card lookup: no such repo yet
     output_dir = tmp_path / "sodec-test"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, output_dir, "--stage", "1", "--max_train_steps", "2",
-        "--push_to_hub", "--hub_model_id", "someone/sodec-test", "--validation_images", VALIDATION_IMAGE,
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "1",
+            "--max_train_steps",
+            "2",
+            "--push_to_hub",
+            "--hub_model_id",
+            "someone/sodec-test",
+            "--validation_images",
+            VALIDATION_IMAGE,
+        ),
+    )
     assert calls["create_repo"] == "someone/sodec-test"
     upload = calls["upload_folder"]
     assert upload["repo_id"] == "someone/sodec-test" and Path(upload["folder_path"]) == output_dir
@@ -458,8 +606,14 @@ def test_assemble_from_parts(train_sodec, tiny_pipeline_dir, train_dir, tmp_path
     output_dir = tmp_path / "from_parts"
     argv = base_args(tiny_pipeline_dir, train_dir, output_dir, "--stage", "1", "--max_train_steps", "2")
     argv = argv[2:] + [
-        "--sd_model", tiny_pipeline_dir, "--image_encoder", Path(tiny_pipeline_dir) / "image_encoder",
-        "--codec_init", tiny_pipeline_dir, "--assembly_config", TINY_CONFIG,
+        "--sd_model",
+        tiny_pipeline_dir,
+        "--image_encoder",
+        Path(tiny_pipeline_dir) / "image_encoder",
+        "--codec_init",
+        tiny_pipeline_dir,
+        "--assembly_config",
+        TINY_CONFIG,
     ]
     run_training(train_sodec, argv)
     pipe = SODECPipeline.from_pretrained(output_dir)
@@ -472,9 +626,20 @@ def test_bf16_mixed_precision_keeps_trained_weights_in_fp32(train_sodec, tiny_pi
     from safetensors.torch import load_file
 
     output_dir = tmp_path / "bf16"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, output_dir, "--stage", "3", "--max_train_steps", "2", "--mixed_precision", "bf16",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "3",
+            "--max_train_steps",
+            "2",
+            "--mixed_precision",
+            "bf16",
+        ),
+    )
     records, _ = train_records(output_dir)
     assert all(np.isfinite(r["train/loss"]) for r in records.values())
     unet = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
@@ -490,14 +655,32 @@ def test_perceptual_loss_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path
     weights = tmp_path / "lpips_alex.pth"
     torch.save(state, weights)
     output_dir = tmp_path / "lpips"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, output_dir, "--stage", "3", "--max_train_steps", "2",
-        "--perceptual_loss", "lpips", "--lpips_weights", weights, "--lpips_net", "alex", "--perceptual_weight", "0.5",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            output_dir,
+            "--stage",
+            "3",
+            "--max_train_steps",
+            "2",
+            "--perceptual_loss",
+            "lpips",
+            "--lpips_weights",
+            weights,
+            "--lpips_net",
+            "alex",
+            "--perceptual_weight",
+            "0.5",
+        ),
+    )
     records, _ = train_records(output_dir)
     for r in records.values():
         assert r["train/lpips"] > 0
-        expected = r["train/mse"] + 0.5 * r["train/lpips"] + r["train/lambda"] * r["train/bpp"] + 1.0 * r["train/align"]
+        expected = (
+            r["train/mse"] + 0.5 * r["train/lpips"] + r["train/lambda"] * r["train/bpp"] + 1.0 * r["train/align"]
+        )
         assert r["train/loss"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -515,12 +698,37 @@ def test_two_process_launch(tiny_pipeline_dir, train_dir, tmp_path):
     # PYTHONPATH: the launched script imports this checkout's sodec_pipeline, not another installed copy
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(SCRIPT), *[str(a) for a in base_args(
-            tiny_pipeline_dir, train_dir, output_dir, "--stage", "all", "--stage_steps", "1,1,1,1",
-            "--train_batch_size", "1", "--checkpointing_steps", "2",
-        )],
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(SCRIPT),
+        *[
+            str(a)
+            for a in base_args(
+                tiny_pipeline_dir,
+                train_dir,
+                output_dir,
+                "--stage",
+                "all",
+                "--stage_steps",
+                "1,1,1,1",
+                "--train_batch_size",
+                "1",
+                "--checkpointing_steps",
+                "2",
+            )
+        ],
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     log = result.stdout + result.stderr
@@ -536,11 +744,28 @@ def test_two_process_launch(tiny_pipeline_dir, train_dir, tmp_path):
 def test_overfitting_one_image_lowers_rate_and_distortion(train_sodec, tiny_pipeline_dir, one_image_dir, tmp_path):
     """Stage 3 (everything trained, λ annealed) on one 64×64 crop for 200 steps."""
     output_dir = tmp_path / "overfit"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, one_image_dir, output_dir, "--stage", "3", "--max_train_steps", "200",
-        "--center_crop", "--no-random_flip", "--train_batch_size", "1", "--learning_rate", "1e-3",
-        "--lambda_rate_start", "0.1", "--lambda_rate_end", "1.0",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            one_image_dir,
+            output_dir,
+            "--stage",
+            "3",
+            "--max_train_steps",
+            "200",
+            "--center_crop",
+            "--no-random_flip",
+            "--train_batch_size",
+            "1",
+            "--learning_rate",
+            "1e-3",
+            "--lambda_rate_start",
+            "0.1",
+            "--lambda_rate_end",
+            "1.0",
+        ),
+    )
     records, _ = train_records(output_dir)
     first = [records[s] for s in range(1, 11)]
     last = [records[s] for s in range(191, 201)]
@@ -553,17 +778,31 @@ def test_overfitting_one_image_lowers_rate_and_distortion(train_sodec, tiny_pipe
     assert mean(last, "train/align") < 0.5 * mean(first, "train/align")
 
 
-def test_stage_0_trains_the_latent_autoencoder_and_stage_2_starts_from_it(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+def test_stage_0_trains_the_latent_autoencoder_and_stage_2_starts_from_it(
+    train_sodec, tiny_pipeline_dir, train_dir, tmp_path
+):
     """--stage 0 trains the VAE's encoder and decoder alone (codec untouched; MSE and KL logged); a stage-2 run
     with --pretrained_vae_model_name_or_path takes that VAE, logs the colour term and the ŷ_t regression to the
     VAE's latents (--latent_weight), and, with the VAE frozen, releases exactly stage 0's VAE."""
     from sodec_pipeline import SODECPipeline
 
     vae_dir = tmp_path / "stage0"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, vae_dir, "--stage", "0", "--max_train_steps", "2", "--train_batch_size", "2",
-        "--unet_training", "full",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            vae_dir,
+            "--stage",
+            "0",
+            "--max_train_steps",
+            "2",
+            "--train_batch_size",
+            "2",
+            "--unet_training",
+            "full",
+        ),
+    )
     base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
     stage0 = SODECPipeline.from_pretrained(vae_dir)
     changed = {k for k, v in stage0.vae.state_dict().items() if not torch.equal(v, base.vae.state_dict()[k])}
@@ -575,11 +814,28 @@ def test_stage_0_trains_the_latent_autoencoder_and_stage_2_starts_from_it(train_
     assert records[2]["train/stage"] == 0 and records[2]["train/lambda"] == 0.0
 
     out = tmp_path / "stage2"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, out, "--stage", "2", "--max_train_steps", "1", "--train_batch_size", "2",
-        "--pretrained_vae_model_name_or_path", vae_dir, "--colour_weight", "2", "--latent_weight", "0.5",
-        "--unet_training", "full",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            out,
+            "--stage",
+            "2",
+            "--max_train_steps",
+            "1",
+            "--train_batch_size",
+            "2",
+            "--pretrained_vae_model_name_or_path",
+            vae_dir,
+            "--colour_weight",
+            "2",
+            "--latent_weight",
+            "0.5",
+            "--unet_training",
+            "full",
+        ),
+    )
     records, _ = train_records(out)
     assert records[1]["train/colour"] > 0 and records[1]["train/latent"] > 0
     released = SODECPipeline.from_pretrained(out)
@@ -591,10 +847,26 @@ def test_max_train_minutes_stops_checkpoints_and_releases(train_sodec, tiny_pipe
     """--max_train_minutes: the run stops at the first step past the limit, saves a checkpoint of that step and
     writes the release; the cosine decay follows the clock (the learning rate is 0 once time is up)."""
     out = tmp_path / "timed"
-    run_training(train_sodec, base_args(
-        tiny_pipeline_dir, train_dir, out, "--stage", "1", "--max_train_steps", "1000", "--train_batch_size", "2",
-        "--max_train_minutes", "0.0001", "--lr_scheduler", "cosine", "--learning_rate", "1e-3",
-    ))
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir,
+            train_dir,
+            out,
+            "--stage",
+            "1",
+            "--max_train_steps",
+            "1000",
+            "--train_batch_size",
+            "2",
+            "--max_train_minutes",
+            "0.0001",
+            "--lr_scheduler",
+            "cosine",
+            "--learning_rate",
+            "1e-3",
+        ),
+    )
     records, _ = train_records(out)
     assert sorted(records) == [1]
     assert (out / "checkpoint-1").is_dir() and (out / "model_index.json").is_file()
@@ -619,17 +891,20 @@ def test_lr_decay_follows_steps_or_minutes_whichever_runs_out_first(train_sodec)
     optimizer.step()
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
-    args_steps = argparse.Namespace(lr_scheduler="constant", max_train_minutes=10.0, lr_warmup_steps=0, max_train_steps=100)
-    constant = train_sodec.build_lr_scheduler(args_steps, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 1, lambda: 9.0)
+    args_steps = argparse.Namespace(
+        lr_scheduler="constant", max_train_minutes=10.0, lr_warmup_steps=0, max_train_steps=100
+    )
+    constant = train_sodec.build_lr_scheduler(
+        args_steps, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 1, lambda: 9.0
+    )
     assert constant.get_last_lr() == [1.0]
 
 
 def test_distortion_with_dists_and_colour_terms():
     """DistortionLoss: k_M·MSE + k_D·DISTS + k_C·(MSE of 16×16 block means), each logged; a weight without its
     model is refused."""
-    from sodec_training.losses import DistortionLoss, block_mean_mse
-
     from sodec_pipeline.metrics import DISTS
+    from sodec_training.losses import DistortionLoss, block_mean_mse
 
     torch.manual_seed(0)
     dists = DISTS().eval().requires_grad_(False)  # random weights: the arithmetic, not the metric, is tested
@@ -638,8 +913,10 @@ def test_distortion_with_dists_and_colour_terms():
     out = loss(x_hat, x)
     expected = 2.0 * out["mse"] + 0.5 * out["dists"] + 3.0 * out["colour"]
     torch.testing.assert_close(out["distortion"], expected)
-    torch.testing.assert_close(out["colour"], torch.nn.functional.mse_loss(
-        torch.nn.functional.avg_pool2d(x_hat, 16), torch.nn.functional.avg_pool2d(x, 16)))
+    torch.testing.assert_close(
+        out["colour"],
+        torch.nn.functional.mse_loss(torch.nn.functional.avg_pool2d(x_hat, 16), torch.nn.functional.avg_pool2d(x, 16)),
+    )
     shifted = x + 0.1
     assert block_mean_mse(shifted, x).item() == pytest.approx(0.01, rel=1e-5)
     assert "dists" not in DistortionLoss()(x_hat, x) and "colour" not in DistortionLoss()(x_hat, x)
@@ -660,13 +937,26 @@ def test_export_takes_modules_from_another_pipeline(tiny_pipeline_dir, tmp_path)
         other.compression_vae.analysis_transform.conv_block1[1].weight.add_(1.0)
     other.save_pretrained(tmp_path / "other")
     out = tmp_path / "merged"
-    export_pipeline.main([
-        "--pipeline", str(tiny_pipeline_dir), "--output", str(out),
-        "--take", f"unet={tmp_path / 'other'}", "--take", f"compression_vae.latent_transform={tmp_path / 'other'}",
-    ])
+    export_pipeline.main(
+        [
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--output",
+            str(out),
+            "--take",
+            f"unet={tmp_path / 'other'}",
+            "--take",
+            f"compression_vae.latent_transform={tmp_path / 'other'}",
+        ]
+    )
     base, merged = SODECPipeline.from_pretrained(tiny_pipeline_dir), SODECPipeline.from_pretrained(out)
     assert torch.equal(merged.unet.conv_out.weight, other.unet.conv_out.weight)
-    assert torch.equal(merged.compression_vae.latent_transform.conv_out.weight, other.compression_vae.latent_transform.conv_out.weight)
-    assert torch.equal(merged.compression_vae.analysis_transform.conv_block1[1].weight, base.compression_vae.analysis_transform.conv_block1[1].weight)
+    assert torch.equal(
+        merged.compression_vae.latent_transform.conv_out.weight, other.compression_vae.latent_transform.conv_out.weight
+    )
+    assert torch.equal(
+        merged.compression_vae.analysis_transform.conv_block1[1].weight,
+        base.compression_vae.analysis_transform.conv_block1[1].weight,
+    )
     with pytest.raises(SystemExit):
         export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--output", str(out), "--take", "codec=x"])

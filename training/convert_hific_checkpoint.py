@@ -18,19 +18,27 @@ def parse_args(argv=None):
     parser.add_argument("--input", required=True, help="HiFiC checkpoint (.pt) as the port's save_model writes it")
     parser.add_argument("--output", required=True, help="output folder (compression_vae/, fidelity_guidance/, report)")
     parser.add_argument(
-        "--config", default="sodec-sd21-base",
+        "--config",
+        default="sodec-sd21-base",
         help="SODEC hub config name or folder giving the target architecture (default: sodec-sd21-base)",
     )
     parser.add_argument(
-        "--normalize-input-image", choices=("auto", "yes", "no"), default="auto",
+        "--normalize-input-image",
+        choices=("auto", "yes", "no"),
+        default="auto",
         help="whether the HiFiC model takes [-1,1] images (its -norm flag); auto: read it from the checkpoint's args",
     )
     parser.add_argument(
-        "--trust-pickle", action="store_true",
+        "--trust-pickle",
+        action="store_true",
         help="load with torch.load(weights_only=False): only for checkpoints from a source you trust",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the SODEC modules HiFiC does not have (H_s, T_s, F_p)")
-    parser.add_argument("--list-keys", action="store_true", help="print every mapped, transformed, unmapped and initialised key")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the SODEC modules HiFiC does not have (H_s, T_s, F_p)"
+    )
+    parser.add_argument(
+        "--list-keys", action="store_true", help="print every mapped, transformed, unmapped and initialised key"
+    )
     return parser.parse_args(argv)
 
 

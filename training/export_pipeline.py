@@ -29,6 +29,7 @@ import torch
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 
+
 COMPONENTS = ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")
 
 
@@ -37,14 +38,21 @@ def parse_args(argv=None):
     parser.add_argument("--pipeline", required=True, help="a saved SODEC pipeline (folder, Hub id or shipped name)")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint-N folder of train_sodec.py")
     parser.add_argument("--output", required=True, help="the folder to write")
-    parser.add_argument("--take", action="append", default=[], metavar="MODULE=PIPELINE",
-                        help="copy a component's or submodule's weights from another saved pipeline (repeatable)")
+    parser.add_argument(
+        "--take",
+        action="append",
+        default=[],
+        metavar="MODULE=PIPELINE",
+        help="copy a component's or submodule's weights from another saved pipeline (repeatable)",
+    )
     parser.add_argument("--weights_dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     args = parser.parse_args(argv)
     for item in args.take:
         module, _, source = item.partition("=")
         if not source or module.split(".")[0] not in COMPONENTS:
-            parser.error(f"--take needs MODULE=PIPELINE with MODULE one of {', '.join(COMPONENTS)} (or a submodule); got {item!r}")
+            parser.error(
+                f"--take needs MODULE=PIPELINE with MODULE one of {', '.join(COMPONENTS)} (or a submodule); got {item!r}"
+            )
     return args
 
 
@@ -57,9 +65,13 @@ def load_checkpoint_into(pipe, checkpoint: Path) -> list:
             getattr(pipe, name).load_state_dict(load_file(str(path)))
             loaded.append(name)
     if "compression_vae" not in loaded:
-        raise FileNotFoundError(f"{checkpoint} is not a train_sodec.py checkpoint (no compression_vae/{SAFETENSORS_WEIGHTS_NAME})")
+        raise FileNotFoundError(
+            f"{checkpoint} is not a train_sodec.py checkpoint (no compression_vae/{SAFETENSORS_WEIGHTS_NAME})"
+        )
     if (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "unet" not in loaded:
-        print(f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr)
+        print(
+            f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr
+        )
     return loaded
 
 
@@ -87,7 +99,9 @@ def cast_saved_parameters(folder: Path, pipe, dtype: torch.dtype) -> None:
         parameter_names = {k for k, _ in module.named_parameters()}
         for path in sorted((folder / name).glob("*.safetensors")):
             state = load_file(str(path))
-            state = {k: (v.to(dtype) if k in parameter_names and v.is_floating_point() else v) for k, v in state.items()}
+            state = {
+                k: (v.to(dtype) if k in parameter_names and v.is_floating_point() else v) for k, v in state.items()
+            }
             save_file(state, str(path), metadata={"format": "pt"})
 
 

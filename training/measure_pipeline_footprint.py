@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+
 COMPONENTS = ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")
 
 
@@ -169,7 +170,9 @@ def parse_args(argv=None):
     parser.add_argument("--config", default="sodec-sd21-base", help="hub config name or folder")
     parser.add_argument("--size", type=int, default=512, help="side of the round-trip test image")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
-    parser.add_argument("--tmp", default=None, help="where to save the temporary fp32/fp16 copies (deleted afterwards)")
+    parser.add_argument(
+        "--tmp", default=None, help="where to save the temporary fp32/fp16 copies (deleted afterwards)"
+    )
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--skip-disk", action="store_true", help="count parameters only, do not save")
     parser.add_argument("--skip-round-trip", action="store_true", help="do not run the round trip")
@@ -185,8 +188,17 @@ def main(argv=None) -> int:
     trip = {}
     if not args.skip_round_trip:
         # first, in a fresh process, so that nothing of this one counts in its peak
-        command = [sys.executable, os.path.abspath(__file__), "--round-trip-child", "--config", str(args.config),
-                   "--size", str(args.size), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--round-trip-child",
+            "--config",
+            str(args.config),
+            "--size",
+            str(args.size),
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         trip = json.loads(done.stdout.strip().splitlines()[-1])
     sizes = measure_parameters_and_disk(args.config, args.threads, args.tmp, args.skip_disk)

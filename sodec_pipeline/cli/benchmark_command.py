@@ -32,10 +32,18 @@ def parse_size(text: str):
 def add_arguments(p) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="saved SODEC pipeline folder or Hub repo id")
-    source.add_argument("--config", help="hub config folder or name (e.g. hub_configs/sodec-sd21-base): random weights")
-    p.add_argument("--size", required=True, help="image size WxH (width first), e.g. 768x512 (with --scaling: a comma-separated list)")
+    source.add_argument(
+        "--config", help="hub config folder or name (e.g. hub_configs/sodec-sd21-base): random weights"
+    )
+    p.add_argument(
+        "--size",
+        required=True,
+        help="image size WxH (width first), e.g. 768x512 (with --scaling: a comma-separated list)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (the codec stays float32)")
+    p.add_argument(
+        "--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (the codec stays float32)"
+    )
     p.add_argument("--baseline-steps", type=int, default=4, help="steps of the DDIM baseline decode (default 4)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed phase (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per phase (default 5)")
@@ -43,11 +51,20 @@ def add_arguments(p) -> None:
     p.add_argument("--image", help="benchmark on this image, resized to --size (default: a synthetic image)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", help="write the results as JSON to this file")
-    p.add_argument("--scaling", action="store_true",
-                   help="instead of the stage benchmark: one timed round trip per --size with its peak memory (tiled decode)")
-    p.add_argument("--batch-size", type=int, default=1, help="decompress batch_size (tiles per network call) with --scaling")
-    p.add_argument("--batch-speedup", type=int, metavar="N",
-                   help="with --scaling: also decode N different images of the first --size with batch_size 1 and N")
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead of the stage benchmark: one timed round trip per --size with its peak memory (tiled decode)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="decompress batch_size (tiles per network call) with --scaling"
+    )
+    p.add_argument(
+        "--batch-speedup",
+        type=int,
+        metavar="N",
+        help="with --scaling: also decode N different images of the first --size with batch_size 1 and N",
+    )
 
 
 def _check_args(args):
@@ -162,7 +179,9 @@ def _run_scaling(args) -> int:
         result["round_trips"].append(measure_round_trip(pipe, height, width, args.batch_size, log))
         _write(args.out, result)
     if args.batch_speedup:
-        result["batching"] = measure_batching(pipe, *sizes[0], num_images=args.batch_speedup, batch_size=args.batch_speedup, log=log)
+        result["batching"] = measure_batching(
+            pipe, *sizes[0], num_images=args.batch_speedup, batch_size=args.batch_speedup, log=log
+        )
     result["arguments"] = {k: v for k, v in vars(args).items() if not callable(v)}
     print(format_scaling(result["round_trips"], result.get("batching")))
     _write(args.out, result)
@@ -174,4 +193,3 @@ def _write(path, result) -> None:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
-

@@ -28,8 +28,11 @@ def add_arguments(p) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT", help="output folder (default: next to each image), or OUT.sodec for one image"
     )
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
+    )
 
 
 def run(args) -> int:

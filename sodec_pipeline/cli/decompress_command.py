@@ -34,9 +34,14 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)"
     )
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)"
+    )
     p.add_argument(
         "--max-pixels", type=int, default=None,
         help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "
@@ -52,7 +57,9 @@ def run(args) -> int:
         prepare_output_folder(Path(args.output), args.output)
     progress = Progress(args.show_progress, "decompress")
     processes = Processes()  # several under accelerate launch: each takes its share of the streams
-    batch = Batch("decompress", len(args.streams), "stream", "decoded", progress, debug=args.debug, processes=processes)
+    batch = Batch(
+        "decompress", len(args.streams), "stream", "decoded", progress, debug=args.debug, processes=processes
+    )
 
     todo, folders = [], set()
     for path, out in processes.share(list(zip(args.streams, outputs))):

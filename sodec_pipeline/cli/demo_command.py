@@ -16,8 +16,11 @@ from .model_loading import add_model_argument, load_pipeline, resolve_model
 
 def add_arguments(p) -> None:
     add_model_argument(p)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to the network)",
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps (default cpu)")
     p.add_argument("--no-perceptual", action="store_true", help="PSNR only (no LPIPS, no DISTS: faster)")

@@ -17,17 +17,27 @@ from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, firs
 from .model_loading import quiet_libraries
 from .progress import progress_enabled
 
+
 #: Subcommand → (module defining ``add_arguments(parser)`` and ``run(args) -> int``, one-line help).
 COMMANDS = {
-    "init": ("sodec_pipeline.cli.init_command", "make a randomly initialised pipeline from a layout (sodec-tiny, ...)"),
+    "init": (
+        "sodec_pipeline.cli.init_command",
+        "make a randomly initialised pipeline from a layout (sodec-tiny, ...)",
+    ),
     "compress": ("sodec_pipeline.cli.compress_command", "compress images to .sodec files"),
     "decompress": ("sodec_pipeline.cli.decompress_command", "decode .sodec files to PNG"),
-    "eval": ("sodec_pipeline.cli.eval_command", "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)"),
+    "eval": (
+        "sodec_pipeline.cli.eval_command",
+        "evaluate SODEC against JPEG/WebP/AVIF/JPEG 2000 (CSV, JSON, RD plot)",
+    ),
     "benchmark": (
         "sodec_pipeline.cli.benchmark_command",
         "encode/decode latency by stage and peak memory, with an N-step DDIM decode",
     ),
-    "demo": ("sodec_pipeline.cli.demo_command", "a demo page in the browser: a photo beside JPEG, WebP, AVIF (Gradio)"),
+    "demo": (
+        "sodec_pipeline.cli.demo_command",
+        "a demo page in the browser: a photo beside JPEG, WebP, AVIF (Gradio)",
+    ),
 }
 
 _EPILOG = """\

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from ..evaluation import baselines as baselines_lib
+from . import model_loading
 from .errors import CLIError
 from .files import prepare_output_folder
-from . import model_loading
 from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
 from .processes import Processes
 
@@ -31,8 +31,11 @@ def add_arguments(p) -> None:
     add_model_argument(p)
     p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
     p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
+    )
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument(
         "--codecs",
@@ -45,15 +48,25 @@ def add_arguments(p) -> None:
         help="target bitrates (bpp) at which each baseline's best variant is chosen; SODEC's own bpp per image "
         "is always added (default: %(default)s)",
     )
-    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS backbone (default: %(default)s)")
-    p.add_argument("--lpips-weights", metavar="PATH",
-                   help="full lpips.LPIPS state_dict (.pth or .safetensors) instead of the weights found on the machine")
-    p.add_argument("--dists-weights", metavar="PATH",
-                   help="full DISTS_pytorch.DISTS state_dict instead of the weights found on the machine")
+    p.add_argument(
+        "--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS backbone (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lpips-weights",
+        metavar="PATH",
+        help="full lpips.LPIPS state_dict (.pth or .safetensors) instead of the weights found on the machine",
+    )
+    p.add_argument(
+        "--dists-weights",
+        metavar="PATH",
+        help="full DISTS_pytorch.DISTS state_dict instead of the weights found on the machine",
+    )
     p.add_argument("--no-perceptual", action="store_true", help="PSNR and MS-SSIM only (no LPIPS, no DISTS)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per network call when decoding (pipe.decompress batch_size)")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="tiles per network call when decoding (pipe.decompress batch_size)"
+    )
 
 
 def load_perceptual_metrics(args):
@@ -68,8 +81,8 @@ def load_perceptual_metrics(args):
 
 def run(args) -> int:
     from ..evaluation.evaluate import EvaluationInputError, evaluate, find_images, load_image, merge_results
-    from ..metrics import MetricWeightsError
     from ..evaluation.report import write_report
+    from ..metrics import MetricWeightsError
 
     resolve_model(args.model)  # a wrong --model is reported before anything else is read
     if args.model is None:
@@ -79,7 +92,9 @@ def run(args) -> int:
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     unknown = [c for c in codecs if c not in baselines_lib.CODECS]
     if unknown or not codecs:
-        raise CLIError(f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(baselines_lib.CODECS)}")
+        raise CLIError(
+            f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(baselines_lib.CODECS)}"
+        )
     targets = _float_list(args.targets, "--targets")
     processes = Processes()  # several under accelerate launch: each takes its share of the images
     args.device = processes.device(args.device)
@@ -105,8 +120,16 @@ def run(args) -> int:
 
     start = time.time()
     progress = args.show_progress and not args.no_progress and processes.is_main_process
-    result = evaluate(pipe, processes.share(paths), args.out, codecs=codecs, targets=targets, perceptual=perceptual,
-                      progress=progress, batch_size=args.batch_size)
+    result = evaluate(
+        pipe,
+        processes.share(paths),
+        args.out,
+        codecs=codecs,
+        targets=targets,
+        perceptual=perceptual,
+        progress=progress,
+        batch_size=args.batch_size,
+    )
     result = merge_results(processes.gather(result))  # every process's rows, in the order of one process
     if not processes.is_main_process:
         return 0  # the main process alone writes the report
@@ -136,7 +159,9 @@ def _print_summary(result, summary, files) -> None:
     header = f"{'method':<16}{'target':>8}{'bpp':>9}" + "".join(f" {m:>11}" for m in metrics)
     print(header)
     for e in summary:
-        print(f"{e['method']:<16}{e['target'] or '-':>8}{e['bpp']:>9.4f}" + "".join(f" {e[m]:>11.4f}" for m in metrics))
+        print(
+            f"{e['method']:<16}{e['target'] or '-':>8}{e['bpp']:>9.4f}" + "".join(f" {e[m]:>11.4f}" for m in metrics)
+        )
     for note in result.notes:
         if "skipped variant" not in note:
             print(f"note: {note}")

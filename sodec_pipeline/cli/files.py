@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import CLIError
 
+
 #: What a decoded stream is written as, by decoder: ``photo.sodec`` → ``photo.diffusion.png``.
 #: (The same names as ``sodec eval``'s decoded images; never the name of the photo that was compressed.)
 DECODED_SUFFIXES = {"diffusion": ".diffusion.png", "fidelity": ".fidelity.png"}
@@ -31,7 +32,9 @@ def check_input_file(path: str, what: str, example_pattern: str) -> Path:
     """Raises :class:`CLIError` unless ``path`` is an existing regular file."""
     file = Path(path)
     if file.is_dir():
-        raise CLIError(f"{path}: a folder, not {what} (pass the files in it, e.g. {os.path.join(path, example_pattern)})")
+        raise CLIError(
+            f"{path}: a folder, not {what} (pass the files in it, e.g. {os.path.join(path, example_pattern)})"
+        )
     if not file.exists():
         raise CLIError(f"{path}: no such file")
     if not file.is_file():
@@ -147,7 +150,9 @@ def output_paths(inputs: Sequence[str], output: Optional[str], suffix: str, file
             raise CLIError(f"{path}: the result would replace the input itself; pass another -o")
         other = sources.setdefault(key, path)
         if Path(os.path.abspath(other)) != Path(os.path.abspath(path)):
-            raise CLIError(f"{other} and {path} would both be written to {out}: give them different names or folders (-o)")
+            raise CLIError(
+                f"{other} and {path} would both be written to {out}: give them different names or folders (-o)"
+            )
     return paths
 
 

@@ -10,7 +10,9 @@ from .progress import Progress
 
 def add_arguments(p) -> None:
     p.add_argument(
-        "config_dir", metavar="LAYOUT", help="a hub config layout: a shipped one's name (sodec-tiny, sodec-sd21-base) or a folder"
+        "config_dir",
+        metavar="LAYOUT",
+        help="a hub config layout: a shipped one's name (sodec-tiny, sodec-sd21-base) or a folder",
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="where to save the randomly initialised pipeline")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
@@ -44,5 +46,7 @@ def run(args) -> int:
         pipe = build_pipeline_from_config(layout, seed=args.seed)
         steps.start("saving")
         pipe.save_pretrained(args.out_dir)
-    progress.echo(f"saved a randomly initialised SODEC pipeline ({args.config_dir}, seed {args.seed}) to {args.out_dir}")
+    progress.echo(
+        f"saved a randomly initialised SODEC pipeline ({args.config_dir}, seed {args.seed}) to {args.out_dir}"
+    )
     return 0

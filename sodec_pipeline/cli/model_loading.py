@@ -13,6 +13,7 @@ from typing import Iterator, List, Optional
 
 from .errors import CLIError, first_line
 
+
 #: The model ``--model`` defaults to: the trained pipeline shipped in ``pretrained/`` under this short name
 #: (:mod:`sodec_pipeline.shipped_models`). None would make ``--model`` required.
 DEFAULT_MODEL: Optional[str] = "sodec-small"
@@ -91,7 +92,9 @@ def resolve_model(model: Optional[str]) -> str:
     if _looks_like_a_local_path(model):
         raise CLIError(f"--model {model}: no such folder; {_missing_model_hint()}")
     if not _HUB_REPO_ID.fullmatch(model):
-        raise CLIError(f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_missing_model_hint()}")
+        raise CLIError(
+            f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_missing_model_hint()}"
+        )
     return model
 
 

@@ -11,6 +11,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence, Tuple
 
+
 #: (step shown, the pipeline module whose forward starts it, as a dotted attribute path; None: the CLI
 #: starts the step itself). A step runs until the next one starts.
 COMPRESS_STEPS: Tuple[Tuple[str, Optional[str]], ...] = (
@@ -170,4 +171,3 @@ class _Ticker:
     def _run(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
             self.bar.refresh()
-

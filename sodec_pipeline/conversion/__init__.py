@@ -9,6 +9,7 @@ from .hific import (
     load_hific_checkpoint,
 )
 
+
 __all__ = [
     "HiFiCCheckpointError",
     "HiFiCConversion",

@@ -61,6 +61,7 @@ from ..models.compression_vae import CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..models.library_internals import entropy_bottleneck_logits_cumulative
 
+
 HIFIC_REPOSITORY = "Justin-Tan/high-fidelity-generative-compression"
 REPORT_NAME = "conversion_report.json"
 
@@ -227,7 +228,11 @@ def load_hific_checkpoint(
         try:
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=not trust_pickle)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
-            hint = "" if trust_pickle else " (if it is a trusted file holding other pickled objects, pass trust_pickle=True / --trust-pickle)"
+            hint = (
+                ""
+                if trust_pickle
+                else " (if it is a trusted file holding other pickled objects, pass trust_pickle=True / --trust-pickle)"
+            )
             raise HiFiCCheckpointError(f"{name} cannot be read as a torch checkpoint: {error}{hint}") from error
 
     if not isinstance(checkpoint, Mapping):
@@ -252,14 +257,18 @@ def load_hific_checkpoint(
     if state_dict and all(str(k).startswith("module.") for k in state_dict):  # saved from DataParallel
         state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
 
-    missing = [p for p in ("Encoder.", "Hyperprior.", "Generator.") if not any(str(k).startswith(p) for k in state_dict)]
+    missing = [
+        p for p in ("Encoder.", "Hyperprior.", "Generator.") if not any(str(k).startswith(p) for k in state_dict)
+    ]
     if missing:
         shown = ", ".join(repr(k) for k in list(state_dict)[:6]) + (", …" if len(state_dict) > 6 else "")
         raise HiFiCCheckpointError(
             f"{name} is not a HiFiC checkpoint of {HIFIC_REPOSITORY}: its model state has no "
             f"{', '.join(p + '*' for p in missing)} keys (keys: {shown or 'none'})"
         )
-    if args.get("use_latent_mixture_model") or any(str(k).startswith("Hyperprior.synthesis_DLMM_params.") for k in state_dict):
+    if args.get("use_latent_mixture_model") or any(
+        str(k).startswith("Hyperprior.synthesis_DLMM_params.") for k in state_dict
+    ):
         raise HiFiCCheckpointError(
             f"{name} uses HiFiC's discretized logistic mixture latent model (--use_latent_mixture_model): "
             "SODEC's CompressionVAE has a mean-scale Gaussian conditional (synthesis_mu / synthesis_std) and "
@@ -422,8 +431,19 @@ def convert_hific_state_dict(
     report = HiFiCConversionReport(
         hific_args={
             k: args[k]
-            for k in ("name", "model_type", "regime", "latent_channels", "n_residual_blocks", "use_channel_norm",
-                      "likelihood_type", "normalize_input_image", "sample_noise", "use_latent_mixture_model", "steps")
+            for k in (
+                "name",
+                "model_type",
+                "regime",
+                "latent_channels",
+                "n_residual_blocks",
+                "use_channel_norm",
+                "likelihood_type",
+                "normalize_input_image",
+                "sample_noise",
+                "use_latent_mixture_model",
+                "steps",
+            )
             if k in args
         }
     )
@@ -479,7 +499,9 @@ def convert_hific_state_dict(
     return report
 
 
-def _map_tensors(state_dict, states, report: HiFiCConversionReport, errors: List[str]) -> Dict[str, Dict[str, torch.Tensor]]:
+def _map_tensors(
+    state_dict, states, report: HiFiCConversionReport, errors: List[str]
+) -> Dict[str, Dict[str, torch.Tensor]]:
     """The checkpoint's tensors that ``MODULE_MAP`` maps, per component (float32 copies); the rest go to
     ``report.unmapped`` with the reason, and what does not fit to ``errors``. The density is left to
     :func:`_convert_density`."""
@@ -506,7 +528,9 @@ def _map_tensors(state_dict, states, report: HiFiCConversionReport, errors: List
         if key.startswith(density_prefix):
             continue  # converted by _convert_density
         if key.startswith(DENSITY_ALIAS_PREFIX):
-            report.unmapped[key] = f"the same tensor as {DENSITY_PREFIX}{key[len(DENSITY_ALIAS_PREFIX):]} (shared module)"
+            report.unmapped[key] = (
+                f"the same tensor as {DENSITY_PREFIX}{key[len(DENSITY_ALIAS_PREFIX) :]} (shared module)"
+            )
             continue
         reason = next((why for prefix, why in IGNORED_PREFIXES if key.startswith(prefix)), None)
         report.unmapped[key] = reason or "not used by SODEC (unknown to this converter)"
@@ -527,10 +551,14 @@ def _fold_input_normalisation(values, report: HiFiCConversionReport, fold_output
         values["fidelity_guidance"][w_key] = values["fidelity_guidance"][w_key] / 2
         values["fidelity_guidance"][b_key] = (values["fidelity_guidance"][b_key] + 1) / 2
         for key, how in ((w_key, "÷ 2"), (b_key, "(b + 1) / 2")):
-            report.transformed[f"fidelity_guidance.{key}"] = f"{how}: maps HiFiC's [-1,1] output to SODEC's [0,1] scale"
+            report.transformed[f"fidelity_guidance.{key}"] = (
+                f"{how}: maps HiFiC's [-1,1] output to SODEC's [0,1] scale"
+            )
 
 
-def _conversion_notes(args, compression_vae: CompressionVAE, normalize_input_image: bool, tanh_output: bool) -> List[str]:
+def _conversion_notes(
+    args, compression_vae: CompressionVAE, normalize_input_image: bool, tanh_output: bool
+) -> List[str]:
     """What the conversion changes or cannot carry over, for the report."""
     notes = [
         "hyper-analysis H_a: HiFiC pads conv2/conv3 by reflection, SODEC by replication (same weights; "

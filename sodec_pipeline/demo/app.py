@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import gradio as gr
 import numpy as np
@@ -23,6 +23,7 @@ import PIL.Image
 from ..bitstream import BitstreamError
 from ..evaluation.evaluate import EvaluationInputError, load_image
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
+
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def _user_error(error: BaseException) -> gr.Error:
     if isinstance(error, (DemoInputError, EvaluationInputError, BitstreamError)):
         return gr.Error(str(error), print_exception=False)
     logger.exception("demo request failed")
-    return gr.Error(f"something went wrong: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    return gr.Error(
+        f"something went wrong: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    )
 
 
 def _uploaded_path(upload) -> str:
@@ -203,4 +206,3 @@ def build_demo(
             decode_button.click(handlers.decode, inputs=upload, outputs=[decoded, header], api_name="decode")
     demo.queue(default_concurrency_limit=1)
     return demo
-

@@ -13,6 +13,7 @@ import PIL.Image
 
 from ..evaluation import baselines as baselines_lib
 
+
 #: The classical codecs the demo shows beside SODEC.
 DEMO_CODECS = ("jpeg", "webp", "avif")
 #: The largest photo the demo takes, in pixels (about 1920 × 1080); the page states it.

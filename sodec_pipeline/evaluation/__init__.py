@@ -9,9 +9,17 @@ from typing import TYPE_CHECKING
 
 from ..lazy_exports import lazy_exports
 
+
 _import_structure = {
     ".baselines": ["CODECS", "DOWNSCALE_FACTORS", "codec_availability", "run_codec", "select_best"],
-    ".evaluate": ["DEFAULT_TARGETS", "EvaluationInputError", "EvaluationResult", "evaluate", "find_images", "summarize"],
+    ".evaluate": [
+        "DEFAULT_TARGETS",
+        "EvaluationInputError",
+        "EvaluationResult",
+        "evaluate",
+        "find_images",
+        "summarize",
+    ],
     ".report": ["plot_rd", "write_report"],
 }
 

@@ -27,6 +27,7 @@ import numpy as np
 import PIL.features
 import PIL.Image
 
+
 #: Target bitrates (bpp) at which each baseline's best variant is chosen, unless others are given.
 DEFAULT_TARGETS = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 #: Downscale factors d (the image is coded at 1/d of its size).
@@ -169,12 +170,18 @@ def run_codec(
                 num_bytes, decoded = encode_decode(small, codec, setting)
             except (OSError, ValueError, RuntimeError) as e:
                 if failures is not None:
-                    failures.append(f"{codec.name} {codec.setting_label}={setting} at 1/{downscale:g} ({size[0]}x{size[1]}): {e}")
+                    failures.append(
+                        f"{codec.name} {codec.setting_label}={setting} at 1/{downscale:g} ({size[0]}x{size[1]}): {e}"
+                    )
                 continue
             bpp = 8.0 * (num_bytes + side) / (height * width)
             filters = upscale_filters if decoded.size != (width, height) else upscale_filters[:1]
             for name in filters:
-                restored = decoded if decoded.size == (width, height) else decoded.resize((width, height), UPSCALE_FILTERS[name])
+                restored = (
+                    decoded
+                    if decoded.size == (width, height)
+                    else decoded.resize((width, height), UPSCALE_FILTERS[name])
+                )
                 array = np.asarray(restored, dtype=np.uint8)
                 variants.append(
                     Variant(codec.name, setting, downscale, name if decoded.size != (width, height) else "none",
@@ -189,11 +196,17 @@ def reconstruct(reference: np.ndarray, variant: Variant) -> np.ndarray:
     height, width = reference.shape[:2]
     codec = CODECS[variant.codec]
     original = PIL.Image.fromarray(reference)
-    small = original if variant.coded_size == (width, height) else original.resize(variant.coded_size, PIL.Image.Resampling.LANCZOS)
+    small = (
+        original
+        if variant.coded_size == (width, height)
+        else original.resize(variant.coded_size, PIL.Image.Resampling.LANCZOS)
+    )
     num_bytes, decoded = encode_decode(small, codec, variant.setting)
     side = 0 if variant.coded_size == (width, height) else RESAMPLE_SIDE_INFO_BYTES
     if num_bytes + side != variant.num_bytes:
-        raise RuntimeError(f"{codec.name} is not deterministic: {num_bytes + side} bytes now, {variant.num_bytes} before")
+        raise RuntimeError(
+            f"{codec.name} is not deterministic: {num_bytes + side} bytes now, {variant.num_bytes} before"
+        )
     if decoded.size != (width, height):
         decoded = decoded.resize((width, height), UPSCALE_FILTERS[variant.upscale_filter])
     return np.asarray(decoded, dtype=np.uint8)

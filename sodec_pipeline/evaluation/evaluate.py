@@ -25,8 +25,9 @@ import numpy as np
 import PIL.Image
 
 from ..image_processing import pil_to_rgb_array
-from . import baselines as baselines_lib
 from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr
+from . import baselines as baselines_lib
+
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_TARGETS = baselines_lib.DEFAULT_TARGETS
@@ -58,7 +59,9 @@ def load_image(path: Path) -> np.ndarray:
             image.load()
             return pil_to_rgb_array(image)
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise EvaluationInputError(f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+        raise EvaluationInputError(
+            f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e
 
 
 @dataclass
@@ -102,7 +105,9 @@ def evaluate(
     out = Path(out_dir)
     (out / "streams").mkdir(parents=True, exist_ok=True)
     (out / "decoded").mkdir(parents=True, exist_ok=True)
-    result = EvaluationResult(metrics=["psnr", "ms_ssim", "colour_psnr"] + list(perceptual), targets=sorted(float(t) for t in targets))
+    result = EvaluationResult(
+        metrics=["psnr", "ms_ssim", "colour_psnr"] + list(perceptual), targets=sorted(float(t) for t in targets)
+    )
     active = _available_codecs(codecs, result)
     small_sides = []
     for path in tqdm(image_paths, desc="sodec eval", unit="image", disable=not progress):
@@ -140,8 +145,9 @@ def _available_codecs(codecs: Sequence[str], result: EvaluationResult) -> List[b
     return active
 
 
-def _evaluate_sodec(pipe, path: Path, reference: np.ndarray, out: Path, perceptual: Dict, batch_size: int,
-                    result: EvaluationResult) -> float:
+def _evaluate_sodec(
+    pipe, path: Path, reference: np.ndarray, out: Path, perceptual: Dict, batch_size: int, result: EvaluationResult
+) -> float:
     """SODEC on one image: a real file, read back, decoded both ways; adds a row per decoder, returns the bpp."""
     height, width = reference.shape[:2]
     (stream,) = pipe.compress(PIL.Image.fromarray(reference))
@@ -163,8 +169,15 @@ def _evaluate_sodec(pipe, path: Path, reference: np.ndarray, out: Path, perceptu
     return sodec_bpp
 
 
-def _evaluate_baseline(codec, path: Path, reference: np.ndarray, image_targets: Sequence[Tuple[str, float]],
-                       downscale_factors: Sequence[float], perceptual: Dict, result: EvaluationResult) -> None:
+def _evaluate_baseline(
+    codec,
+    path: Path,
+    reference: np.ndarray,
+    image_targets: Sequence[Tuple[str, float]],
+    downscale_factors: Sequence[float],
+    perceptual: Dict,
+    result: EvaluationResult,
+) -> None:
     """One baseline codec on one image: its whole grid, then a row for its best variant at each target."""
     height, width = reference.shape[:2]
     failures: List[str] = []
@@ -200,7 +213,7 @@ def merge_results(parts: Sequence[EvaluationResult]) -> EvaluationResult:
         merged.images.extend(part.images)
         for note in part.notes:
             if note.startswith(SMALL_SIDES_NOTE):
-                small_sides.append(note[len(SMALL_SIDES_NOTE):])
+                small_sides.append(note[len(SMALL_SIDES_NOTE) :])
             elif not (note in merged.notes and note.endswith(")") and "not available" in note):
                 merged.notes.append(note)
     if small_sides:
@@ -231,7 +244,9 @@ def summarize(result: EvaluationResult) -> Tuple[List[dict], List[str]]:
     for codec in (name for name, ok in result.codecs.items() if ok):
         unreached = [label for label in labels if (codec, label) not in groups]
         if unreached:
-            notes.append(f"{codec}: no variant at or under target(s) {', '.join(unreached)} bpp on any image (no point)")
+            notes.append(
+                f"{codec}: no variant at or under target(s) {', '.join(unreached)} bpp on any image (no point)"
+            )
         if codec in partial:
             notes.append(
                 f"{codec}: target(s) {', '.join(partial[codec])} reached on only some images (images reached/all); "

@@ -20,6 +20,7 @@ from typing import Dict, List, Tuple
 from . import baselines as baselines_lib
 from .evaluate import SODEC_TARGET, EvaluationResult, summarize
 
+
 ROW_FIELDS = [
     "image", "width", "height", "method", "target", "setting", "downscale", "upscale_filter",
     "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales", "colour_psnr",
@@ -68,7 +69,18 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
     }
     _write_csv(paths["per_image_csv"], result.rows, fields)
     _write_csv(paths["summary_csv"], summary, ["method", "target", "images", "bytes", "bpp"] + result.metrics)
-    grid_fields = ["image", "codec", "setting", "downscale", "upscale_filter", "coded_width", "coded_height", "bytes", "bpp", "psnr"]
+    grid_fields = [
+        "image",
+        "codec",
+        "setting",
+        "downscale",
+        "upscale_filter",
+        "coded_width",
+        "coded_height",
+        "bytes",
+        "bpp",
+        "psnr",
+    ]
     _write_csv(paths["grid_csv"], result.grid, grid_fields)
     document = {
         "settings": settings,
@@ -121,7 +133,7 @@ def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
     rows = (len(panels) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(12, 4.8 * rows), squeeze=False)
     axes = axes.flatten()
-    for axis in axes[len(panels):]:
+    for axis in axes[len(panels) :]:
         axis.set_visible(False)
     colors = {"jpeg": "tab:blue", "webp": "tab:orange", "avif": "tab:green", "jpeg2000": "tab:purple"}
     sodec_style = {"sodec-diffusion": ("tab:red", "*"), "sodec-fidelity": ("tab:brown", "P")}
@@ -138,7 +150,9 @@ def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
             )
             if curve:
                 axis.plot([e["bpp"] for e in curve], [e[metric] for e in curve], "-o", color=color, ms=4, label=codec)
-            matched = [e for e in summary if e["method"] == codec and e["target"] == SODEC_TARGET and finite(e, metric)]
+            matched = [
+                e for e in summary if e["method"] == codec and e["target"] == SODEC_TARGET and finite(e, metric)
+            ]
             for e in matched:
                 axis.plot(e["bpp"], e[metric], "o", mfc="none", mec=color, ms=9, label=f"{codec} @ SODEC rate")
         for method, (color, marker) in sodec_style.items():

@@ -29,6 +29,7 @@ from .weights import (
     load_perceptual_metrics,
 )
 
+
 __all__ = [
     "DISTS",
     "INSTALL_COMMAND",

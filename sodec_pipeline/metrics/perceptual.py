@@ -57,7 +57,10 @@ def _slices(features: nn.Sequential, bounds: Sequence[Tuple[int, int]]) -> List[
 class _LPIPSBackbone(nn.Module):
     """``lpips.pretrained_networks.alexnet`` / ``vgg16``: the features split in five slices."""
 
-    BOUNDS = {"alex": ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12)), "vgg": ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))}
+    BOUNDS = {
+        "alex": ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12)),
+        "vgg": ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30)),
+    }
 
     def __init__(self, net: str):
         super().__init__()
@@ -150,7 +153,9 @@ class DISTS(nn.Module):
         stages = [nn.Sequential() for _ in range(5)]
         for x in range(0, 4):
             stages[0].add_module(str(x), features[x])
-        for stage, (pool_index, channels, stop) in zip(stages[1:], ((4, 64, 9), (9, 128, 16), (16, 256, 23), (23, 512, 30))):
+        for stage, (pool_index, channels, stop) in zip(
+            stages[1:], ((4, 64, 9), (9, 128, 16), (16, 256, 23), (23, 512, 30))
+        ):
             stage.add_module(str(pool_index), _L2Pooling(channels))
             for x in range(pool_index + 1, stop):
                 stage.add_module(str(x), features[x])

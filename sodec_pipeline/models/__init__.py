@@ -2,6 +2,7 @@
 
 import warnings as _warnings
 
+
 with _warnings.catch_warnings():
     # compressai 1.2.8 scripts a function with torch.jit at import time, which torch ≥ 2.10 deprecates.
     _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
@@ -15,6 +16,7 @@ from .guidance_projection import GuidanceProjection
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
 from .latent_transforms import LatentSynthesis, LatentTransform
 from .layers import ChannelNorm2d, ResidualBlock
+
 
 __all__ = [
     "AnalysisTransform",

@@ -30,6 +30,7 @@ from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransfo
 from .latent_transforms import LatentSynthesis, LatentTransform
 from .library_internals import entropy_bottleneck_medians, model_weights_file, parse_module_to_arguments
 
+
 # The entropy-model buffers whose shapes are only known after ``update()``.
 _DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
@@ -258,7 +259,9 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         return CompressionVAEOutput(y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
 
     # ------------------------------------------------------------------ entropy coding
-    def update(self, scale_table: Optional[torch.Tensor] = None, force: bool = False, update_quantiles: bool = False) -> bool:
+    def update(
+        self, scale_table: Optional[torch.Tensor] = None, force: bool = False, update_quantiles: bool = False
+    ) -> bool:
         """Builds the CDF tables of both entropy models (needed before ``compress``), by default with the
         config's scale table (``scale_table_min``/``max``/``levels``). Returns whether anything changed."""
         if scale_table is None:
@@ -268,7 +271,9 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
 
     @property
     def is_updated(self) -> bool:
-        return self.entropy_bottleneck._quantized_cdf.numel() > 0 and self.gaussian_conditional._quantized_cdf.numel() > 0
+        return (
+            self.entropy_bottleneck._quantized_cdf.numel() > 0 and self.gaussian_conditional._quantized_cdf.numel() > 0
+        )
 
     def _require_tables(self):
         if not self.is_updated:
@@ -279,7 +284,12 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
 
     def _coding_state(self) -> dict:
         """The constriction tables of both entropy models and the fixed-point P, rebuilt when weights change."""
-        modules = (self.entropy_bottleneck, self.gaussian_conditional, self.hyper_synthesis_mean, self.hyper_synthesis_scale)
+        modules = (
+            self.entropy_bottleneck,
+            self.gaussian_conditional,
+            self.hyper_synthesis_mean,
+            self.hyper_synthesis_scale,
+        )
         key = weights_key(modules)
         if self._coding_cache is None or self._coding_cache[0] != key:
             state = {
@@ -415,7 +425,11 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         resizes tables that are already built (resuming training into an updated model)."""
         for name, module in self.named_modules():
             if isinstance(module, (EntropyBottleneck, GaussianConditional)):
-                buffers = [b for b, _ in module.named_buffers(recurse=False) if f"{name}.{b}" in state_dict and b in _DYNAMIC_BUFFERS]
+                buffers = [
+                    b
+                    for b, _ in module.named_buffers(recurse=False)
+                    if f"{name}.{b}" in state_dict and b in _DYNAMIC_BUFFERS
+                ]
                 update_registered_buffers(module, name, buffers, state_dict, policy="resize")
         return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
 

@@ -13,6 +13,7 @@ from .fidelity_decoder import FidelityDecoder
 from .gdn_transforms import GDNFidelityDecoder
 from .guidance_projection import GuidanceProjection
 
+
 #: D_a's architecture: "hific" (HiFiC's generator; five ``decoder_block_out_channels``) or "gdn" (Ballé et al.'s
 #: synthesis transform with inverse GDN; three).
 DECODER_TYPES = ("hific", "gdn")

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+
 WEIGHT_BITS = 14
 ACTIVATION_RANGE_BITS = 13
 _ACCUMULATOR_BITS = 51  # |products summed| ≤ 2^51 and |bias| ≤ 2^51, so every accumulator is below 2^52
@@ -140,5 +141,7 @@ class FixedPointHyperSynthesis:
 def weights_key(modules: Sequence[nn.Module]) -> Tuple:
     """Identifies the current weights of ``modules`` (changes when any is replaced or modified in place)."""
     return tuple(
-        (id(t), t.data_ptr(), t._version, t.device.type) for m in modules for t in list(m.parameters()) + list(m.buffers())
+        (id(t), t.data_ptr(), t._version, t.device.type)
+        for m in modules
+        for t in list(m.parameters()) + list(m.buffers())
     )

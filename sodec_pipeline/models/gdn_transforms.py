@@ -15,6 +15,7 @@ from torch import nn
 
 from .layers import GradientCheckpointingMixin
 
+
 #: Channels of the three hidden layers of a GDN transform (compressai's N).
 NUM_HIDDEN_LAYERS = 3
 
@@ -47,7 +48,9 @@ class GDNAnalysisTransform(_GDNStack):
     Four stride-2 5×5 convolutions, GDN after the first three (compressai's ``g_a``).
     """
 
-    def __init__(self, in_channels: int = 3, block_out_channels: Sequence[int] = (128, 128, 128), latent_channels: int = 192):
+    def __init__(
+        self, in_channels: int = 3, block_out_channels: Sequence[int] = (128, 128, 128), latent_channels: int = 192
+    ):
         super().__init__()
         c = [in_channels] + _check_channels(block_out_channels, "analysis transform") + [latent_channels]
         for i in range(4):
@@ -64,7 +67,9 @@ class GDNFidelityDecoder(_GDNStack):
 
     conv_name, norm_name = "deconv", "igdn"
 
-    def __init__(self, latent_channels: int = 192, block_out_channels: Sequence[int] = (128, 128, 128), out_channels: int = 3):
+    def __init__(
+        self, latent_channels: int = 192, block_out_channels: Sequence[int] = (128, 128, 128), out_channels: int = 3
+    ):
         super().__init__()
         c = [latent_channels] + _check_channels(block_out_channels, "fidelity decoder") + [out_channels]
         for i in range(4):

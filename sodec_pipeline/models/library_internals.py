@@ -27,7 +27,9 @@ def parse_module_to_arguments(
     return device, dtype, non_blocking, memory_format
 
 
-def model_weights_file(pretrained_model_name_or_path, subfolder: Optional[str], variant: Optional[str], **hub_kwargs) -> str:
+def model_weights_file(
+    pretrained_model_name_or_path, subfolder: Optional[str], variant: Optional[str], **hub_kwargs
+) -> str:
     """Local path of ``diffusion_pytorch_model[.variant].safetensors`` of a saved model (downloaded if needed)."""
     return _get_model_file(
         pretrained_model_name_or_path,

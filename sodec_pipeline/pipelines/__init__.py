@@ -3,6 +3,7 @@ from .pipeline_output import SODECPipelineOutput
 from .pipeline_sodec import SODECPipeline
 from .random_initialisation import build_pipeline_from_config
 
+
 register_with_diffusers(SODECPipeline)
 
 __all__ = ["SODECPipeline", "SODECPipelineOutput", "build_pipeline_from_config"]

@@ -35,6 +35,7 @@ from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
 from .components import build_component, import_component_class, split_model_index
 
+
 logger = logging.getLogger(__name__)
 
 PathOrId = Union[str, os.PathLike]
@@ -43,7 +44,9 @@ SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
 CONVERSION_REPORT = "conversion_report.json"
 
 
-def _read_json(path_or_id: PathOrId, filename: str, subfolder: Optional[str], hub_kwargs: Dict[str, Any]) -> Optional[dict]:
+def _read_json(
+    path_or_id: PathOrId, filename: str, subfolder: Optional[str], hub_kwargs: Dict[str, Any]
+) -> Optional[dict]:
     """A JSON file of a local folder or a Hub repo, or None when there is none."""
     local = Path(path_or_id)
     if local.is_dir():
@@ -64,7 +67,9 @@ def _load_part(what: str, cls, path_or_id: PathOrId, subfolder: Optional[str], h
     local = Path(path_or_id)
     if local.is_dir() and not (local / (subfolder or "") / "config.json").is_file():
         # diffusers would fall back to a config.json at the root of the folder: refuse before that
-        raise OSError(f"cannot load the {what} ({cls.__name__}) from {where}: {local / (subfolder or '')} has no config.json. {hint}")
+        raise OSError(
+            f"cannot load the {what} ({cls.__name__}) from {where}: {local / (subfolder or '')} has no config.json. {hint}"
+        )
     try:
         if subfolder:
             kwargs["subfolder"] = subfolder
@@ -118,7 +123,9 @@ def _refit(model, overrides: Dict[str, Any], reinitialise: Sequence[str] = (), s
     result = new.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(tuple(reinitialise))]
     if missing or result.unexpected_keys:
-        raise ValueError(f"cannot refit {type(model).__name__}: missing {missing}, unexpected {result.unexpected_keys}")
+        raise ValueError(
+            f"cannot refit {type(model).__name__}: missing {missing}, unexpected {result.unexpected_keys}"
+        )
     return new.to(model.device)
 
 
@@ -188,7 +195,9 @@ class FromPretrainedPartsMixin:
         """
         unknown = sorted(set(kwargs) - set(HUB_KWARGS))
         if unknown:
-            raise TypeError(f"from_pretrained_parts got unexpected keyword arguments {unknown}; Hub options are {list(HUB_KWARGS)}")
+            raise TypeError(
+                f"from_pretrained_parts got unexpected keyword arguments {unknown}; Hub options are {list(HUB_KWARGS)}"
+            )
         hub = {k: v for k, v in kwargs.items() if v is not None}
         folder = resolve_hub_config(config)
         index, options = split_model_index(json.loads((folder / "model_index.json").read_text(encoding="utf-8")))
@@ -197,8 +206,12 @@ class FromPretrainedPartsMixin:
         diffusers_kwargs = dict(hub, torch_dtype=torch_dtype) if torch_dtype is not None else dict(hub)
         if variant is not None:
             diffusers_kwargs["variant"] = variant
-        unet = _load_part("UNet", import_component_class(*index["unet"]), sd_model, unet_subfolder, SD_HINT, **diffusers_kwargs)
-        vae = _load_part("VAE", import_component_class(*index["vae"]), sd_model, vae_subfolder, SD_HINT, **diffusers_kwargs)
+        unet = _load_part(
+            "UNet", import_component_class(*index["unet"]), sd_model, unet_subfolder, SD_HINT, **diffusers_kwargs
+        )
+        vae = _load_part(
+            "VAE", import_component_class(*index["vae"]), sd_model, vae_subfolder, SD_HINT, **diffusers_kwargs
+        )
         vit, vit_name, preprocessor = _load_image_encoder(
             image_encoder, import_component_class(*index["image_encoder"]), image_encoder_subfolder, torch_dtype, hub
         )
@@ -212,9 +225,12 @@ class FromPretrainedPartsMixin:
         unet_in = int(unet.config.in_channels)
         if codec is None:
             torch.manual_seed(seed)
-            compression_vae = build_component(CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in})
+            compression_vae = build_component(
+                CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in}
+            )
             fidelity_guidance = build_component(
-                FidelityGuidanceEncoder, folder / "fidelity_guidance",
+                FidelityGuidanceEncoder,
+                folder / "fidelity_guidance",
                 dict(guidance_fit, latent_channels=compression_vae.config.latent_channels),
             )
             compression_vae.update(force=True)
@@ -256,7 +272,10 @@ def _load_image_encoder(image_encoder, image_encoder_cls, subfolder, torch_dtype
     vit_name = repr(str(image_encoder)) + (f" (subfolder {subfolder!r})" if subfolder else "")
     vit_kwargs = dict(hub, dtype=torch_dtype) if torch_dtype is not None else dict(hub)
     vit = _load_part(
-        "image encoder", image_encoder_cls, image_encoder, subfolder,
+        "image encoder",
+        image_encoder_cls,
+        image_encoder,
+        subfolder,
         "image_encoder must be a transformers ViT image tower (e.g. the models/image_encoder folder of h94/IP-Adapter, "
         "or laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
         **vit_kwargs,
@@ -317,9 +336,13 @@ def _one_step_scheduler(folder, sd_model, scheduler_subfolder, hub) -> SODECSche
     sd_scheduler = _read_json(sd_model, "scheduler_config.json", scheduler_subfolder, hub)
     if sd_scheduler:
         if sd_scheduler.get("trained_betas"):
-            raise ValueError(f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support")
+            raise ValueError(
+                f"the scheduler of {str(sd_model)!r} uses trained_betas, which SODECScheduler does not support"
+            )
         scheduler_config.update({k: sd_scheduler[k] for k in SCHEDULER_KEYS if k in sd_scheduler})
-        scheduler_config["timestep"] = min(int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1)
+        scheduler_config["timestep"] = min(
+            int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1
+        )
     return SODECScheduler.from_config(scheduler_config)
 
 
@@ -343,7 +366,9 @@ def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, 
                 f"UNet takes {unet_in} ({str(sd_model)!r}/unet in_channels)"
             )
         logger.info("re-initialising T_s's output layer for a UNet with %d input channels", unet_in)
-        compression_vae = _refit(compression_vae, {"out_latent_channels": unet_in}, ("latent_transform.conv_out.",), seed)
+        compression_vae = _refit(
+            compression_vae, {"out_latent_channels": unet_in}, ("latent_transform.conv_out.",), seed
+        )
         compression_vae.update(force=True)
     if not compression_vae.is_updated:
         compression_vae.update(force=True)
@@ -358,7 +383,9 @@ def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, 
         )
         return compression_vae, fidelity_guidance
 
-    fidelity_guidance = _load_part("fidelity guidance", FidelityGuidanceEncoder, codec, "fidelity_guidance", hint, **hub)
+    fidelity_guidance = _load_part(
+        "fidelity guidance", FidelityGuidanceEncoder, codec, "fidelity_guidance", hint, **hub
+    )
     cfg = fidelity_guidance.config
     if int(cfg.latent_channels) != latent:
         raise ValueError(

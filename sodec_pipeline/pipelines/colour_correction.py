@@ -15,6 +15,7 @@ correction is added in bands of rows, so that it takes no full-size temporary ei
 import torch
 import torch.nn.functional as F
 
+
 #: Output rows per band of the in-place correction (a multiple of every block size in use).
 BAND_ROWS = 1024
 

@@ -4,6 +4,7 @@ is first imported (``from sodec_pipeline import SODECPipeline`` does that)."""
 import diffusers
 from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
+
 # The methods diffusers calls on a component of a registered library to save and load it.
 _SAVE_LOAD_METHODS = ["save_pretrained", "from_pretrained"]
 

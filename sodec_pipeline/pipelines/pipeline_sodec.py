@@ -20,6 +20,7 @@ from .colour_correction import block_means, correct_colours
 from .pipeline_output import SODECPipelineOutput
 from .tiling import TileSpec, TileSpecs, run_tiled, tile_specs_for
 
+
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
@@ -41,7 +42,16 @@ DECODERS = ("diffusion", "fidelity")
 #: preparation), F_p → c_g, the UNet step(s) with the scheduler, the VAE decoder, the colour correction,
 #: crop/clamp/conversion.
 DECODE_STAGES = (
-    "parse", "entropy_decoding", "hs_ts", "d_a", "vit", "f_p", "unet", "vae_decode", "colour_correction", "postprocess"
+    "parse",
+    "entropy_decoding",
+    "hs_ts",
+    "d_a",
+    "vit",
+    "f_p",
+    "unet",
+    "vae_decode",
+    "colour_correction",
+    "postprocess",
 )
 #: ``stage_timer(name)`` returns a context manager around the stage ``name`` of :data:`DECODE_STAGES`.
 StageWrapper = Callable[[str], ContextManager]
@@ -226,7 +236,11 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
             return self.fidelity_guidance.project(tokens)
 
     def denoise(
-        self, noisy_latents: torch.Tensor, guidance: torch.Tensor, batch_size: int = 1, tiles: Optional[TileSpec] = None
+        self,
+        noisy_latents: torch.Tensor,
+        guidance: torch.Tensor,
+        batch_size: int = 1,
+        tiles: Optional[TileSpec] = None,
     ) -> torch.Tensor:
         """The scheduler's steps from ŷ_t with the guidance c_g (SODEC's scheduler: one step at t = 999):
         at each step the UNet's prediction ε = UNet(x_t, t, c_g), then the scheduler's step on the whole

@@ -22,6 +22,7 @@ from typing import Callable, List, Tuple, Union
 
 import torch
 
+
 Span = Tuple[int, int]
 
 #: Side of E's tiles in pixels (a multiple of 64). E (HiFiC's encoder) sees ±34 px around a latent; at
@@ -70,7 +71,9 @@ def tile_specs_for(unet_config, vae_config) -> TileSpecs:
     unet_tile = int(unet_config.sample_size)
     unet_align = 2 ** (len(unet_config.block_out_channels) - 1)
     unet_tile = max(unet_align, unet_tile // unet_align * unet_align)
-    vae_sample_size = getattr(vae_config, "sample_size", None) if not isinstance(vae_config, dict) else vae_config.get("sample_size")
+    vae_sample_size = (
+        getattr(vae_config, "sample_size", None) if not isinstance(vae_config, dict) else vae_config.get("sample_size")
+    )
     vae_tile = int(vae_sample_size) // 8 if vae_sample_size else unet_tile
     vae_tile = max(2, vae_tile)
     pixels = vae_tile * 8

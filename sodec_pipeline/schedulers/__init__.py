@@ -1,3 +1,4 @@
 from .scheduling_sodec import SODECScheduler, SODECSchedulerOutput
 
+
 __all__ = ["SODECScheduler", "SODECSchedulerOutput"]

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Sampler
 
 from sodec_pipeline.image_processing import pil_to_rgb_array
 
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 

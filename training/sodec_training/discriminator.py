@@ -16,7 +16,9 @@ class ConditionalPatchDiscriminator(nn.Module):
     ``block_out_channels`` (spectral norm, LeakyReLU 0.2) and a 1×1 convolution to one logit per patch.
     """
 
-    def __init__(self, latent_channels: int, context_channels: int = 12, block_out_channels: Sequence[int] = (64, 128, 256, 512)):
+    def __init__(
+        self, latent_channels: int, context_channels: int = 12, block_out_channels: Sequence[int] = (64, 128, 256, 512)
+    ):
         super().__init__()
         self.config = {
             "latent_channels": latent_channels,

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_dists, load_lpips
 from sodec_pipeline.metrics.fidelity import COLOUR_BLOCK
 
+
 #: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
 LPIPS_NET_CHOICES = LPIPS_NETS + ("squeeze",)
 

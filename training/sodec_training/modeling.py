@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from .discriminator import ConditionalPatchDiscriminator
 from .losses import DistortionLoss
 
+
 UNET_TRAINING_MODES = ("lora", "full")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
@@ -58,7 +59,7 @@ def load_unet_lora(unet, directory) -> None:
     from diffusers import StableDiffusionPipeline
 
     state_dict, _ = StableDiffusionPipeline.lora_state_dict(str(directory), weight_name=LORA_WEIGHT_NAME)
-    state_dict = {k[len("unet."):]: v for k, v in state_dict.items() if k.startswith("unet.")}
+    state_dict = {k[len("unet.") :]: v for k, v in state_dict.items() if k.startswith("unet.")}
     result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(state_dict), adapter_name="default")
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
@@ -98,7 +99,11 @@ def enable_gradient_checkpointing(pipe) -> None:
 
 def is_checkpointing(module) -> bool:
     """Whether a transformers model has activation (gradient) checkpointing on, under either name."""
-    flag = "is_activation_checkpointing" if hasattr(type(module), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    flag = (
+        "is_activation_checkpointing"
+        if hasattr(type(module), "is_activation_checkpointing")
+        else "is_gradient_checkpointing"
+    )
     return bool(getattr(module, flag, False))
 
 

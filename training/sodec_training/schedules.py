@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
+
 LAMBDA_SCHEDULES = ("step", "geometric", "linear", "cosine", "constant")
 STAGES = (0, 1, 2, 3, 4)
 
@@ -105,7 +106,11 @@ class TrainingPlan:
             return self.lambda_rate_end
         anneal_steps = max(1, round(self.lambda_anneal_fraction * steps))
         return annealed_lambda(
-            in_stage / anneal_steps, self.lambda_rate_start, self.lambda_rate_end, self.lambda_schedule, self.lambda_num_levels
+            in_stage / anneal_steps,
+            self.lambda_rate_start,
+            self.lambda_rate_end,
+            self.lambda_schedule,
+            self.lambda_num_levels,
         )
 
 
@@ -113,7 +118,9 @@ def parse_stage_steps(text: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--stage_steps must be comma-separated integers such as 2000,2000,6000; got {text!r}") from None
+        raise ValueError(
+            f"--stage_steps must be comma-separated integers such as 2000,2000,6000; got {text!r}"
+        ) from None
     if not 3 <= len(values) <= 4:
         raise ValueError(f"--stage_steps needs 3 values (stages 1-3) or 4 (with the adversarial stage); got {text!r}")
     return values

@@ -41,7 +41,9 @@ class JSONLTracker(GeneralTracker):
 
     @on_main_process
     def store_init_configuration(self, values: dict):
-        (self.run_dir / "config.json").write_text(json.dumps({k: _plain(v) for k, v in values.items()}, indent=2, default=str))
+        (self.run_dir / "config.json").write_text(
+            json.dumps({k: _plain(v) for k, v in values.items()}, indent=2, default=str)
+        )
 
     @on_main_process
     def log(self, values: dict, step=None, **kwargs):
