@@ -8,6 +8,7 @@ they are the one-process results in the one-process order. Started any other way
 accelerate is not imported at all.
 """
 
+import atexit
 import os
 from typing import Any, List, Optional, Sequence
 
@@ -39,6 +40,10 @@ class Processes:
             # As accelerate's Accelerator does: the CPU (gloo) when asked for or when there is no GPU.
             cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
             self.state = PartialState(cpu=cpu)
+            # Tear the process group down together before the interpreter exits: a process that exits while
+            # another still holds gloo connections to it can make that one abort after its work is done
+            # ("terminate called without an active exception").
+            atexit.register(_destroy_process_group)
 
     @property
     def num_processes(self) -> int:
@@ -80,3 +85,11 @@ class Processes:
     def wait(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no process closes its connections while another still uses them
+        dist.destroy_process_group()
