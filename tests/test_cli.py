@@ -19,7 +19,16 @@ from sodec_pipeline.cli.dispatch import COMMANDS, build_parser
 from sodec_pipeline.cli.progress import progress_enabled
 
 
-HEAVY_MODULES = ("torch", "diffusers", "transformers", "compressai", "matplotlib", "torchvision", "gradio", "accelerate")
+HEAVY_MODULES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "compressai",
+    "matplotlib",
+    "torchvision",
+    "gradio",
+    "accelerate",
+)
 
 
 @pytest.fixture(scope="module")
