@@ -10,10 +10,11 @@ Playwright's own browser download is not needed. ``SODEC_CHROMIUM`` names anothe
 import argparse
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 from typing import Dict, Optional
+
+from ports import free_port
 
 
 #: What a decode takes on a slow CPU, with the baseline grids (milliseconds).
@@ -22,12 +23,6 @@ TIMEOUT_MS = 240_000
 
 def chromium_path() -> Optional[str]:
     return os.environ.get("SODEC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(pipe, model_name: str, perceptual=None, card=None):

@@ -1,12 +1,18 @@
 """`sodec demo`: the Gradio page served on 127.0.0.1, used through gradio_client and in headless Chromium."""
 
+import os
 import shutil
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 from demo_browser import chromium_path, drive, serve
+from ports import free_port
 
 from sodec_pipeline.cli import main
 from sodec_pipeline.demo.comparison import DEMO_MAX_PIXELS, DemoInputError, check_photo_size
@@ -113,14 +119,6 @@ def test_the_page_works_in_headless_chromium(server, tmp_path):
 
 def test_sodec_demo_serves_the_page_on_localhost(tmp_path):
     """The command itself, as a user starts it: the page answers on 127.0.0.1 within 2 minutes."""
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from demo_browser import free_port
-
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), GRADIO_ANALYTICS_ENABLED="False")
     server = subprocess.Popen(

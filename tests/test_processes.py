@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 
 from sodec_pipeline.cli import main
 from sodec_pipeline.cli.processes import WORLD_SIZE_VARIABLES, Processes, launched_processes
@@ -63,19 +63,13 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(commands, tmp_path, processes=2):
     """``sodec`` command lines, one after the other, in ``processes`` CPU processes of one thread each under
     ``accelerate launch``; returns (stdout, stderr, {command index: [exit status of each process]})."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), str(REPO / "tests" / "launched_commands.py"),
+               "--main_process_port", str(free_port()), str(REPO / "tests" / "launched_commands.py"),
                json.dumps(commands)]  # fmt: skip
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

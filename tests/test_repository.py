@@ -3,23 +3,32 @@ tracked file outside ``benchmarks/`` names a folder of the machine it was made o
 
 import re
 import subprocess
+from fnmatch import fnmatch
 from pathlib import Path
-
-import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
 #: [text](target) and ![alt](target), the target up to a space, a closing parenthesis or a title.
 MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+#: Folders a checkout holds that are not the project's files.
+UNTRACKED = {".git", "build", "dist", "__pycache__", ".pytest_cache"}
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp/pytest-of-)[/\w]")
 
 
 def _tracked(*patterns):
+    """The repository's files matching ``patterns``: git's list in a checkout, else every file under the root
+    outside build and cache folders (an unpacked source archive)."""
     try:
         listed = subprocess.run(["git", "ls-files", *patterns], cwd=REPO, capture_output=True, text=True, check=True)
+        names = listed.stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [REPO / line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
+        names = [
+            p.relative_to(REPO).as_posix()
+            for p in REPO.rglob("*")
+            if p.is_file() and not any(part in UNTRACKED or part.endswith(".egg-info") for part in p.parts)
+        ]
+        names = [name for name in names if any(fnmatch(name, pattern) for pattern in patterns)]
+    return [REPO / name for name in names if (REPO / name).is_file()]
 
 
 def _relative_links(text: str):

@@ -7,7 +7,6 @@ here: on a shared 2-core machine two threads per process are several times slowe
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from ports import free_port
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +224,15 @@ def test_lpips_loss_loads_its_weights_from_a_path(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- runs
+#: Every stage (1→2→3→4), checkpoints every 2 steps (the last 2 kept), validation every 4, λ annealed in stage 3.
+FULL_RUN_ARGS = (
+    "--stage", "all", "--stage_steps", "2,2,3,2", "--train_batch_size", "2",
+    "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
+    "--validation_images", VALIDATION_IMAGE, "--validation_steps", "4",
+    "--lambda_rate_start", "0.01", "--lambda_rate_end", "0.1", "--lambda_schedule", "geometric",
+)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def full_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path_factory):
     """Every stage (1→2→3→4) in one uninterrupted run, with checkpoints, pruning and validation."""
@@ -234,26 +243,7 @@ def full_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path_factory):
             tiny_pipeline_dir,
             train_dir,
             output_dir,
-            "--stage",
-            "all",
-            "--stage_steps",
-            "2,2,3,2",
-            "--train_batch_size",
-            "2",
-            "--checkpointing_steps",
-            "2",
-            "--checkpoints_total_limit",
-            "2",
-            "--validation_images",
-            VALIDATION_IMAGE,
-            "--validation_steps",
-            "4",
-            "--lambda_rate_start",
-            "0.01",
-            "--lambda_rate_end",
-            "0.1",
-            "--lambda_schedule",
-            "geometric",
+            *FULL_RUN_ARGS,
         ),
     )
     return output_dir
@@ -300,26 +290,7 @@ def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pip
             tiny_pipeline_dir,
             train_dir,
             output_dir,
-            "--stage",
-            "all",
-            "--stage_steps",
-            "2,2,3,2",
-            "--train_batch_size",
-            "2",
-            "--checkpointing_steps",
-            "2",
-            "--checkpoints_total_limit",
-            "2",
-            "--validation_images",
-            VALIDATION_IMAGE,
-            "--validation_steps",
-            "4",
-            "--lambda_rate_start",
-            "0.01",
-            "--lambda_rate_end",
-            "0.1",
-            "--lambda_schedule",
-            "geometric",
+            *FULL_RUN_ARGS,
             "--resume_from_checkpoint",
             "latest",
         ),
@@ -684,12 +655,6 @@ def test_perceptual_loss_run(train_sodec, tiny_pipeline_dir, train_dir, tmp_path
         assert r["train/loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_launch(tiny_pipeline_dir, train_dir, tmp_path):
     """Two gloo processes through accelerate's torchrun launcher (see training/README.md for why not --cpu)."""
     from sodec_pipeline import SODECPipeline
@@ -711,7 +676,7 @@ def test_two_process_launch(tiny_pipeline_dir, train_dir, tmp_path):
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         str(SCRIPT),
         *[
             str(a)

@@ -6,7 +6,6 @@ load once, before the server starts; requests queue one at a time. The page list
 """
 
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
@@ -31,7 +30,9 @@ def model_card(source: str):
     path = Path(source) / "README.md"
     if not path.is_file():
         return None
-    return re.sub(r"\A---\n.*?\n---\n", "", path.read_text(encoding="utf-8"), flags=re.S)
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(path).text
 
 
 def run(args) -> int:

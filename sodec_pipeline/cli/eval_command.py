@@ -76,7 +76,7 @@ def load_perceptual_metrics(args):
 
     if args.no_perceptual:
         return {}, []
-    return load(args.lpips_net, args.lpips_weights, args.dists_weights, args.device or "cpu")
+    return load(args.lpips_net, args.lpips_weights, args.dists_weights, args.device)
 
 
 def run(args) -> int:

@@ -62,7 +62,7 @@ class Processes:
         device for this process unless ``cpu`` was asked for (``cuda`` alone means this process's GPU)."""
         if self.state is None:
             return requested or "cpu"
-        if requested in (None, "cuda", "auto"):
+        if requested in (None, "cuda"):
             return str(self.state.device)
         return requested
 
@@ -81,10 +81,6 @@ class Processes:
         from accelerate.utils import gather_object
 
         return gather_object([value])
-
-    def wait(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
 
 
 def _destroy_process_group() -> None:
