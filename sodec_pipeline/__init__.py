@@ -22,6 +22,7 @@ _import_structure = {
         "BitstreamError",
         "PixelBudgetError",
         "SODECBitstream",
+        "SizeBudgetError",
         "decode_bitstream",
         "encode_bitstream",
     ],
@@ -44,6 +45,7 @@ _submodules = (
     "metrics",
     "models",
     "pipelines",
+    "quality_levels",
     "schedulers",
     "shipped_models",
 )
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
         MAX_IMAGE_SIDE,
         BitstreamError,
         PixelBudgetError,
+        SizeBudgetError,
         SODECBitstream,
         decode_bitstream,
         encode_bitstream,

@@ -1,11 +1,13 @@
 """The SODEC bitstream: one image per stream, specified in docs/bitstream.md.
 
-Layout (version 2)::
+Layout (version 3)::
 
     magic            2 bytes   b"S\\xdc"
-    version          1 byte    2
+    version          1 byte    3
     fingerprint      4 bytes   CompressionVAE.fingerprint() of the model that wrote it
     entropy check    2 bytes   CompressionVAE.entropy_check() of the image's entropy parameters
+    quality          1 byte    the quality level the image was coded at, 1 … 255 (the model's
+                               quantization_steps[quality - 1] is Δ)
     height           varint    original image height, 1 … MAX_IMAGE_SIDE
     width            varint    original image width,  1 … MAX_IMAGE_SIDE, height·width ≤ MAX_IMAGE_PIXELS
     z_length         varint    length of the z string in bytes
@@ -13,7 +15,8 @@ Layout (version 2)::
     y string         the bytes up to the checksum (a whole number of 32-bit words)
     crc32            4 bytes   CRC-32 (zlib) of every byte before it, little-endian
 
-Every check happens before anything proportional to the announced image size is allocated, and
+Version 2 (no quality byte) is still read, as quality 1. Every check happens before anything proportional to
+the announced image size is allocated, and
 :func:`decode_bitstream` refuses images above the caller's pixel budget (``max_pixels``).
 """
 
@@ -24,7 +27,9 @@ from typing import Optional, Tuple, Union
 
 
 MAGIC = b"S\xdc"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Versions this package reads: 2 (sodec-pipeline 0.2, single-rate models; read as quality 1) and 3.
+READABLE_VERSIONS = (2, 3)
 FINGERPRINT_SIZE = 4
 ENTROPY_CHECK_SIZE = 2
 CHECKSUM_SIZE = 4
@@ -39,7 +44,8 @@ MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 #: 4096 × 4096. Read at call time, so ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS = n`` changes it.
 DEFAULT_MAX_PIXELS = 1 << 24
 _MAX_VARINT_BYTES = 5
-_MIN_STREAM_SIZE = len(MAGIC) + 1 + FINGERPRINT_SIZE + ENTROPY_CHECK_SIZE + 3 + CHECKSUM_SIZE
+QUALITY_SIZE = 1
+_MIN_STREAM_SIZE = len(MAGIC) + 1 + FINGERPRINT_SIZE + ENTROPY_CHECK_SIZE + 3 + CHECKSUM_SIZE  # version 2
 _OLD_VERSIONS = {
     1: "version 1 streams (sodec-pipeline 0.1) were coded with compressai's rANS coder and float entropy "
     "parameters that other machines cannot reproduce; re-encode the image with this version",
@@ -55,6 +61,11 @@ class PixelBudgetError(BitstreamError):
     """A stream announces more pixels than the decoder's budget (``max_pixels``) allows."""
 
 
+class SizeBudgetError(ValueError):
+    """An image's smallest stream (quality 1) is larger than the size budget (``max_bytes``, ``target_bpp``) it
+    was asked to fit in."""
+
+
 @dataclass(frozen=True)
 class SODECBitstream:
     """The parsed content of one stream."""
@@ -66,6 +77,7 @@ class SODECBitstream:
     y_string: bytes
     entropy_check: bytes = bytes(ENTROPY_CHECK_SIZE)
     version: int = FORMAT_VERSION
+    quality: int = 1
 
     @property
     def num_pixels(self) -> int:
@@ -123,15 +135,23 @@ def check_pixel_budget(height: int, width: int, max_pixels: Optional[int]) -> No
 
 
 def encode_bitstream(
-    fingerprint: bytes, height: int, width: int, z_string: bytes, y_string: bytes, entropy_check: bytes
+    fingerprint: bytes,
+    height: int,
+    width: int,
+    z_string: bytes,
+    y_string: bytes,
+    entropy_check: bytes,
+    quality: int = 1,
 ) -> bytes:
-    """Packs one image's strings into a stream."""
+    """Packs one image's strings, coded at quality level ``quality`` (1 … 255), into a stream."""
     if len(fingerprint) != FINGERPRINT_SIZE:
         raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
     if len(entropy_check) != ENTROPY_CHECK_SIZE:
         raise ValueError(f"entropy check must be {ENTROPY_CHECK_SIZE} bytes")
     if not z_string or len(z_string) % WORD_SIZE or len(y_string) % WORD_SIZE:
         raise ValueError(f"z and y strings must be whole numbers of {WORD_SIZE}-byte words (z non-empty)")
+    if not 1 <= int(quality) <= 255:
+        raise ValueError(f"quality must be a level from 1 to 255, got {quality}")
     check_image_size(height, width)
     body = b"".join(
         [
@@ -139,6 +159,7 @@ def encode_bitstream(
             bytes([FORMAT_VERSION]),
             fingerprint,
             entropy_check,
+            bytes([int(quality)]),
             _write_varint(height),
             _write_varint(width),
             _write_varint(len(z_string)),
@@ -168,8 +189,11 @@ def decode_bitstream(
     version = data[len(MAGIC)]
     if version in _OLD_VERSIONS:
         raise BitstreamError(f"unsupported stream version {version}: {_OLD_VERSIONS[version]}")
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"unsupported stream version {version} (this package reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(
+            f"unsupported stream version {version} (this package reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
     end = len(data) - CHECKSUM_SIZE
     (stored_crc,) = struct.unpack("<I", data[end:])
     if zlib.crc32(data[:end]) != stored_crc:
@@ -179,6 +203,12 @@ def decode_bitstream(
     pos += FINGERPRINT_SIZE
     entropy_check = bytes(data[pos : pos + ENTROPY_CHECK_SIZE])
     pos += ENTROPY_CHECK_SIZE
+    quality = 1
+    if version >= 3:
+        quality = data[pos]
+        pos += QUALITY_SIZE
+        if quality == 0:
+            raise BitstreamError("header field 'quality' is 0; levels start at 1")
     height, pos = _read_varint(data, pos, end, "height")
     width, pos = _read_varint(data, pos, end, "width")
     try:
@@ -204,7 +234,7 @@ def decode_bitstream(
     check_pixel_budget(height, width, max_pixels)
     z_string = bytes(data[pos : pos + z_length])
     y_string = bytes(data[pos + z_length : end])
-    return SODECBitstream(fingerprint, height, width, z_string, y_string, entropy_check, version)
+    return SODECBitstream(fingerprint, height, width, z_string, y_string, entropy_check, version, quality)
 
 
 def bits_per_pixel(stream: bytes, height: int, width: int) -> float:

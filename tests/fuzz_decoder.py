@@ -57,16 +57,18 @@ def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
 
 
 def split_stream(stream: bytes) -> Dict[str, object]:
-    """The fields of a well-formed version-2 stream (see docs/bitstream.md)."""
+    """The fields of a well-formed version-3 stream (see docs/bitstream.md)."""
     fixed = stream[:7]  # magic, version, fingerprint
     check = stream[7:9]
-    height, pos = _read_varint(stream, 9)
+    quality = stream[9]
+    height, pos = _read_varint(stream, 10)
     width, pos = _read_varint(stream, pos)
     z_length, pos = _read_varint(stream, pos)
     body_end = len(stream) - 4
     return {
         "fixed": fixed,
         "check": check,
+        "quality": quality,
         "height": height,
         "width": width,
         "z": stream[pos : pos + z_length],
@@ -80,6 +82,7 @@ def join_stream(fields: Dict[str, object], z_length: Optional[int] = None) -> by
         [
             fields["fixed"],
             fields["check"],
+            bytes([fields["quality"]]),
             _varint(fields["height"]),
             _varint(fields["width"]),
             _varint(len(z) if z_length is None else z_length),
@@ -146,9 +149,11 @@ def mutate(base: List[bytes], rng: random.Random) -> bytes:
         return join_stream(
             fields, z_length=rng.choice([0, 1, 3, 4, len(fields["z"]) + rng.randint(-8, 8), rng.getrandbits(20)])
         )
-    if kind == 4:  # entropy check, version or fingerprint edited
-        which = rng.randrange(3)
-        if which == 0:
+    if kind == 4:  # entropy check, version, fingerprint or quality level edited
+        which = rng.randrange(4)
+        if which == 3:
+            fields["quality"] = rng.choice([0, 255, rng.getrandbits(8), fields["quality"] % 3 + 1])
+        elif which == 0:
             fields["check"] = bytes([rng.getrandbits(8), rng.getrandbits(8)])
         elif which == 1:
             fields["fixed"] = fields["fixed"][:2] + bytes([rng.choice([0, 1, 3, 255])]) + fields["fixed"][3:]
@@ -308,7 +313,10 @@ def make_model_and_streams(folder: Path) -> List[bytes]:
     photos = sorted(ASSETS.glob("bsds_*"))[:3]
     images = [PIL.Image.open(p).convert("RGB") for p in photos]
     images.append(images[0].crop((0, 0, 1, 1)))
-    return pipe.compress(images)
+    levels = range(1, pipe.compression_vae.num_qualities + 1)
+    return [
+        stream for i, image in enumerate(images) for stream in pipe.compress(image, quality=levels[i % len(levels)])
+    ]
 
 
 def fuzz(
@@ -376,6 +384,7 @@ def _error_class(message: str) -> str:
     """Where a ``BitstreamError`` came from, by its message (for the report)."""
     for needle, name in (
         ("entropy parameters", "entropy check"),
+        ("quality", "quality level"),
         ("entropy-coded string", "entropy decoder"),
         ("budget", "pixel budget"),
         ("checksum", "checksum"),

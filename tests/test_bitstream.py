@@ -39,8 +39,8 @@ def test_round_trip_and_overhead():
         parsed.fingerprint,
         parsed.entropy_check,
     ) == (321, 481, b"zzzz", b"y" * 40, FP, CHECK)
-    # magic 2 + version 1 + fingerprint 4 + entropy check 2 + varints (2 + 2 + 1) + crc 4 = 18 bytes of overhead
-    assert len(s) - 44 == 18
+    # magic 2 + version 1 + fingerprint 4 + entropy check 2 + quality 1 + varints (2 + 2 + 1) + crc 4 = 19 bytes
+    assert len(s) - 44 == 19 and parsed.quality == 1
     assert bits_per_pixel(s, 321, 481) == 8 * len(s) / (321 * 481)
 
 

@@ -17,7 +17,7 @@ LAYERS = (
     ("models", "schedulers", "metrics"),
     (
         "bitstream", "entropy_coding", "image_processing", "hub_configs", "hub_download_options",
-        "shipped_models", "package_data", "lazy_exports",
+        "shipped_models", "package_data", "lazy_exports", "quality_levels",
     ),
 )  # fmt: skip
 LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}

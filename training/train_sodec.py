@@ -273,6 +273,36 @@ def parse_args(input_args=None):
         "bpp and fidelity PSNR are exactly those of stage 1.",
     )
     group.add_argument(
+        "--freeze_codec",
+        action="store_true",
+        help="Keep the codec (E, H_a, P, entropy models, H_s, T_s) as loaded in every stage: with --stage 1, "
+        "D_a alone trains (a fidelity decoder fine-tuned for quality levels, on the codec's own bytes).",
+    )
+    group.add_argument(
+        "--quantization_step_range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="Quality levels: each training image is quantised with a step Δ drawn log-uniformly from [LOW, HIGH] "
+        "(ŷ = Δ·round((y−μ)/Δ) + μ, the rate of that Δ), so that the decoders learn every level the "
+        "released model's `quantization_steps` offer (training/README.md). Default: Δ = 1.",
+    )
+    group.add_argument(
+        "--quantization_steps",
+        type=float,
+        nargs="+",
+        default=None,
+        help="The released model's quality levels (CompressionVAE `quantization_steps`, decreasing; level 1 "
+        "first). Default: the base model's.",
+    )
+    group.add_argument(
+        "--default_quality",
+        type=int,
+        default=None,
+        help="The released model's default level (CompressionVAE `default_quality`). Default: the base model's.",
+    )
+    group.add_argument(
         "--colour_correction_block_size",
         type=int,
         default=None,
@@ -400,6 +430,10 @@ def parse_args(input_args=None):
             load_dists_loss(args.dists_weights)
         except MetricWeightsError as err:
             parser.error(str(err))
+    if args.quantization_step_range is not None:
+        low, high = args.quantization_step_range
+        if not 0 < low <= high:
+            parser.error(f"--quantization_step_range needs 0 < LOW <= HIGH; got {low} {high}")
     if args.max_train_minutes is not None and args.max_train_minutes <= 0:
         parser.error(f"--max_train_minutes must be positive; got {args.max_train_minutes}")
     if "wandb" in args.report_to and args.hub_token is not None:
@@ -430,6 +464,10 @@ def load_base_pipeline(args) -> SODECPipeline:
     if args.colour_correction_block_size is not None:
         check_colour_correction_block_size(args.colour_correction_block_size)
         pipe.register_to_config(colour_correction_block_size=args.colour_correction_block_size)
+    if args.quantization_steps is not None or args.default_quality is not None:
+        pipe.register_modules(
+            compression_vae=pipe.compression_vae.with_quality_levels(args.quantization_steps, args.default_quality)
+        )
     return pipe
 
 
@@ -776,6 +814,7 @@ def main(args):
         train_vae_decoder=args.train_vae_decoder,
         train_image_encoder=args.train_image_encoder,
         freeze_fidelity_decoder=args.freeze_fidelity_decoder,
+        freeze_codec=args.freeze_codec,
     ).to(accelerator.device)
     model.set_train_mode()
 
@@ -925,6 +964,10 @@ def main(args):
             first_epoch = global_step // num_update_steps_per_epoch
             resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
+    # Δ of each training image (--quantization_step_range): its own stream per process, continued on resume
+    step_generator = torch.Generator().manual_seed(
+        data_seed * 1_000_003 + accelerator.process_index * 7919 + global_step
+    )
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
@@ -940,6 +983,11 @@ def main(args):
         for batch in active_dataloader:
             stage, _, _ = plan.stage_at(global_step)
             rate_weight = plan.rate_weight(global_step)
+            quantization_step = None
+            if args.quantization_step_range is not None:
+                low, high = (math.log(v) for v in args.quantization_step_range)
+                draws = torch.rand(batch["pixel_values"].shape[0], generator=step_generator)
+                quantization_step = torch.exp(low + (high - low) * draws).to(accelerator.device)
             models_in_step = [model] + ([discriminator] if discriminator is not None else [])
             with accelerator.accumulate(*models_in_step):
                 out = model(
@@ -949,6 +997,7 @@ def main(args):
                     alignment_weight=args.alignment_weight,
                     kl_weight=args.kl_weight,
                     latent_weight=args.latent_weight,
+                    quantization_step=quantization_step,
                 )
                 loss = out["loss"]
                 if stage == 4:

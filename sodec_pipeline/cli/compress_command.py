@@ -1,12 +1,16 @@
-"""``sodec compress IMAGE... [--model MODEL] [-o OUT]``: images → ``.sodec`` files, one per image.
+"""``sodec compress IMAGE... [--model MODEL] [-o OUT] [--quality Q | --max-bytes N | --target-bpp B]``: images →
+``.sodec`` files, one per image.
 
-Every image's header and every output folder are checked before the model is loaded; a bad image is
-reported and skipped, the others are still compressed (:mod:`.batch`).
+Every image's header, every output folder and the quality level (against the model's config) are checked before
+the model is loaded; a bad image, or one that does not fit the size budget, is reported and skipped, the others
+are still compressed (:mod:`.batch`).
 """
 
 from pathlib import Path
 
+from ..bitstream import SizeBudgetError, decode_bitstream
 from .batch import Batch
+from .errors import CLIError
 from .files import (
     STREAM_SUFFIX,
     format_size,
@@ -17,7 +21,7 @@ from .files import (
     read_image_size,
     write_bytes,
 )
-from .model_loading import add_model_argument, load_pipeline, resolve_model
+from .model_loading import add_model_argument, load_pipeline, quality_levels_of, resolve_model
 from .processes import Processes
 from .progress import COMPRESS_STEPS, Progress
 
@@ -28,6 +32,26 @@ def add_arguments(p) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT", help="output folder (default: next to each image), or OUT.sodec for one image"
     )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quality",
+        type=int,
+        metavar="Q",
+        help="quality level, 1 (smallest files) to the model's highest (sodec-small: 1-9); default: the model's "
+        "default level (sodec-small: 5, about 0.05 bpp on Kodak)",
+    )
+    size.add_argument(
+        "--max-bytes",
+        type=int,
+        metavar="N",
+        help="size budget: each image at the highest level whose file is at most N bytes",
+    )
+    size.add_argument(
+        "--target-bpp",
+        type=float,
+        metavar="B",
+        help="size budget in bits per pixel: N = B·H·W/8 bytes for an H×W image (as --max-bytes)",
+    )
     p.add_argument(
         "--device",
         default=None,
@@ -37,6 +61,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     model = resolve_model(args.model)  # a wrong --model is reported before anything is read
+    check_size_arguments(args, quality_levels_of(model))
     outputs = output_paths(args.images, args.output, STREAM_SUFFIX, STREAM_SUFFIX, "image")
     if args.output and not args.output.lower().endswith(STREAM_SUFFIX):
         prepare_output_folder(Path(args.output), args.output)
@@ -55,12 +80,39 @@ def run(args) -> int:
 
     with progress.activity(f"loading the model {model}"):
         pipe = load_pipeline(model, processes.device(args.device), debug=args.debug)
+    check_size_arguments(args, (pipe.compression_vae.num_qualities, pipe.compression_vae.default_quality))
     for path, out, (width, height) in progress.files(todo, unit="image"):
         with batch.item(path), progress.steps(f"{path} ({format_size(width, height)})", COMPRESS_STEPS, pipe) as steps:
             image = load_image(path)
-            (stream,) = pipe.compress(image)
+            try:
+                (stream,) = pipe.compress(
+                    image, quality=args.quality, max_bytes=args.max_bytes, target_bpp=args.target_bpp
+                )
+            except SizeBudgetError as e:
+                raise CLIError(f"{path}: {e}") from None
             steps.start("writing the stream")
             write_bytes(out, stream)
             bpp = 8.0 * len(stream) / (width * height)
-            progress.echo(f"{out}\t{len(stream)} bytes\t{format_size(width, height)}\t{bpp:.4f} bpp")
+            quality = decode_bitstream(stream).quality
+            progress.echo(
+                f"{out}\t{len(stream)} bytes\t{format_size(width, height)}\t{bpp:.4f} bpp\tquality {quality}"
+            )
     return batch.finish()
+
+
+def check_size_arguments(args, levels) -> None:
+    """:class:`CLIError` for a --quality outside the model's levels (``levels``: (count, default), or ``None``
+    when the model's config is not on this machine yet), or a budget that is not a positive number."""
+    if args.max_bytes is not None and args.max_bytes < 1:
+        raise CLIError(f"--max-bytes must be a positive number of bytes, got {args.max_bytes}")
+    if args.target_bpp is not None and not args.target_bpp > 0:
+        raise CLIError(f"--target-bpp must be a positive number of bits per pixel, got {args.target_bpp}")
+    if args.quality is None or levels is None:
+        return
+    count, default = levels
+    if not 1 <= args.quality <= count:
+        raise CLIError(
+            f"--quality {args.quality}: this model has quality levels 1 to {count} (default {default})"
+            if count > 1
+            else f"--quality {args.quality}: this model has one quality level, 1"
+        )

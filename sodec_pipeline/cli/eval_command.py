@@ -62,6 +62,13 @@ def add_arguments(p) -> None:
         help="full DISTS_pytorch.DISTS state_dict instead of the weights found on the machine",
     )
     p.add_argument("--no-perceptual", action="store_true", help="PSNR and MS-SSIM only (no LPIPS, no DISTS)")
+    p.add_argument(
+        "--quality",
+        default=None,
+        metavar="Q",
+        help="SODEC's quality level(s): 'all', or comma-separated levels such as 1,3,6 (default: the model's "
+        "default level); several levels draw SODEC's RD curves and give BD-rates against each baseline",
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (as --quiet)")
     p.add_argument(
@@ -115,8 +122,11 @@ def run(args) -> int:
         raise CLIError(str(e)) from e
     for message in missing:
         print(f"note: {message}", file=sys.stderr)
+    qualities = parse_qualities(args.quality, model_loading.quality_levels_of(resolve_model(args.model)))
     prepare_output_folder(Path(args.out), args.out)
     pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
+    levels = (pipe.compression_vae.num_qualities, pipe.compression_vae.default_quality)
+    qualities = parse_qualities(args.quality, levels)
 
     start = time.time()
     progress = args.show_progress and not args.no_progress and processes.is_main_process
@@ -129,6 +139,7 @@ def run(args) -> int:
         perceptual=perceptual,
         progress=progress,
         batch_size=args.batch_size,
+        qualities=qualities,
     )
     result = merge_results(processes.gather(result))  # every process's rows, in the order of one process
     if not processes.is_main_process:
@@ -143,6 +154,7 @@ def run(args) -> int:
         "dtype": args.dtype,
         "codecs": codecs,
         "targets_bpp": targets,
+        "qualities": qualities,
         "downscale_factors": list(baselines_lib.DOWNSCALE_FACTORS),
         "perceptual_weights": {name: metric.source for name, metric in perceptual.items()},
         "perceptual_missing": missing,
@@ -154,14 +166,42 @@ def run(args) -> int:
     return 0
 
 
+def parse_qualities(text, levels):
+    """``--quality`` → the list of levels (``None``: the model's default alone). ``levels``: the model's (count,
+    default), or ``None`` while unknown (a Hub model before loading: only the syntax is checked)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return None if levels is None else list(range(1, levels[0] + 1))
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"--quality must be 'all' or comma-separated levels such as 1,3,6; got {text!r}") from None
+    if not values:
+        raise CLIError(f"--quality must be 'all' or comma-separated levels such as 1,3,6; got {text!r}")
+    if levels is not None:
+        outside = [v for v in values if not 1 <= v <= levels[0]]
+        if outside:
+            raise CLIError(
+                f"--quality {outside[0]}: this model has quality levels 1 to {levels[0]} (default {levels[1]})"
+            )
+    return sorted(set(values))
+
+
 def _print_summary(result, summary, files) -> None:
     metrics = result.metrics
-    header = f"{'method':<16}{'target':>8}{'bpp':>9}" + "".join(f" {m:>11}" for m in metrics)
+    header = f"{'method':<16}{'target':>8}{'quality':>8}{'bpp':>9}" + "".join(f" {m:>11}" for m in metrics)
     print(header)
     for e in summary:
         print(
-            f"{e['method']:<16}{e['target'] or '-':>8}{e['bpp']:>9.4f}" + "".join(f" {e[m]:>11.4f}" for m in metrics)
+            f"{e['method']:<16}{e['target'] or '-':>8}{e.get('quality') or '-':>8}{e['bpp']:>9.4f}"
+            + "".join(f" {e[m]:>11.4f}" for m in metrics)
         )
+    from ..evaluation.report import bd_rates
+
+    for metric, values in bd_rates(summary, metrics).items():
+        for pair, value in values.items():
+            print(f"BD-rate ({metric}) {pair}: {value:+.1f}%")
     for note in result.notes:
         if "skipped variant" not in note:
             print(f"note: {note}")

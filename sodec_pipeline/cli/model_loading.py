@@ -9,8 +9,9 @@ import socket
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
+from ..quality_levels import quality_levels_of_config
 from .errors import CLIError, first_line
 
 
@@ -96,6 +97,16 @@ def resolve_model(model: Optional[str]) -> str:
             f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_missing_model_hint()}"
         )
     return model
+
+
+def quality_levels_of(model: str) -> Optional[Tuple[int, int]]:
+    """(number of quality levels, default level) from a local pipeline folder's ``compression_vae`` config,
+    without loading anything; ``None`` for a Hub id or an unreadable config (known once loaded)."""
+    config_path = Path(model) / "compression_vae" / "config.json"
+    try:
+        return quality_levels_of_config(json.loads(config_path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def check_pipeline_folder(folder: Path, shown: Optional[str] = None) -> None:

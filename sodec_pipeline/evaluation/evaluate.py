@@ -73,6 +73,7 @@ class EvaluationResult:
     codecs: Dict[str, bool] = field(default_factory=dict)
     targets: List[float] = field(default_factory=list)
     images: List[dict] = field(default_factory=list)
+    qualities: List[int] = field(default_factory=list)  # the SODEC levels evaluated
 
 
 def _quality(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict) -> dict:
@@ -97,8 +98,13 @@ def evaluate(
     downscale_factors: Sequence[float] = baselines_lib.DOWNSCALE_FACTORS,
     progress: bool = True,
     batch_size: int = 1,
+    qualities: Optional[Sequence[int]] = None,
 ) -> EvaluationResult:
-    """Runs the evaluation and returns the rows; :func:`.report.write_report` writes the files."""
+    """Runs the evaluation and returns the rows; :func:`.report.write_report` writes the files.
+
+    ``qualities``: the levels SODEC codes each image at (``None``: the model's default level alone). Every
+    SODEC row has its ``quality``; each baseline gets a row rate-matched to each level (target ``"sodec"``,
+    the level in ``quality``)."""
     from tqdm.auto import tqdm
 
     perceptual = perceptual or {}
@@ -108,6 +114,8 @@ def evaluate(
     result = EvaluationResult(
         metrics=["psnr", "ms_ssim", "colour_psnr"] + list(perceptual), targets=sorted(float(t) for t in targets)
     )
+    levels = [pipe.compression_vae.check_quality(q) for q in (qualities or [None])]
+    result.qualities = levels
     active = _available_codecs(codecs, result)
     small_sides = []
     for path in tqdm(image_paths, desc="sodec eval", unit="image", disable=not progress):
@@ -116,8 +124,11 @@ def evaluate(
         result.images.append({"image": path.name, "width": width, "height": height})
         if ms_ssim_scales(height, width) < 5:
             small_sides.append(f"{path.name} ({width}x{height}: {ms_ssim_scales(height, width)} scales)")
-        sodec_bpp = _evaluate_sodec(pipe, path, reference, out, perceptual, batch_size, result)
-        image_targets = [(f"{t:g}", float(t)) for t in result.targets] + [(SODEC_TARGET, sodec_bpp)]
+        image_targets = [(f"{t:g}", float(t), "") for t in result.targets]
+        for quality in levels:
+            name = path.stem if len(levels) == 1 else f"{path.stem}.q{quality}"
+            sodec_bpp = _evaluate_sodec(pipe, path, name, quality, reference, out, perceptual, batch_size, result)
+            image_targets.append((SODEC_TARGET, sodec_bpp, quality))
         for codec in active:
             _evaluate_baseline(codec, path, reference, image_targets, downscale_factors, perceptual, result)
     if small_sides:
@@ -146,23 +157,32 @@ def _available_codecs(codecs: Sequence[str], result: EvaluationResult) -> List[b
 
 
 def _evaluate_sodec(
-    pipe, path: Path, reference: np.ndarray, out: Path, perceptual: Dict, batch_size: int, result: EvaluationResult
+    pipe,
+    path: Path,
+    name: str,
+    quality: int,
+    reference: np.ndarray,
+    out: Path,
+    perceptual: Dict,
+    batch_size: int,
+    result: EvaluationResult,
 ) -> float:
-    """SODEC on one image: a real file, read back, decoded both ways; adds a row per decoder, returns the bpp."""
+    """SODEC on one image at one level: a real file (``streams/<name>.sodec``), read back, decoded both ways;
+    adds a row per decoder, returns the bpp."""
     height, width = reference.shape[:2]
-    (stream,) = pipe.compress(PIL.Image.fromarray(reference))
-    stream_path = out / "streams" / f"{path.stem}.sodec"
+    (stream,) = pipe.compress(PIL.Image.fromarray(reference), quality=quality)
+    stream_path = out / "streams" / f"{name}.sodec"
     stream_path.write_bytes(stream)
     file_bytes = os.path.getsize(stream_path)
     data = stream_path.read_bytes()
     sodec_bpp = 8.0 * file_bytes / (height * width)
     for decoder in SODEC_DECODERS:
         decoded_image = pipe.decompress(data, output_type="pil", decoder=decoder, batch_size=batch_size).images[0]
-        decoded_image.save(out / "decoded" / f"{path.stem}.{decoder}.png")
+        decoded_image.save(out / "decoded" / f"{name}.{decoder}.png")
         decoded = np.asarray(decoded_image, dtype=np.uint8)
         result.rows.append({
             "image": path.name, "width": width, "height": height, "method": f"sodec-{decoder}",
-            "target": "", "setting": "", "downscale": 1.0, "upscale_filter": "none",
+            "target": "", "quality": quality, "setting": "", "downscale": 1.0, "upscale_filter": "none",
             "bytes": file_bytes, "bpp": sodec_bpp, "file": str(stream_path.relative_to(out)),
             **_quality(reference, decoded, perceptual),
         })  # fmt: skip
@@ -173,19 +193,20 @@ def _evaluate_baseline(
     codec,
     path: Path,
     reference: np.ndarray,
-    image_targets: Sequence[Tuple[str, float]],
+    image_targets: Sequence[Tuple[str, float, object]],
     downscale_factors: Sequence[float],
     perceptual: Dict,
     result: EvaluationResult,
 ) -> None:
-    """One baseline codec on one image: its whole grid, then a row for its best variant at each target."""
+    """One baseline codec on one image: its whole grid, then a row for its best variant at each target (label,
+    bpp, SODEC level it is rate-matched to or "")."""
     height, width = reference.shape[:2]
     failures: List[str] = []
     variants = baselines_lib.run_codec(reference, codec, downscale_factors, failures=failures)
     result.notes.extend(f"{path.name}: skipped variant {f}" for f in failures)
     result.grid.extend({"image": path.name, **v.record()} for v in variants)
     cache: Dict[int, dict] = {}
-    for label, target in image_targets:
+    for label, target, quality in image_targets:
         best = baselines_lib.select_best(variants, target)
         if best is None:
             continue
@@ -193,7 +214,7 @@ def _evaluate_baseline(
             cache[id(best)] = _quality(reference, baselines_lib.reconstruct(reference, best), perceptual)
         result.rows.append({
             "image": path.name, "width": width, "height": height, "method": codec.name,
-            "target": label, "setting": best.setting, "downscale": best.downscale,
+            "target": label, "quality": quality, "setting": best.setting, "downscale": best.downscale,
             "upscale_filter": best.upscale_filter, "bytes": best.num_bytes, "bpp": best.bpp, "file": "",
             **cache[id(best)],
         })  # fmt: skip
@@ -205,7 +226,12 @@ def merge_results(parts: Sequence[EvaluationResult]) -> EvaluationResult:
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
-    merged = EvaluationResult(metrics=list(first.metrics), codecs=dict(first.codecs), targets=list(first.targets))
+    merged = EvaluationResult(
+        metrics=list(first.metrics),
+        codecs=dict(first.codecs),
+        targets=list(first.targets),
+        qualities=list(first.qualities),
+    )
     codec_notes = {n for n in first.notes if "not available in this Pillow build" in n}  # every share has them
     small_sides = []
     for part in parts:
@@ -223,27 +249,29 @@ def merge_results(parts: Sequence[EvaluationResult]) -> EvaluationResult:
 
 
 def summarize(result: EvaluationResult) -> Tuple[List[dict], List[str]]:
-    """Means over images per method and target, and notes on the targets left out. A baseline's mean at
-    a target is given only when every image has a variant at or under it (otherwise the target is out of
+    """Means over images per method, target and SODEC level, and notes on the targets left out. A baseline's mean
+    at a target is given only when every image has a variant at or under it (otherwise the target is out of
     that codec's reach on some image and a mean would compare different image sets)."""
     num_images = len(result.images)
     groups: Dict[tuple, List[dict]] = {}
     for row in result.rows:
-        groups.setdefault((row["method"], row["target"]), []).append(row)
+        groups.setdefault((row["method"], row["target"], row.get("quality", "")), []).append(row)
     summary, notes = [], []
     partial: Dict[str, List[str]] = {}
-    for (method, target), rows in groups.items():
+    for (method, target, quality), rows in groups.items():
         if len(rows) < num_images:
-            partial.setdefault(method, []).append(f"{target} ({len(rows)}/{num_images})")
+            label = f"{target}@q{quality}" if target == SODEC_TARGET and len(result.qualities) > 1 else target
+            partial.setdefault(method, []).append(f"{label} ({len(rows)}/{num_images})")
             continue
-        entry = {"method": method, "target": target, "images": len(rows)}
+        entry = {"method": method, "target": target, "quality": quality, "images": len(rows)}
         for key in ["bytes", "bpp"] + result.metrics:
             values = [float(r[key]) for r in rows]
             entry[key] = float(np.mean(values)) if all(math.isfinite(v) for v in values) else float("nan")
         summary.append(entry)
     labels = [f"{t:g}" for t in result.targets] + [SODEC_TARGET]
     for codec in (name for name, ok in result.codecs.items() if ok):
-        unreached = [label for label in labels if (codec, label) not in groups]
+        reached = {(method, target) for method, target, _ in groups}
+        unreached = [label for label in labels if (codec, label) not in reached]
         if unreached:
             notes.append(
                 f"{codec}: no variant at or under target(s) {', '.join(unreached)} bpp on any image (no point)"

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from . import baselines as baselines_lib
-from .evaluate import SODEC_TARGET, EvaluationResult, summarize
+from .bd_rate import bd_rate
+from .evaluate import SODEC_DECODERS, SODEC_TARGET, EvaluationResult, summarize
 
 
 ROW_FIELDS = [
-    "image", "width", "height", "method", "target", "setting", "downscale", "upscale_filter",
+    "image", "width", "height", "method", "target", "quality", "setting", "downscale", "upscale_filter",
     "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales", "colour_psnr",
 ]  # fmt: skip
 
@@ -68,7 +69,9 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
         "plot": out / "rd.png",
     }
     _write_csv(paths["per_image_csv"], result.rows, fields)
-    _write_csv(paths["summary_csv"], summary, ["method", "target", "images", "bytes", "bpp"] + result.metrics)
+    _write_csv(
+        paths["summary_csv"], summary, ["method", "target", "quality", "images", "bytes", "bpp"] + result.metrics
+    )
     grid_fields = [
         "image",
         "codec",
@@ -101,13 +104,42 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
         "downscale_factors": list(settings.get("downscale_factors", baselines_lib.DOWNSCALE_FACTORS)),
         "upscale_filters": list(baselines_lib.UPSCALE_FILTERS),
         "images": result.images,
+        "qualities": result.qualities,
         "notes": result.notes,
         "summary": summary,
+        "bd_rate": bd_rates(summary, result.metrics),
         "per_image": result.rows,
     }
     paths["json"].write_text(json.dumps(_clean(document), indent=2) + "\n", encoding="utf-8")
     plot_rd(summary, paths["plot"], title=settings.get("title", "SODEC vs. Pillow baselines"))
     return {k: str(v) for k, v in paths.items()}, summary
+
+
+def bd_rates(summary: List[dict], metrics: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{metric: {"<SODEC decode> vs <codec>": BD-rate %}} for the metrics where higher is better (PSNR,
+    MS-SSIM, colour PSNR), when SODEC was measured at two levels or more. A baseline's curve is its means at
+    every target (the fixed ones and those rate-matched to each level), by bpp."""
+    out: Dict[str, Dict[str, float]] = {}
+    for metric in (m for m in ("psnr", "ms_ssim", "colour_psnr") if m in metrics):
+        for decoder in SODEC_DECODERS:
+            test = [e for e in summary if e["method"] == f"sodec-{decoder}" and _is_finite(e.get(metric))]
+            if len(test) < 2:
+                continue
+            for codec in baselines_lib.CODECS:
+                anchor = [e for e in summary if e["method"] == codec and _is_finite(e.get(metric))]
+                value = bd_rate(
+                    [e["bpp"] for e in anchor],
+                    [e[metric] for e in anchor],
+                    [e["bpp"] for e in test],
+                    [e[metric] for e in test],
+                )
+                if value is not None:
+                    out.setdefault(metric, {})[f"sodec-{decoder} vs {codec}"] = value
+    return out
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 PLOT_PANELS = (
@@ -121,8 +153,8 @@ PLOT_PANELS = (
 
 def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
     """Each metric of the summary against mean bpp, one panel per metric: each baseline's curve over the fixed
-    targets (line), its point rate-matched to SODEC (hollow marker), and SODEC's diffusion and fidelity
-    decodes (stars)."""
+    targets (line), its points rate-matched to SODEC (hollow markers), and SODEC's diffusion and fidelity
+    decodes (stars; joined into a curve over the quality levels when there are several)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +188,15 @@ def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
             for e in matched:
                 axis.plot(e["bpp"], e[metric], "o", mfc="none", mec=color, ms=9, label=f"{codec} @ SODEC rate")
         for method, (color, marker) in sodec_style.items():
-            for e in (e for e in summary if e["method"] == method and finite(e, metric)):
+            points = sorted(
+                (e for e in summary if e["method"] == method and finite(e, metric)), key=lambda e: e["bpp"]
+            )
+            if len(points) > 1:
+                axis.plot(
+                    [e["bpp"] for e in points], [e[metric] for e in points], "-", color=color, marker=marker, ms=9,
+                    lw=2, label=f"{method} (quality {points[0]['quality']}–{points[-1]['quality']})",
+                )  # fmt: skip
+            for e in points[:1] if len(points) == 1 else []:
                 axis.plot(e["bpp"], e[metric], marker, color=color, ms=13, label=method)
         axis.set_xlabel("bits per pixel (from file sizes)")
         axis.set_ylabel(label)

@@ -3,7 +3,9 @@ transforms (H_s, T_s), as a diffusers model."""
 
 import hashlib
 import math
+import operator
 import os
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -23,6 +25,7 @@ from torch import nn
 from ..bitstream import ENTROPY_CHECK_SIZE, BitstreamError
 from ..entropy_coding import CategoricalTables, decode_symbols, encode_symbols, table_indexes_of_channels
 from ..hub_download_options import pop_hub_kwargs
+from ..quality_levels import check_quantization_steps, resolve_default_quality
 from .analysis_transform import AnalysisTransform
 from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
 from .gdn_transforms import GDNAnalysisTransform
@@ -136,6 +139,13 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         analysis_type (`str`, *optional*, defaults to `"hific"`):
             E's layout: `"hific"` (HiFiC's encoder) or `"gdn"` (four stride-2 convolutions with GDN, compressai's
             `g_a`).
+        quantization_steps (`Tuple[float]`, *optional*):
+            The quality levels: quantisation step Δ of ŷ at quality 1, 2, … (decreasing: level 1 is the smallest
+            stream). A level codes the symbols round((y − μ) / Δ) with the CDF tables of σ / Δ and decodes
+            ŷ = Δ · symbols + μ; the level travels in each stream. `None`: one level, Δ = 1 (the single-rate
+            codec).
+        default_quality (`int`, *optional*):
+            The level used when none is asked for (1-based; `None`: the level whose Δ is 1, else the middle one).
     """
 
     _supports_gradient_checkpointing = True
@@ -161,8 +171,12 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         entropy_parameter_arithmetic: str = "fixed_point",
         scale_bias_init: Optional[Sequence[float]] = None,
         analysis_type: str = "hific",
+        quantization_steps: Optional[Sequence[float]] = None,
+        default_quality: Optional[int] = None,
     ):
         super().__init__()
+        self._quantization_steps = check_quantization_steps(quantization_steps)
+        self._default_quality = resolve_default_quality(self._quantization_steps, default_quality)
         if entropy_parameter_arithmetic not in ENTROPY_PARAMETER_ARITHMETIC:
             raise ValueError(
                 f"entropy_parameter_arithmetic must be one of {ENTROPY_PARAMETER_ARITHMETIC}, got {entropy_parameter_arithmetic!r}"
@@ -199,6 +213,53 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
                 bias.copy_(torch.exp(torch.linspace(math.log(low), math.log(high), bias.numel())))
         self._fingerprint_cache: Optional[Tuple[tuple, bytes]] = None
         self._coding_cache: Optional[Tuple[tuple, dict]] = None
+
+    # ------------------------------------------------------------------ quality levels
+    @property
+    def num_qualities(self) -> int:
+        """Number of quality levels (1 for a single-rate codec)."""
+        return len(self._quantization_steps)
+
+    @property
+    def default_quality(self) -> int:
+        """The level :meth:`compress` uses when none is given (1-based)."""
+        return self._default_quality
+
+    def quantization_step(self, quality: Optional[int] = None) -> float:
+        """Δ of a quality level (1-based; ``None``: :attr:`default_quality`). Raises ``ValueError`` for a level
+        outside 1 … :attr:`num_qualities`."""
+        quality = self.check_quality(quality)
+        return self._quantization_steps[quality - 1]
+
+    def check_quality(self, quality: Optional[int]) -> int:
+        """The level as an int, :attr:`default_quality` for ``None``; ``ValueError`` saying the range otherwise."""
+        if quality is None:
+            return self._default_quality
+        try:
+            level = operator.index(quality)
+        except TypeError:
+            level = None
+        if level is None or isinstance(quality, bool):
+            raise ValueError(f"quality must be an integer level from 1 to {self.num_qualities}, got {quality!r}")
+        if not 1 <= level <= self.num_qualities:
+            raise ValueError(f"quality must be a level from 1 to {self.num_qualities}, got {level}")
+        return level
+
+    def with_quality_levels(
+        self, quantization_steps: Optional[Sequence[float]] = None, default_quality: Optional[int] = None
+    ) -> "CompressionVAE":
+        """A copy of this codec (same weights and tables) with other quality levels: ``quantization_steps``
+        (``None``: keep this model's) and ``default_quality`` (``None``: the new levels' default). The copy
+        has another :meth:`fingerprint` when its levels differ."""
+        config = {k: v for k, v in self.config.items() if k != "_use_default_values"}
+        if quantization_steps is not None:
+            config["quantization_steps"] = [float(s) for s in quantization_steps]
+            config["default_quality"] = None
+        if default_quality is not None:
+            config["default_quality"] = int(default_quality)
+        model = type(self).from_config(config)
+        model.load_state_dict(self.state_dict())
+        return model.to(self.device).train(self.training)
 
     # ------------------------------------------------------------------ dtype: entropy models stay fp32
     def to(self, *args, **kwargs):
@@ -238,9 +299,18 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         """H_s and T_s: (ŷ, ẑ) → ŷ_t, the UNet's input at stride 8 on the SD scaled-latent scale."""
         return self.latent_transform(y_hat, self.latent_synthesis(z_hat))
 
-    def forward(self, x: torch.Tensor, return_dict: bool = True):
+    def forward(
+        self,
+        x: torch.Tensor,
+        return_dict: bool = True,
+        quantization_step: Union[float, torch.Tensor, None] = None,
+    ):
         """Training pass: additive-noise rate estimate, straight-through quantisation for the synthesis
-        paths, likelihoods and the estimated bpp of each image."""
+        paths, likelihoods and the estimated bpp of each image.
+
+        ``quantization_step``: Δ (a float, or one per image as a (B,) tensor); ŷ = Δ · round((y − μ) / Δ) + μ and
+        the likelihoods are those of (y − μ) / Δ under N(0, σ / Δ), as :meth:`compress` codes a level with that
+        Δ. ``None``: Δ = 1."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = self.encode(x)
             z = self.hyper_analysis(y)
@@ -248,8 +318,14 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             z_offset = entropy_bottleneck_medians(self.entropy_bottleneck)
             z_hat = quantize_ste(z - z_offset) + z_offset
             means, scales = self.hyper_synthesis(z_hat)
-            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-            y_hat = quantize_ste(y - means) + means
+            if quantization_step is None:
+                _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+                y_hat = quantize_ste(y - means) + means
+            else:
+                step = torch.as_tensor(quantization_step, dtype=y.dtype, device=y.device).reshape(-1, 1, 1, 1)
+                residual = (y - means) / step
+                _, y_likelihoods = self.gaussian_conditional(residual, scales / step)
+                y_hat = quantize_ste(residual) * step + means
             latents = self.synthesize_latents(y_hat, z_hat)
             num_pixels = x.shape[-2] * x.shape[-1]
             bits = -(torch.log2(y_likelihoods).flatten(1).sum(1) + torch.log2(z_likelihoods).flatten(1).sum(1))
@@ -325,22 +401,26 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
 
     @apply_forward_hook
     @torch.no_grad()
-    def compress(self, x: torch.Tensor) -> Dict[str, object]:
-        """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, each on its own.
+    def compress(self, x: torch.Tensor, quality: Optional[int] = None) -> Dict[str, object]:
+        """Entropy-codes images (B, 3, H, W) in [0, 1], sides multiples of 64, each on its own, at a quality
+        level (``None``: :attr:`default_quality`).
 
-        Returns ``{"strings": [y_strings, z_strings], "shape": z_shape, "entropy_checks": checks}``: per
-        image the y and z strings (``sodec_pipeline.entropy_coding``, constriction's ANS coder with the
-        entropy models' tables) and the :meth:`entropy_check` of its entropy parameters.
+        Returns ``{"strings": [y_strings, z_strings], "shape": z_shape, "entropy_checks": checks, "quality":
+        level}``: per image the y and z strings (``sodec_pipeline.entropy_coding``, constriction's ANS coder
+        with the entropy models' tables) and the :meth:`entropy_check` of its entropy parameters.
         """
         self._require_tables()
+        quality = self.check_quality(quality)
         with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
-            return self.compress_latent(self.encode(x))
+            return self.compress_latent(self.encode(x), quality)
 
     @apply_forward_hook
     @torch.no_grad()
-    def compress_latent(self, y: torch.Tensor) -> Dict[str, object]:
+    def compress_latent(self, y: torch.Tensor, quality: Optional[int] = None) -> Dict[str, object]:
         """:meth:`compress` from E's output y (the pipeline runs E tile by tile)."""
         self._require_tables()
+        quality = self.check_quality(quality)
+        step = self.quantization_step(quality)
         state = self._coding_state()
         y_strings, z_strings, checks = [], [], []
         with torch.autocast(device_type=y.device.type, enabled=False):  # bit-exact fp32 under any autocast
@@ -353,24 +433,38 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
                 z_tables_of = table_indexes_of_channels(z.shape[1], z.shape[-2:])
                 z_strings.append(encode_symbols(z_symbols.to(torch.int64), z_tables_of, state["z_tables"]))
                 means, scales = self.entropy_parameters(z_hat)
-                indexes = self.gaussian_conditional.build_indexes(scales)
-                y_symbols = torch.round(y[i : i + 1] - means)
+                indexes = self.gaussian_conditional.build_indexes(_divide(scales, step))
+                y_symbols = torch.round(_divide(y[i : i + 1] - means, step))
                 y_strings.append(encode_symbols(y_symbols.to(torch.int64), indexes, state["y_tables"]))
                 checks.append(self.entropy_check(indexes, means))
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "entropy_checks": checks}
+        return {
+            "strings": [y_strings, z_strings],
+            "shape": tuple(z.shape[-2:]),
+            "entropy_checks": checks,
+            "quality": quality,
+        }
 
     @apply_forward_hook
     @torch.no_grad()
     def decompress(
-        self, strings: List[List[bytes]], shape: Sequence[int], entropy_checks: Optional[Sequence[bytes]] = None
+        self,
+        strings: List[List[bytes]],
+        shape: Sequence[int],
+        entropy_checks: Optional[Sequence[bytes]] = None,
+        quality: Optional[int] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Inverse of :meth:`compress`: returns ``{"y_hat": ŷ, "z_hat": ẑ}``.
+        """Inverse of :meth:`compress` at the same quality level (the stream's): returns ``{"y_hat": ŷ,
+        "z_hat": ẑ}``.
 
         With ``entropy_checks`` (from :meth:`compress`, or the stream's header) each image's entropy
         parameters are verified before its y string is decoded. Raises ``BitstreamError`` for a string
-        that does not decode, or parameters other than the encoder's.
+        that does not decode, parameters other than the encoder's, or a level this model does not have.
         """
         self._require_tables()
+        try:
+            step = self.quantization_step(quality)
+        except ValueError as e:
+            raise BitstreamError(f"stream asks for a quality level this model does not have: {e}") from None
         state = self._coding_state()
         y_strings, z_strings = strings
         if len(y_strings) != len(z_strings) or (entropy_checks is not None and len(entropy_checks) != len(y_strings)):
@@ -386,7 +480,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
                 z_hat = torch.from_numpy(z_symbols).to(device=device, dtype=torch.float32).reshape(1, channels, *shape)
                 z_hat = z_hat + medians
                 means, scales = self.entropy_parameters(z_hat)
-                indexes = self.gaussian_conditional.build_indexes(scales)
+                indexes = self.gaussian_conditional.build_indexes(_divide(scales, step))
                 if entropy_checks is not None and self.entropy_check(indexes, means) != bytes(entropy_checks[i]):
                     raise BitstreamError(
                         "this decoder derives other entropy parameters from the stream than its encoder did "
@@ -396,6 +490,8 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
                     )
                 y_symbols = decode_symbols(y_string, indexes, state["y_tables"])
                 y_symbols = torch.from_numpy(y_symbols).to(device=device, dtype=torch.float32).reshape(means.shape)
+                if step != 1.0:
+                    y_symbols = y_symbols * torch.tensor(step, dtype=torch.float32, device=device)
                 y_hats.append(y_symbols + means)
                 z_hats.append(z_hat)
         return {"y_hat": torch.cat(y_hats), "z_hat": torch.cat(z_hats)}
@@ -406,7 +502,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         every parameter and buffer). Written in each bitstream so that a stream is only decoded by the
         model that made it."""
         tensors = sorted(list(self.named_parameters()) + list(self.named_buffers()), key=lambda kv: kv[0])
-        key = tuple((name, id(t), t.data_ptr(), t._version) for name, t in tensors)
+        key = tuple((name, id(t), t.data_ptr(), t._version) for name, t in tensors) + (self._quantization_steps,)
         if self._fingerprint_cache is not None and self._fingerprint_cache[0] == key:
             return self._fingerprint_cache[1]
         digest = hashlib.sha256()
@@ -414,6 +510,8 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             t = t.detach().to("cpu").contiguous()
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
             digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if self.config.quantization_steps is not None:  # the levels are part of what a stream means
+            digest.update(b"quantization_steps:" + struct.pack(f"<{self.num_qualities}d", *self._quantization_steps))
         value = digest.digest()[:4]
         self._fingerprint_cache = (key, value)
         return value
@@ -456,6 +554,13 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             model.to(device)
         model.eval()
         return model
+
+
+def _divide(values: torch.Tensor, step: float) -> torch.Tensor:
+    """values / Δ in float32 (one IEEE division: the same bits on every machine); Δ = 1 returns values."""
+    if step == 1.0:
+        return values
+    return values / torch.tensor(step, dtype=torch.float32, device=values.device)
 
 
 def _check_image_tensor(x: torch.Tensor) -> None:

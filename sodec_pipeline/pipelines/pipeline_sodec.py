@@ -1,5 +1,6 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
+import numbers
 from contextlib import nullcontext
 from fractions import Fraction
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
@@ -9,7 +10,14 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedModel
 
-from ..bitstream import SODECBitstream, bits_per_pixel, check_image_size, decode_bitstream, encode_bitstream
+from ..bitstream import (
+    SizeBudgetError,
+    SODECBitstream,
+    bits_per_pixel,
+    check_image_size,
+    decode_bitstream,
+    encode_bitstream,
+)
 from ..image_processing import ImageInput, pad_to_multiple, postprocess, to_image_tensors
 from ..models.compression_vae import PADDING_MULTIPLE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
@@ -154,10 +162,16 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
-    def compress(self, images: ImageInput) -> List[bytes]:
+    def compress(
+        self,
+        images: ImageInput,
+        quality: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        target_bpp: Optional[float] = None,
+    ) -> List[bytes]:
         """Encodes images into SODEC streams, one per image (format: `docs/bitstream.md`).
 
-        Deterministic: the same image and model give the same bytes in any process. E runs tile by tile
+        Deterministic: the same image, model and level give the same bytes in any process. E runs tile by tile
         (bounded memory), and each image is coded on its own, so that its bytes never depend on what else is
         compressed with it.
 
@@ -166,12 +180,27 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
                 The images, of any size from 1 × 1 to 16384 × 16384 and any PIL mode (converted to RGB);
                 numpy arrays (H, W, 3), uint8 or floats in [0, 1]; tensors (B, 3, H, W) or (3, H, W), floats
                 in [0, 1] (``sodec_pipeline.image_processing``).
+            quality (`int`, *optional*):
+                The quality level, 1 (smallest streams) to ``compression_vae.num_qualities``; default: the
+                model's ``compression_vae.default_quality``. The level travels in the stream.
+            max_bytes (`int`, *optional*):
+                A size budget instead of a level: each image is coded at the highest level whose stream is at
+                most ``max_bytes`` bytes. Raises [`SizeBudgetError`] for an image whose level-1 stream is larger.
+            target_bpp (`float`, *optional*):
+                The same budget in bits per pixel of each image: ``max_bytes = floor(target_bpp · H · W / 8)``.
 
         Returns:
             `List[bytes]`: one stream per image; bpp = 8 × its length / pixels.
 
         Examples:
         """
+        if sum(v is not None for v in (quality, max_bytes, target_bpp)) > 1:
+            raise ValueError("give at most one of quality, max_bytes and target_bpp")
+        quality = self.compression_vae.check_quality(quality)
+        if max_bytes is not None:
+            _check_positive("max_bytes", max_bytes, integer=True)
+        if target_bpp is not None:
+            _check_positive("target_bpp", target_bpp)
         tensors = to_image_tensors(images)
         device = self._execution_device
         fingerprint = self.compression_vae.fingerprint()
@@ -179,12 +208,34 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         for image in self.progress_bar(tensors):
             height, width = image.shape[-2:]
             check_image_size(height, width)
-            coded = self.compression_vae.compress_latent(self.analyze(image.to(device)))
-            y_strings, z_strings = coded["strings"]
-            check = coded["entropy_checks"][0]
-            streams.append(encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check))
+            y = self.analyze(image.to(device))
+            budget = max_bytes if target_bpp is None else int(target_bpp * height * width / 8.0)
+            if budget is None:
+                streams.append(self._code_latent(y, quality, fingerprint, height, width))
+            else:
+                streams.append(self._code_latent_within(y, budget, fingerprint, height, width))
         self.maybe_free_model_hooks()
         return streams
+
+    def _code_latent(self, y: torch.Tensor, quality: int, fingerprint: bytes, height: int, width: int) -> bytes:
+        """E's output of one image → its stream at ``quality``."""
+        coded = self.compression_vae.compress_latent(y, quality)
+        y_strings, z_strings = coded["strings"]
+        check = coded["entropy_checks"][0]
+        return encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check, quality)
+
+    def _code_latent_within(self, y: torch.Tensor, budget: int, fingerprint: bytes, height: int, width: int) -> bytes:
+        """The stream of the highest level that fits in ``budget`` bytes (levels tried from the top down)."""
+        smallest = None
+        for quality in range(self.compression_vae.num_qualities, 0, -1):
+            stream = self._code_latent(y, quality, fingerprint, height, width)
+            if len(stream) <= budget:
+                return stream
+            smallest = len(stream)
+        raise SizeBudgetError(
+            f"a {width}×{height} image does not fit in {budget} bytes ({8.0 * budget / (height * width):.4f} bpp): "
+            f"its smallest stream (quality 1) is {smallest} bytes ({8.0 * smallest / (height * width):.4f} bpp)"
+        )
 
     def analyze(self, image: torch.Tensor) -> torch.Tensor:
         """E of one image (3, H, W) in [0, 1], as :meth:`compress` codes it: padded to a multiple of 64, tile by
@@ -211,7 +262,10 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         padded_h, padded_w = padded_size(stream.height, stream.width)
         z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
         latents = self.compression_vae.decompress(
-            [[stream.y_string], [stream.z_string]], z_shape, entropy_checks=[stream.entropy_check]
+            [[stream.y_string], [stream.z_string]],
+            z_shape,
+            entropy_checks=[stream.entropy_check],
+            quality=stream.quality,
         )
         device = self._execution_device
         return latents["y_hat"].to(device), latents["z_hat"].to(device)
@@ -453,12 +507,17 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         return_dict: bool = True,
         batch_size: int = 1,
         max_pixels: Optional[int] = None,
+        quality: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        target_bpp: Optional[float] = None,
     ):
         """Round trip: compresses ``image`` to real bytes, then decodes them.
 
         Args:
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 As in :meth:`compress`.
+            quality, max_bytes, target_bpp:
+                The level or size budget, as in :meth:`compress`.
             output_type, decoder, batch_size, max_pixels:
                 As in :meth:`decompress`.
             return_dict (`bool`, *optional*, defaults to `True`):
@@ -471,13 +530,19 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
 
         Examples:
         """
-        streams = self.compress(image)
+        streams = self.compress(image, quality=quality, max_bytes=max_bytes, target_bpp=target_bpp)
         output = self.decompress(
             streams, output_type=output_type, decoder=decoder, batch_size=batch_size, max_pixels=max_pixels
         )
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)
         return output
+
+
+def _check_positive(name: str, value, integer: bool = False) -> None:
+    kinds = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or value != value:
+        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
 def check_decode_inputs(decoder: str, output_type: str, batch_size: int) -> None:

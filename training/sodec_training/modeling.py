@@ -132,6 +132,7 @@ class SODECTrainingModel(nn.Module):
         train_vae_decoder: bool = False,
         train_image_encoder: bool = False,
         freeze_fidelity_decoder: bool = False,
+        freeze_codec: bool = False,
     ):
         super().__init__()
         if unet_training not in UNET_TRAINING_MODES:
@@ -146,6 +147,7 @@ class SODECTrainingModel(nn.Module):
         self.train_vae_decoder = train_vae_decoder
         self.train_image_encoder = train_image_encoder
         self.freeze_fidelity_decoder = freeze_fidelity_decoder
+        self.freeze_codec = freeze_codec
         self.pipe = pipe  # not a module: its `decode_fidelity` and `decode_latents` are the decode trained
 
     def trainable_modules(self) -> List[nn.Module]:
@@ -196,6 +198,7 @@ class SODECTrainingModel(nn.Module):
         alignment_weight: float = 0.0,
         kl_weight: float = 0.0,
         latent_weight: float = 0.0,
+        quantization_step=None,
     ):
         x = pixel_values.float()
         if stage == 0:
@@ -204,9 +207,9 @@ class SODECTrainingModel(nn.Module):
             out = {"bpp": None, "y_hat": None, "aux_loss": None, "kl": kl}
             out.update(d, x_hat=x_hat, loss=d["distortion"] + kl_weight * kl)
             return out
-        codec_trained = stage != 2
+        codec_trained = stage != 2 and not self.freeze_codec
         with torch.set_grad_enabled(codec_trained and torch.is_grad_enabled()):
-            coded = self.compression_vae(x)
+            coded = self.compression_vae(x, quantization_step=quantization_step)
         bpp = coded.bpp.mean()
         out = {"bpp": bpp, "y_hat": coded.y_hat}
         out["aux_loss"] = self.compression_vae.aux_loss() if codec_trained else None
