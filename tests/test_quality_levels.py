@@ -180,7 +180,9 @@ def test_a_stream_announcing_a_level_the_model_lacks_is_refused(levels_pipe, sma
 def test_cli_quality_and_budgets(tiny_pipeline_dir, photo_paths, tmp_path, capsys):
     photo = next(p for p in photo_paths if p.name == "bsds_481x321.jpg")
     out = tmp_path / "q1.sodec"
-    assert main(["compress", str(photo), "--model", str(tiny_pipeline_dir), "-o", str(out), "-q", "--quality", "1"]) == 0
+    assert (
+        main(["compress", str(photo), "--model", str(tiny_pipeline_dir), "-o", str(out), "-q", "--quality", "1"]) == 0
+    )
     assert "quality 1" in capsys.readouterr().out and decode_bitstream(out.read_bytes()).quality == 1
     q3 = SODECPipeline.from_pretrained(tiny_pipeline_dir).compress(Image.open(photo), quality=3)[0]
     budget = tmp_path / "budget.sodec"
@@ -217,9 +219,7 @@ def test_eval_all_levels_draws_curves_and_gives_bd_rates(tiny_pipeline_dir, two_
     printed = capsys.readouterr().out
     report = json.loads((out / "results.json").read_text())
     assert report["qualities"] == [1, 2, 3]
-    fidelity = sorted(
-        (e for e in report["summary"] if e["method"] == "sodec-fidelity"), key=lambda e: e["quality"]
-    )
+    fidelity = sorted((e for e in report["summary"] if e["method"] == "sodec-fidelity"), key=lambda e: e["quality"])
     assert [e["quality"] for e in fidelity] == [1, 2, 3] and fidelity[0]["bpp"] < fidelity[2]["bpp"]
     matched = [e for e in report["summary"] if e["method"] == "webp" and e["target"] == "sodec"]
     assert matched and all(e["quality"] in (1, 2, 3) for e in matched)  # rate-matched to each level it reaches
