@@ -472,6 +472,44 @@ def test_freeze_fidelity_decoder_keeps_d_a_in_stage_2(train_sodec, tiny_pipeline
     assert "F_p (D_a in stage 1 only)" in (output_dir / "README.md").read_text()
 
 
+def test_quality_level_fine_tune_trains_d_a_alone_and_writes_the_levels(
+    train_sodec, tiny_pipeline_dir, train_dir, tmp_path
+):
+    """--freeze_codec with --quantization_step_range: a stage-1 run changes D_a and nothing of the codec, so the
+    bytes of every level are the base codec's; --quantization_steps/--default_quality land in the release."""
+    from sodec_pipeline import SODECPipeline
+
+    output_dir = tmp_path / "levels"
+    run_training(
+        train_sodec,
+        base_args(
+            tiny_pipeline_dir, train_dir, output_dir, "--stage", "1", "--max_train_steps", "2",
+            "--train_batch_size", "2", "--freeze_codec", "--quantization_step_range", "0.5", "2",
+            "--quantization_steps", "2", "1", "0.5", "--default_quality", "3",
+        ),
+    )  # fmt: skip
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    trained = SODECPipeline.from_pretrained(output_dir)
+    codec = trained.compression_vae
+    assert codec.config.quantization_steps == [2.0, 1.0, 0.5] and codec.default_quality == 3
+    base_codec = base.compression_vae.state_dict()
+    assert all(torch.equal(v, base_codec[k]) for k, v in codec.state_dict().items())
+    d_a = base.fidelity_guidance.state_dict()
+    changed = {k for k, v in trained.fidelity_guidance.state_dict().items() if not torch.equal(v, d_a[k])}
+    assert changed and all(k.startswith("fidelity_decoder.") for k in changed)
+
+
+def test_rate_weight_per_image_follows_its_quantisation_step(train_sodec):
+    """--lambda_step_exponent γ: λ·Δᵢ^γ per image (a larger Δ, a coarser level, weighs its rate more)."""
+    steps = torch.tensor([0.5, 1.0, 2.0])
+    assert train_sodec.image_rate_weights(0.03, steps, 0.0) == 0.03
+    assert train_sodec.image_rate_weights(0.03, None, 2.0) == 0.03
+    torch.testing.assert_close(train_sodec.image_rate_weights(0.03, steps, 2.0), torch.tensor([0.0075, 0.03, 0.12]))
+    with pytest.raises(SystemExit):
+        train_sodec.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "y",
+                                "--quantization_step_range", "2", "1"])  # fmt: skip
+
+
 def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_path, small_photo):
     """training/export_pipeline.py: a checkpoint's networks into a pipeline folder, parameters in fp16,
     buffers (the entropy tables) untouched; the folder loads in fp32 and round-trips an image."""

@@ -289,6 +289,14 @@ def parse_args(input_args=None):
         "released model's `quantization_steps` offer (training/README.md). Default: Δ = 1.",
     )
     group.add_argument(
+        "--lambda_step_exponent",
+        type=float,
+        default=0.0,
+        help="With --quantization_step_range and a codec that trains: each image's rate weight is λ·Δ^γ (γ = this "
+        "value; 2 makes every Δ an operating point of the same RD slope, as D ∝ Δ² at high rate), so that E, P "
+        "and the entropy models learn every level. Default 0: λ for every Δ.",
+    )
+    group.add_argument(
         "--quantization_steps",
         type=float,
         nargs="+",
@@ -448,6 +456,13 @@ def load_vae(path):
     config = diffusers.AutoencoderKL.load_config(folder)
     vae_class = getattr(diffusers, config.get("_class_name", "AutoencoderKL"))
     return vae_class.from_pretrained(folder)
+
+
+def image_rate_weights(rate_weight: float, quantization_step, exponent: float):
+    """λ for every image, or λ·Δᵢ^γ per image (a (B,) tensor) when the images have their own Δᵢ and γ ≠ 0."""
+    if quantization_step is None or exponent == 0:
+        return rate_weight
+    return rate_weight * quantization_step**exponent
 
 
 def load_base_pipeline(args) -> SODECPipeline:
@@ -993,7 +1008,7 @@ def main(args):
                 out = model(
                     batch["pixel_values"],
                     stage=stage,
-                    rate_weight=rate_weight,
+                    rate_weight=image_rate_weights(rate_weight, quantization_step, args.lambda_step_exponent),
                     alignment_weight=args.alignment_weight,
                     kl_weight=args.kl_weight,
                     latent_weight=args.latent_weight,

@@ -211,6 +211,7 @@ class SODECTrainingModel(nn.Module):
         with torch.set_grad_enabled(codec_trained and torch.is_grad_enabled()):
             coded = self.compression_vae(x, quantization_step=quantization_step)
         bpp = coded.bpp.mean()
+        rate = (rate_weight * coded.bpp).mean()  # rate_weight: λ, or one λ per image (B,)
         out = {"bpp": bpp, "y_hat": coded.y_hat}
         out["aux_loss"] = self.compression_vae.aux_loss() if codec_trained else None
 
@@ -218,7 +219,7 @@ class SODECTrainingModel(nn.Module):
         if stage == 1:
             x_f = self.pipe.decode_fidelity(coded.y_hat, batch_size)
             d = self.distortion(x_f, x)
-            out.update(d, x_hat=x_f, loss=d["distortion"] + rate_weight * bpp)
+            out.update(d, x_hat=x_f, loss=d["distortion"] + rate)
             return out
 
         # ŷ_t: the codec's own when it trains; in stage 2 (codec under no_grad) the decode runs H_s and T_s
@@ -237,7 +238,7 @@ class SODECTrainingModel(nn.Module):
         align = F.mse_loss(x_f, x)
         loss = d["distortion"]
         if stage != 2:
-            loss = loss + rate_weight * bpp + alignment_weight * align
+            loss = loss + rate + alignment_weight * align
         if latent_weight > 0:
             out["latent"] = F.mse_loss(noisy_latents.float(), self.target_latents(x))
             loss = loss + latent_weight * out["latent"]
