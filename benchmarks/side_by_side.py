@@ -2,11 +2,12 @@
 """Side-by-side crops of a `sodec eval` run: original | fidelity decode | diffusion decode | JPEG | AVIF, the
 classical codecs at their best variant (by PSNR) within the SODEC stream's own bytes, as `sodec eval` picks them.
 
-    python benchmarks/side_by_side.py --eval benchmarks/kodak-sodec-small --images kodak/ \
+    python benchmarks/side_by_side.py --eval benchmarks/kodak-sodec-small --images kodak/ --quality 5 \
         --crop kodim04.png:200,120,256 --crop kodim23.png:260,80,256 --out side_by_side.png
 
 Each ``--crop IMAGE:LEFT,TOP,SIZE`` is one row (a square of SIZE pixels, shown at 1×). The labels give each
-panel's bytes and PSNR on the whole image.
+panel's bytes and PSNR on the whole image. ``--quality Q`` picks one level of an eval run with several
+(``sodec eval --quality all``); without it the run must have one.
 """
 
 import argparse
@@ -21,14 +22,22 @@ from sodec_pipeline.evaluation import baselines
 from sodec_pipeline.evaluation.evaluate import load_image
 from sodec_pipeline.metrics import psnr
 
+
 LABEL_HEIGHT = 18
 
 
-def panels_for(image_path: Path, eval_dir: Path, codecs=("jpeg", "avif")):
-    """[(label, uint8 image)] for one image: the original, SODEC's two decodes, each codec at ≤ its bytes."""
+def panels_for(image_path: Path, eval_dir: Path, codecs=("jpeg", "avif"), quality=None):
+    """[(label, uint8 image)] for one image: the original, SODEC's two decodes (at level ``quality`` of a run with
+    several), each codec at ≤ its bytes."""
     reference = load_image(image_path)
-    stem = image_path.stem
-    rows = {r["method"]: r for r in csv.DictReader(open(eval_dir / "per_image.csv")) if r["image"] == image_path.name}
+    stem = image_path.stem if quality is None else f"{image_path.stem}.q{quality}"
+    rows = {
+        r["method"]: r
+        for r in csv.DictReader(open(eval_dir / "per_image.csv"))
+        if r["image"] == image_path.name
+        and r["method"].startswith("sodec-")
+        and (quality is None or r.get("quality") == str(quality))
+    }
     nbytes = int(rows["sodec-fidelity"]["bytes"])
     panels = [("original", reference)]
     for decoder in ("fidelity", "diffusion"):
@@ -39,7 +48,9 @@ def panels_for(image_path: Path, eval_dir: Path, codecs=("jpeg", "avif")):
         codec = baselines.CODECS[name]
         if not baselines.codec_availability()[name]:
             continue
-        best = baselines.select_best(baselines.run_codec(reference, codec, baselines.DOWNSCALE_FACTORS), 8 * nbytes / (height * width))
+        best = baselines.select_best(
+            baselines.run_codec(reference, codec, baselines.DOWNSCALE_FACTORS), 8 * nbytes / (height * width)
+        )
         if best is not None:
             decoded = baselines.reconstruct(reference, best)
             panels.append((f"{name.upper()} {best.num_bytes} B {psnr(reference, decoded):.2f} dB", decoded))
@@ -52,12 +63,18 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, required=True, help="the folder of the evaluated images")
     parser.add_argument("--crop", action="append", required=True, metavar="IMAGE:LEFT,TOP,SIZE")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quality", type=int, default=None, help="the SODEC level (eval runs with several)")
     args = parser.parse_args(argv)
     rows = []
     for item in args.crop:
         name, _, box = item.partition(":")
         left, top, size = (int(v) for v in box.split(","))
-        rows.append([(label, image[top : top + size, left : left + size]) for label, image in panels_for(args.images / name, args.eval)])
+        rows.append(
+            [
+                (label, image[top : top + size, left : left + size])
+                for label, image in panels_for(args.images / name, args.eval, quality=args.quality)
+            ]
+        )
     size = max(image.shape[0] for row in rows for _, image in row)
     columns = max(len(row) for row in rows)
     sheet = PIL.Image.new("RGB", (columns * size, len(rows) * (size + LABEL_HEIGHT)), "white")

@@ -62,10 +62,29 @@ def test_cli_compresses_with_the_shipped_model_when_no_model_is_given(tmp_path, 
     assert Image.open(tmp_path / "photo.diffusion.png").size == (481, 321)
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_quality_levels_grow_the_stream_and_the_fidelity(pipe, card_check):
+    """The shipped levels: at least 4, the card's default, and on a held-out photo every level's stream is
+    larger than the one below it, with the fidelity decode at least as close to the photo at the top as at
+    the default and at the default as at the bottom."""
+    levels = pipe.compression_vae.num_qualities
+    assert levels >= 4 and pipe.compression_vae.default_quality == card_check["default_quality"]
+    image = Image.open(ASSETS / card_check["image"]).convert("RGB")
+    reference = np.asarray(image)
+    streams = [pipe.compress(image, quality=q)[0] for q in range(1, levels + 1)]
+    sizes = [len(s) for s in streams]
+    assert sizes == sorted(set(sizes)), sizes
+    assert pipe.compress(image)[0] == streams[pipe.compression_vae.default_quality - 1]
+    fidelity = [
+        psnr(reference, np.asarray(pipe.decompress(streams[q - 1], decoder="fidelity").images[0]))
+        for q in (1, pipe.compression_vae.default_quality, levels)
+    ]
+    assert fidelity == sorted(fidelity), fidelity
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 def test_a_stream_of_a_replaced_model_is_refused_with_a_clear_message(pipe, tmp_path, capsys, version):
-    """The first and second sodec-small's streams carry their fingerprints: the model that replaced them refuses
-    them, in the API and on the command line, before decoding anything."""
+    """The earlier sodec-smalls' streams carry their fingerprints: the model that replaced them refuses them, in
+    the API and on the command line, before decoding anything."""
     from sodec_pipeline.bitstream import BitstreamError
 
     old = ASSETS / f"sodec-small-{version}_bsds_crop0_96x64.sodec"

@@ -152,8 +152,8 @@ PLOT_PANELS = (
 
 
 def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
-    """Each metric of the summary against mean bpp, one panel per metric: each baseline's curve over the fixed
-    targets (line), its points rate-matched to SODEC (hollow markers), and SODEC's diffusion and fidelity
+    """Each metric of the summary against mean bpp, one panel per metric: each baseline's curve through its points
+    at the fixed targets (dots) and rate-matched to SODEC (hollow markers), and SODEC's diffusion and fidelity
     decodes (stars; joined into a curve over the quality levels when there are several)."""
     import matplotlib
 
@@ -176,17 +176,20 @@ def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
 
     for axis, (metric, label) in zip(axes, panels):
         for codec, color in colors.items():
-            curve = sorted(
-                (e for e in summary if e["method"] == codec and e["target"] != SODEC_TARGET and finite(e, metric)),
-                key=lambda e: e["bpp"],
-            )
-            if curve:
-                axis.plot([e["bpp"] for e in curve], [e[metric] for e in curve], "-o", color=color, ms=4, label=codec)
-            matched = [
-                e for e in summary if e["method"] == codec and e["target"] == SODEC_TARGET and finite(e, metric)
-            ]
-            for e in matched:
-                axis.plot(e["bpp"], e[metric], "o", mfc="none", mec=color, ms=9, label=f"{codec} @ SODEC rate")
+            # one curve per codec through all its points: the fixed targets (dots) and those rate-matched to
+            # SODEC (hollow markers), each a mean over the images of its best variant at or under the target
+            curve = sorted((e for e in summary if e["method"] == codec and finite(e, metric)), key=lambda e: e["bpp"])
+            if not curve:
+                continue
+            axis.plot([e["bpp"] for e in curve], [e[metric] for e in curve], "-", color=color, lw=1.5, label=codec)
+            fixed = [e for e in curve if e["target"] != SODEC_TARGET]
+            axis.plot([e["bpp"] for e in fixed], [e[metric] for e in fixed], "o", color=color, ms=4)
+            matched = [e for e in curve if e["target"] == SODEC_TARGET]
+            if matched:
+                axis.plot(
+                    [e["bpp"] for e in matched], [e[metric] for e in matched], "o", mfc="none", mec=color, ms=9,
+                    label=f"{codec} @ SODEC's bytes",
+                )  # fmt: skip
         for method, (color, marker) in sodec_style.items():
             points = sorted(
                 (e for e in summary if e["method"] == method and finite(e, metric)), key=lambda e: e["bpp"]
