@@ -75,6 +75,22 @@ def test_a_photo_comes_back_as_decodes_and_a_stream_that_the_cli_decodes(client,
     assert len(decodes) == 2 and "481×321" in header and f"| {sodec_bytes} |" in header
 
 
+def test_the_quality_level_sets_the_size_and_the_stream_says_it(client):
+    """The page's quality slider: level 1 writes a smaller file than the default level, the classical codecs
+    follow it, and the Decode tab reads the level from the stream; a level the model lacks is a message."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    _, default, *_ = client.predict(handle_file(str(PHOTO)), api_name="/compress")
+    _, figures, _, stream, *_ = client.predict(handle_file(str(PHOTO)), 1, api_name="/compress")
+    smallest = figures["data"][0][1]
+    assert smallest < default["data"][0][1] and all(row[1] <= smallest for row in figures["data"][2:])
+    _, header = client.predict(handle_file(stream), api_name="/decode")
+    assert "quality level" in header and f"| 1 | {smallest} |" in header
+    with pytest.raises(AppError, match="greater than maximum value 9"):  # the slider's own bound
+        client.predict(handle_file(str(PHOTO)), 99, api_name="/compress")
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -2,9 +2,9 @@
 
 Two tabs:
 
-- **Compress**: a photo in; the ``.sodec`` file, both SODEC decodes and JPEG, WebP and AVIF at ≤ the same bytes
+- **Compress**: a photo and a quality level in; the ``.sodec`` file, both SODEC decodes and JPEG, WebP and AVIF at ≤ the same bytes
   out, with their figures (:mod:`.comparison`) and a before/after slider.
-- **Decode**: a ``.sodec`` file in; both decodes and the header facts out.
+- **Decode**: a ``.sodec`` file in; both decodes and the header facts (size, fingerprint, level, bytes) out.
 
 The pipeline is loaded once by the caller and shared by every request; requests queue one at a time. A bad
 upload raises :class:`gradio.Error`, which the page shows as a message; the server keeps serving.
@@ -93,10 +93,16 @@ class DemoHandlers:
         self.perceptual = perceptual or {}
         self.max_pixels = max_pixels
 
-    def compress(self, upload, progress=gr.Progress()):
-        """Photo → (gallery, figures, slider, .sodec file, decode names, state, notes)."""
+    def compress(self, upload, quality=None, progress=gr.Progress()):
+        """Photo and quality level (``None``: the model's default) → (gallery, figures, slider, .sodec file,
+        decode names, state, notes)."""
         try:
             path = _uploaded_path(upload)
+            if quality is not None:
+                try:
+                    quality = self.pipe.compression_vae.check_quality(int(quality))
+                except ValueError as e:
+                    raise DemoInputError(str(e)) from None
             _check_size_from_header(path, self.max_pixels)
             reference = load_image(Path(path))
             comparison = compare(
@@ -105,6 +111,7 @@ class DemoHandlers:
                 self.perceptual,
                 progress=lambda fraction, what: progress(fraction, desc=what),
                 max_pixels=self.max_pixels,
+                quality=quality,
             )
         except Exception as e:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(e) from e
@@ -143,8 +150,9 @@ class DemoHandlers:
             raise _user_error(e) from e
         bpp = 8.0 * len(data) / (stream.width * stream.height)
         facts = (
-            f"| size | model fingerprint | bytes | bpp |\n| --- | --- | ---: | ---: |\n"
-            f"| {stream.width}×{stream.height} | `{stream.fingerprint.hex()}` | {len(data)} | {bpp:.4f} |"
+            f"| size | model fingerprint | quality level | bytes | bpp |\n| --- | --- | ---: | ---: | ---: |\n"
+            f"| {stream.width}×{stream.height} | `{stream.fingerprint.hex()}` | {stream.quality} | {len(data)} "
+            f"| {bpp:.4f} |"
         )
         return gallery, facts
 
@@ -183,6 +191,12 @@ def build_demo(
             with gr.Row():
                 photo = gr.File(label="Photo", elem_id="photo")
                 stream_file = gr.File(label=".sodec file", elem_id="stream-file", interactive=False)
+            codec = pipe.compression_vae
+            quality = gr.Slider(
+                1, codec.num_qualities, value=codec.default_quality, step=1, elem_id="quality",
+                label=f"Quality level (1: smallest file; default {codec.default_quality})",
+                visible=codec.num_qualities > 1,
+            )  # fmt: skip
             compress_button = gr.Button("Compress", variant="primary", elem_id="compress")
             gallery = gr.Gallery(label="Decodes at the same bytes", columns=5, height=260, elem_id="decodes")
             figures = gr.Dataframe(label="Figures", interactive=False, elem_id="figures")
@@ -192,7 +206,7 @@ def build_demo(
             state = gr.State()
             compress_button.click(
                 handlers.compress,
-                inputs=photo,
+                inputs=[photo, quality],
                 outputs=[gallery, figures, slider, stream_file, choice, state, codec_notes],
                 api_name="compress",
             )

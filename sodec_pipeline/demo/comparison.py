@@ -83,15 +83,17 @@ def compare(
     codecs=DEMO_CODECS,
     progress: Callable[[float, str], None] = lambda fraction, what: None,
     max_pixels: int = DEMO_MAX_PIXELS,
+    quality: Optional[int] = None,
 ) -> Comparison:
-    """Compresses ``reference`` (uint8 RGB, H × W × 3), decodes the stream both ways, and runs each baseline
-    codec at ≤ the stream's bytes. ``progress(fraction, what)`` is called before each step; a photo of more
-    than ``max_pixels`` raises :class:`DemoInputError`."""
+    """Compresses ``reference`` (uint8 RGB, H × W × 3) at quality level ``quality`` (``None``: the model's
+    default), decodes the stream both ways, and runs each baseline codec at ≤ the stream's bytes.
+    ``progress(fraction, what)`` is called before each step; a photo of more than ``max_pixels`` raises
+    :class:`DemoInputError`."""
     perceptual = perceptual or {}
     height, width = reference.shape[:2]
     check_photo_size(width, height, max_pixels)
     progress(0.0, "compressing")
-    (stream,) = pipe.compress(PIL.Image.fromarray(reference))
+    (stream,) = pipe.compress(PIL.Image.fromarray(reference), quality=quality)
     bpp = 8.0 * len(stream) / (width * height)
     decodes, notes = [], []
     for i, decoder in enumerate(("diffusion", "fidelity")):
