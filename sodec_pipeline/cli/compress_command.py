@@ -21,7 +21,7 @@ from .files import (
     read_image_size,
     write_bytes,
 )
-from .model_loading import add_model_argument, load_pipeline, quality_levels_of, resolve_model
+from .model_loading import add_model_argument, check_quality_level, load_pipeline, quality_levels_of, resolve_model
 from .processes import Processes
 from .progress import COMPRESS_STEPS, Progress
 
@@ -107,12 +107,5 @@ def check_size_arguments(args, levels) -> None:
         raise CLIError(f"--max-bytes must be a positive number of bytes, got {args.max_bytes}")
     if args.target_bpp is not None and not args.target_bpp > 0:
         raise CLIError(f"--target-bpp must be a positive number of bits per pixel, got {args.target_bpp}")
-    if args.quality is None or levels is None:
-        return
-    count, default = levels
-    if not 1 <= args.quality <= count:
-        raise CLIError(
-            f"--quality {args.quality}: this model has quality levels 1 to {count} (default {default})"
-            if count > 1
-            else f"--quality {args.quality}: this model has one quality level, 1"
-        )
+    if args.quality is not None:
+        check_quality_level(args.quality, levels)

@@ -179,12 +179,8 @@ def parse_qualities(text, levels):
         raise CLIError(f"--quality must be 'all' or comma-separated levels such as 1,3,6; got {text!r}") from None
     if not values:
         raise CLIError(f"--quality must be 'all' or comma-separated levels such as 1,3,6; got {text!r}")
-    if levels is not None:
-        outside = [v for v in values if not 1 <= v <= levels[0]]
-        if outside:
-            raise CLIError(
-                f"--quality {outside[0]}: this model has quality levels 1 to {levels[0]} (default {levels[1]})"
-            )
+    for value in values:
+        model_loading.check_quality_level(value, levels)
     return sorted(set(values))
 
 

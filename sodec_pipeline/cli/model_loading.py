@@ -109,6 +109,20 @@ def quality_levels_of(model: str) -> Optional[Tuple[int, int]]:
         return None
 
 
+def check_quality_level(quality: int, levels: Optional[Tuple[int, int]]) -> None:
+    """:class:`CLIError` for a ``--quality`` outside the model's ``levels`` ((count, default), as
+    :func:`quality_levels_of` gives them; ``None``: not known before the model loads)."""
+    if levels is None:
+        return
+    count, default = levels
+    if not 1 <= quality <= count:
+        raise CLIError(
+            f"--quality {quality}: this model has quality levels 1 to {count} (default {default})"
+            if count > 1
+            else f"--quality {quality}: this model has one quality level, 1"
+        )
+
+
 def check_pipeline_folder(folder: Path, shown: Optional[str] = None) -> None:
     """Raises :class:`CLIError` unless ``folder`` holds a saved SODEC pipeline with weights."""
     shown = shown or str(folder)

@@ -171,8 +171,7 @@ def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
     sodec_style = {"sodec-diffusion": ("tab:red", "*"), "sodec-fidelity": ("tab:brown", "P")}
 
     def finite(e, metric):
-        value = e.get(metric)
-        return value is not None and math.isfinite(value)
+        return _is_finite(e.get(metric))
 
     for axis, (metric, label) in zip(axes, panels):
         for codec, color in colors.items():

@@ -420,7 +420,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         """:meth:`compress` from E's output y (the pipeline runs E tile by tile)."""
         self._require_tables()
         quality = self.check_quality(quality)
-        step = self.quantization_step(quality)
+        step = self._quantization_steps[quality - 1]
         state = self._coding_state()
         y_strings, z_strings, checks = [], [], []
         with torch.autocast(device_type=y.device.type, enabled=False):  # bit-exact fp32 under any autocast
