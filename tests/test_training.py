@@ -874,6 +874,28 @@ def test_max_train_minutes_stops_checkpoints_and_releases(train_sodec, tiny_pipe
     assert sorted(records) == [1]
     assert (out / "checkpoint-1").is_dir() and (out / "model_index.json").is_file()
     assert records[1]["train/lr"] == pytest.approx(0.0, abs=1e-12)
+    clock_file = out / "checkpoint-1" / "training_clock.json"
+    assert json.loads(clock_file.read_text())["minutes_trained"] >= 0.0001
+
+
+def test_a_resumed_run_continues_the_clock(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    """The minutes a checkpoint records count towards --max_train_minutes and the decay after a resume: a run
+    resumed past its time budget stops after one step with the learning rate decayed."""
+    out = tmp_path / "timed"
+    args = [
+        *("--stage", "1", "--train_batch_size", "2", "--lr_scheduler", "cosine", "--learning_rate", "1e-3"),
+        *("--lr_warmup_steps", "0", "--checkpointing_steps", "1"),
+    ]
+    run_training(train_sodec, base_args(tiny_pipeline_dir, train_dir, out, *args, "--max_train_steps", "1"))
+    (out / "checkpoint-1" / "training_clock.json").write_text(json.dumps({"minutes_trained": 30.0}))
+    resume = ["--resume_from_checkpoint", "latest", "--max_train_steps", "4"]
+    run_training(
+        train_sodec, base_args(tiny_pipeline_dir, train_dir, out, *args, *resume, "--max_train_minutes", "20")
+    )
+    records, _ = train_records(out)
+    assert max(records) == 2  # without the recorded 30 minutes it would have run to step 4
+    assert records[2]["train/lr"] == pytest.approx(0.0, abs=1e-12)
+    assert json.loads((out / "checkpoint-2" / "training_clock.json").read_text())["minutes_trained"] >= 30.0
 
 
 def test_lr_decay_follows_steps_or_minutes_whichever_runs_out_first(train_sodec):

@@ -13,6 +13,7 @@ adversarial fine-tuning. See training/README.md for the losses, the λ schedule 
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import os
@@ -339,7 +340,8 @@ def parse_args(input_args=None):
         default=None,
         help="Stop after this many minutes of training (then checkpoint and release as at the last "
         "step). With a decaying --lr_scheduler (linear, cosine) the decay follows whichever of "
-        "steps and minutes runs out first; the clock restarts when a run resumes.",
+        "steps and minutes runs out first. The minutes count across resumes: each checkpoint records "
+        "the minutes trained so far.",
     )
     group.add_argument("--num_train_epochs", type=int, default=1)
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -728,6 +730,30 @@ def prune_checkpoints(output_dir, limit):
             shutil.rmtree(os.path.join(output_dir, name))
 
 
+class TrainingClock:
+    """Minutes of training so far: those of the run this one resumes (``resume``) plus this run's own."""
+
+    FILE_NAME = "training_clock.json"
+
+    def __init__(self):
+        self.start, self.offset = time.monotonic(), 0.0
+
+    def __call__(self) -> float:
+        return self.offset + (time.monotonic() - self.start) / 60.0
+
+    def save(self, checkpoint_dir):
+        with open(os.path.join(checkpoint_dir, self.FILE_NAME), "w") as f:
+            json.dump({"minutes_trained": self()}, f)
+
+    def resume(self, checkpoint_dir):
+        """Continues the clock of a checkpoint; one saved before the clock was recorded continues from 0."""
+        path = os.path.join(checkpoint_dir, self.FILE_NAME)
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.offset = float(json.load(f)["minutes_trained"])
+        self.start = time.monotonic()
+
+
 def find_checkpoint(args):
     if args.resume_from_checkpoint != "latest":
         return args.resume_from_checkpoint
@@ -937,9 +963,8 @@ def main(args):
         lambda_num_levels=args.lambda_num_levels,
         lambda_anneal_fraction=args.lambda_anneal_fraction,
     )
-    start_time = time.monotonic()
-    minutes_elapsed = lambda: (time.monotonic() - start_time) / 60.0  # noqa: E731
-    lr_scheduler = build_lr_scheduler(args, optimizer, accelerator.num_processes, minutes_elapsed)
+    clock = TrainingClock()
+    lr_scheduler = build_lr_scheduler(args, optimizer, accelerator.num_processes, clock)
 
     prepared = accelerator.prepare(model, optimizer, aux_optimizer, train_dataloader, lr_scheduler)
     model, optimizer, aux_optimizer, train_dataloader, lr_scheduler = prepared
@@ -975,6 +1000,7 @@ def main(args):
         else:
             accelerator.print(f"Resuming from checkpoint {path}")
             accelerator.load_state(path)
+            clock.resume(path)
             global_step = int(os.path.basename(os.path.normpath(path)).split("-")[1])
             first_epoch = global_step // num_update_steps_per_epoch
             resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
@@ -1067,7 +1093,7 @@ def main(args):
                 # One decision for all processes: every process stops at the same step.
                 out_of_time = args.max_train_minutes is not None and bool(
                     accelerator.reduce(
-                        torch.tensor(float(minutes_elapsed() >= args.max_train_minutes), device=accelerator.device),
+                        torch.tensor(float(clock() >= args.max_train_minutes), device=accelerator.device),
                         "max",
                     )
                 )
@@ -1080,6 +1106,8 @@ def main(args):
                     accelerator.wait_for_everyone()
                     save_path = os.path.join(args.output_dir, f"checkpoint-{global_step}")
                     accelerator.save_state(save_path)
+                    if accelerator.is_main_process:
+                        clock.save(save_path)
                     logger.info(f"Saved state to {save_path}")
 
                 if validation_images and global_step % args.validation_steps == 0 and accelerator.is_main_process:
