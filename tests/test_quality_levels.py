@@ -189,7 +189,7 @@ def test_cli_quality_and_budgets(tiny_pipeline_dir, photo_paths, tmp_path, capsy
     args = ["compress", str(photo), "--model", str(tiny_pipeline_dir), "-o", str(budget), "-q"]
     assert main(args + ["--max-bytes", str(len(q3))]) == 0
     assert budget.read_bytes() == q3
-    assert main(args + ["--target-bpp", f"{8.0 * len(q3) / (481 * 321) + 1e-6:.9f}"]) == 0
+    assert main(args + ["--target-bpp", f"{8.0 * len(q3) / (481 * 321) + 1e-6:.9f}", "--overwrite"]) == 0
     assert budget.read_bytes() == q3
     capsys.readouterr()
     assert main(["decompress", str(budget), "--model", str(tiny_pipeline_dir), "-o", str(tmp_path), "-q"]) == 0

