@@ -17,7 +17,8 @@ LAYERS = (
     ("models", "schedulers", "metrics"),
     (
         "bitstream", "entropy_coding", "image_processing", "hub_configs", "hub_download_options",
-        "shipped_models", "package_data", "lazy_exports", "quality_levels",
+        "shipped_models", "package_data", "lazy_exports", "quality_levels", "orientation", "hardware",
+        "model_folder_checks",
     ),
 )  # fmt: skip
 LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}

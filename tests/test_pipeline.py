@@ -261,3 +261,117 @@ def test_package_exports():
 
     assert diffusers.SODECPipeline is SODECPipeline
     assert sodec_pipeline.BitstreamError.__mro__[1] is ValueError
+
+
+def _copy_with_pickle_weights(source, folder, *components):
+    """A copy of the pipeline ``source`` whose ``components`` hold their weights as a torch pickle only."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, folder)
+    for name in components:
+        (safetensors,) = (folder / name).glob("*.safetensors")
+        pickle_name = "pytorch_model.bin" if name == "image_encoder" else "diffusion_pytorch_model.bin"
+        torch.save(load_file(safetensors), folder / name / pickle_name)
+        safetensors.unlink()
+    return folder
+
+
+def test_a_folder_with_pickle_only_weights_is_refused_unless_the_caller_allows_it(
+    tiny_pipeline_dir, tiny_pipeline, small_photo, tmp_path
+):
+    """A component whose weights are only a pickle (which can run code when loaded) is refused before anything is
+    read, with one line naming the component and the file, by the Python API and the CLI; use_safetensors=False
+    explicitly loads it."""
+    from sodec_pipeline.cli.errors import CLIError
+    from sodec_pipeline.cli.model_loading import load_pipeline
+    from sodec_pipeline.model_folder_checks import ModelFolderError
+
+    folder = _copy_with_pickle_weights(tiny_pipeline_dir, tmp_path / "pickled", "unet", "image_encoder")
+    for kwargs in ({}, {"use_safetensors": True}, {"use_safetensors": None}):
+        with pytest.raises(ModelFolderError) as refused:
+            SODECPipeline.from_pretrained(folder, **kwargs)
+        message = str(refused.value)
+        assert "\n" not in message and "image_encoder/pytorch_model.bin" in message and "pickle" in message
+        assert "use_safetensors=False" in message
+    with pytest.raises(CLIError, match=r"image_encoder/pytorch_model\.bin") as refused:
+        load_pipeline(str(folder), debug=True)
+    assert "\n" not in str(refused.value)
+
+    (folder / "image_encoder" / "pytorch_model.bin").unlink()  # only the UNet's pickle left
+    shutil.copy(Path(tiny_pipeline_dir) / "image_encoder" / "model.safetensors", folder / "image_encoder")
+    with pytest.raises(ModelFolderError, match=r"the unet component .* unet/diffusion_pytorch_model\.bin"):
+        SODECPipeline.from_pretrained(folder)
+    # a pickle that would run code when loaded: refused without being opened
+    marker = tmp_path / "pickle-ran"
+    shutil.copytree(folder, tmp_path / "hostile")
+
+    class Hostile:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save(Hostile(), tmp_path / "hostile" / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ModelFolderError):
+        SODECPipeline.from_pretrained(tmp_path / "hostile")
+    assert not marker.exists()
+
+    pipe = SODECPipeline.from_pretrained(folder, use_safetensors=False)  # the caller trusts the file
+    assert pipe.compress(small_photo) == tiny_pipeline.compress(small_photo)
+    assert torch.equal(pipe.unet.conv_in.weight, tiny_pipeline.unet.conv_in.weight)
+
+
+@pytest.mark.parametrize(
+    "component, key, value",
+    [
+        ("unet", "block_out_channels", [8, 2_000_000]),
+        ("vae", "sample_size", 10_000_000),
+        ("compression_vae", "latent_channels", 1_000_000),
+        ("compression_vae", "scale_table_levels", 10**9),
+        ("fidelity_guidance", "image_encoder_size", 1e9),
+        ("image_encoder", "hidden_size", 3_000_000),
+    ],
+)
+def test_configs_with_absurd_sizes_are_refused_before_anything_is_built(
+    tiny_pipeline_dir, tmp_path, monkeypatch, capsys, component, key, value
+):
+    """A saved pipeline or a layout (random initialisation, ``sodec init``) whose config asks for a network that would
+    allocate gigabytes: one line naming the config and the key, before any module is constructed."""
+    import json
+
+    from sodec_pipeline.cli import main
+    from sodec_pipeline.model_folder_checks import ModelFolderError
+    from sodec_pipeline.pipelines import build_pipeline_from_config
+
+    folder = tmp_path / "absurd"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    layout = tmp_path / "layout"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "hub_configs" / "sodec-tiny", layout)
+    for root in (folder, layout):
+        path = root / component / "config.json"
+        config = json.loads(path.read_text())
+        config[key] = value
+        path.write_text(json.dumps(config))
+
+    def no_module_may_be_built(self, *args, **kwargs):
+        raise AssertionError(f"{type(self).__name__} built before the config was checked")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", no_module_may_be_built)
+    with pytest.raises(ModelFolderError) as refused:
+        SODECPipeline.from_pretrained(folder)
+    message = str(refused.value)
+    assert "\n" not in message and f"{component}/config.json" in message and f"{key} = " in message
+    assert "absurd" in message
+    with pytest.raises(ModelFolderError, match=f"{key} = .* is absurd"):
+        build_pipeline_from_config(layout)
+    assert main(["init", str(layout), str(tmp_path / "model")]) == 2  # `sodec init`: one line, exit status 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{component}/config.json" in err and f"{key} = " in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_real_configs_are_within_the_size_limits():
+    from sodec_pipeline.model_folder_checks import check_model_folder
+
+    root = Path(__file__).resolve().parent.parent
+    for folder in [root / "pretrained" / "sodec-small", *sorted((root / "hub_configs").iterdir())]:
+        if (folder / "model_index.json").is_file():
+            check_model_folder(folder)

@@ -7,8 +7,10 @@ here: on a shared 2-core machine two threads per process are several times slowe
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,11 +175,60 @@ def test_crops_depend_only_on_seed_epoch_and_index(train_dir):
         ImageFolderCrops(train_dir, 100)
 
 
-def test_latest_checkpoint_is_the_highest_step(train_sodec, tmp_path):
-    for step in (2, 10, 9):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-    args = type("Args", (), {"resume_from_checkpoint": "latest", "output_dir": str(tmp_path)})()
-    assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-10")
+def fake_checkpoint(train_sodec, path, args, without=()):
+    """A folder holding (one byte of) every file of a complete checkpoint but those named in ``without``."""
+    path.mkdir(parents=True)
+    for name in train_sodec.missing_checkpoint_files(path, args):
+        if name not in without:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_bytes(b"x")
+
+
+def test_latest_checkpoint_is_the_newest_complete_one_and_pruning_keeps_it(train_sodec, tmp_path, caplog):
+    """ "latest" skips (with a warning) a checkpoint-N lacking a file, as a run killed while saving left them before
+    checkpoints were written atomically, and ignores temporary folders; pruning counts and removes complete
+    checkpoints only, never the new one; the next start removes temporary folders and restores a replaced one."""
+    import argparse
+
+    from accelerate.state import AcceleratorState, PartialState
+
+    PartialState()  # the script's logger needs accelerate's state
+    try:
+        args = argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path), unet_training="lora")
+        assert train_sodec.find_checkpoint(args) is None
+        for step in (2, 10, 9):
+            fake_checkpoint(train_sodec, tmp_path / f"checkpoint-{step}", args)
+        assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-10")
+        (tmp_path / "checkpoint-12").mkdir()
+        fake_checkpoint(train_sodec, tmp_path / "checkpoint-11", args, without=["random_states_0.pkl"])
+        (tmp_path / "checkpoint-11" / "optimizer.bin").write_bytes(b"")  # cut short
+        fake_checkpoint(train_sodec, tmp_path / ".checkpoint-13.tmp", args)
+        (tmp_path / "checkpoint-final").mkdir()
+        with caplog.at_level("WARNING"):
+            assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-10")
+        assert "incomplete checkpoint" in caplog.text and "checkpoint-12" in caplog.text
+        assert "it lacks optimizer.bin, random_states_0.pkl" in caplog.text  # checkpoint-11
+        args.unet_training = "full"  # these checkpoints hold a LoRA, not the whole UNet
+        assert train_sodec.find_checkpoint(args) is None
+
+        args.unet_training = "lora"
+        fake_checkpoint(train_sodec, tmp_path / "checkpoint-14", args)
+        train_sodec.prune_checkpoints(str(tmp_path), 2, str(tmp_path / "checkpoint-14"), args)
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == [".checkpoint-13.tmp", "checkpoint-10", "checkpoint-11", "checkpoint-12", "checkpoint-14",
+                         "checkpoint-final"]  # fmt: skip
+        train_sodec.prune_checkpoints(str(tmp_path), 1, str(tmp_path / "checkpoint-14"), args)
+        assert not (tmp_path / "checkpoint-10").exists() and (tmp_path / "checkpoint-14").is_dir()
+
+        (tmp_path / "checkpoint-14").rename(tmp_path / ".checkpoint-14.old")  # killed between the two renames
+        fake_checkpoint(train_sodec, tmp_path / ".checkpoint-11.old", args)  # killed before removing it
+        fake_checkpoint(train_sodec, tmp_path / ".checkpoint-9.pruned", args)  # killed while pruning
+        train_sodec.clear_temporary_checkpoints(str(tmp_path))
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == ["checkpoint-11", "checkpoint-12", "checkpoint-14", "checkpoint-final"]
+        assert train_sodec.find_checkpoint(args) == str(tmp_path / "checkpoint-14")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def test_lpips_flags_fail_with_a_clear_message(
@@ -303,6 +354,113 @@ def test_resume_reproduces_the_uninterrupted_run(train_sodec, full_run, tiny_pip
             assert resumed[step][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (step, key)
     assert resumed_validations[0] == pytest.approx(validations[-1])  # step 8, real bitstreams
     assert (output_dir / "model_index.json").is_file()
+
+
+#: Stage 1 with a checkpoint after every step, only the newest kept, each run resuming from the newest complete one.
+KILLED_RUN_ARGS = (
+    "--stage", "1", "--max_train_steps", "4", "--train_batch_size", "2",
+    "--checkpointing_steps", "1", "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "latest",
+)  # fmt: skip
+
+
+class Crash(Exception):
+    """What a run stopped at a given moment raises instead (see :func:`crash_after`)."""
+
+
+def crash_after(function, step):
+    """``function``, which writes into the checkpoint folder that is its last argument, then :class:`Crash` when
+    that folder is the temporary one of checkpoint ``step``."""
+
+    def crashing(*args):
+        function(*args)
+        if Path(args[-1]).name == f".checkpoint-{step}.tmp":
+            raise Crash
+
+    return crashing
+
+
+def test_a_run_killed_while_it_saves_resumes_from_its_last_complete_checkpoint(
+    train_sodec, tiny_pipeline_dir, train_dir, tmp_path, monkeypatch, caplog, capsys
+):
+    """A run stopped at three moments of writing a checkpoint, with --checkpoints_total_limit 1: SIGKILLed (a
+    subprocess) when the checkpoint's temporary folder appears; crashed in the save hook; crashed once the checkpoint
+    is complete but not yet renamed. Besides, a partial checkpoint-3 as older versions of the script left when
+    killed. Each run resumes from the newest complete checkpoint; the last ends with the losses and weights of an
+    uninterrupted run."""
+    from safetensors.torch import load_file
+
+    uninterrupted_dir = tmp_path / "uninterrupted"
+    run_training(train_sodec, base_args(tiny_pipeline_dir, train_dir, uninterrupted_dir, *KILLED_RUN_ARGS))
+    uninterrupted, _ = train_records(uninterrupted_dir)
+    out = tmp_path / "killed"
+    argv = base_args(tiny_pipeline_dir, train_dir, out, *KILLED_RUN_ARGS)
+    args = train_sodec.parse_args([str(a) for a in argv])
+    metrics = out / "logs" / "train_sodec" / "metrics.jsonl"
+
+    def complete_checkpoints():
+        found = train_sodec.list_checkpoints(out)
+        return [step for step, path in found if not train_sodec.missing_checkpoint_files(path, args)]
+
+    def logged_steps():
+        return [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+
+    # 1: SIGKILL when checkpoint 2's temporary folder appears (or checkpoint-2, should the poll miss the folder)
+    log_path = tmp_path / "killed.log"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    with open(log_path, "w") as log:
+        command = [sys.executable, str(SCRIPT), *[str(a) for a in argv]]
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        while not ((out / ".checkpoint-2.tmp").exists() or (out / "checkpoint-2").exists()):
+            assert process.poll() is None, log_path.read_text()[-4000:]
+            time.sleep(0.001)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        process.kill()
+    assert logged_steps() == [1, 2] and complete_checkpoints() in ([1], [1, 2], [2])
+    newest = complete_checkpoints()[-1]
+    # the partial checkpoint-3 that a run killed while an older version of the script saved it left (the bug)
+    (out / "checkpoint-3" / "compression_vae").mkdir(parents=True)
+    (out / "checkpoint-3" / "compression_vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+
+    # 2: a crash in the save hook of checkpoint 3, once it has written the trained networks
+    with monkeypatch.context() as patch:
+        patch.setattr(train_sodec, "save_trainable_state", crash_after(train_sodec.save_trainable_state, 3))
+        with pytest.raises(Crash):
+            run_training(train_sodec, argv)
+    assert logged_steps()[2:] == list(range(newest + 1, 4))
+    assert f"Resuming from checkpoint {out / f'checkpoint-{newest}'}" in capsys.readouterr().out
+    assert "Skipping the incomplete checkpoint" in caplog.text and complete_checkpoints() == [2]
+    partial = out / ".checkpoint-3.tmp"
+    assert (partial / "compression_vae").is_dir() and not (partial / "optimizer.bin").exists()
+
+    # 3: a crash once checkpoint 4 is complete but not yet renamed; checkpoint 3 replaces the partial one
+    logged = len(logged_steps())
+    with monkeypatch.context() as patch:
+        patch.setattr(train_sodec.TrainingClock, "save", crash_after(train_sodec.TrainingClock.save, 4))
+        with pytest.raises(Crash):
+            run_training(train_sodec, argv)
+    assert f"Resuming from checkpoint {out / 'checkpoint-2'}" in capsys.readouterr().out
+    assert f"Removing {partial}" in caplog.text and logged_steps()[logged:] == [3, 4]
+    assert complete_checkpoints() == [3] and (out / ".checkpoint-4.tmp" / "training_clock.json").is_file()
+
+    # the last run resumes from checkpoint 3 and finishes
+    logged = len(logged_steps())
+    run_training(train_sodec, argv)
+    assert logged_steps()[logged:] == [4]
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-4"]
+    assert "minutes_trained" in json.loads((out / "checkpoint-4" / "training_clock.json").read_text())
+
+    for record in map(json.loads, metrics.read_text().splitlines()):  # every step of every run
+        for key, value in uninterrupted[record["step"]].items():
+            assert record[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (record["step"], key)
+    for component in ("compression_vae", "fidelity_guidance"):
+        expected = load_file(uninterrupted_dir / component / "diffusion_pytorch_model.safetensors")
+        resumed = load_file(out / component / "diffusion_pytorch_model.safetensors")
+        assert expected.keys() == resumed.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-7, msg=f"{component}.{key}")
 
 
 def test_stage_2_step_leaves_the_codec_bit_identical_and_trains_hs_ts(

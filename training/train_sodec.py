@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -43,7 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sodec_pipeline import SODECPipeline  # noqa: E402
 from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
-from sodec_pipeline.metrics import MetricWeightsError, batch_ms_ssim, batch_psnr, finite_mean  # noqa: E402
+from sodec_pipeline.metrics import (  # noqa: E402
+    MetricWeightsError,
+    batch_ms_ssim,
+    batch_psnr,
+    batch_texture_statistics,
+    finite_mean,
+)
 from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size  # noqa: E402
 from sodec_training.data import EpochShuffleSampler, ImageFolderCrops, collate_images, list_images  # noqa: E402
 from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: E402
@@ -67,6 +74,7 @@ from sodec_training.modeling import (  # noqa: E402
     save_discriminator,
     save_trainable_state,
     save_unet_lora,
+    trainable_state_files,
 )
 from sodec_training.schedules import LAMBDA_SCHEDULES, build_plan, parse_stage_steps  # noqa: E402
 from sodec_training.trackers import JSONLTracker  # noqa: E402
@@ -85,6 +93,7 @@ LOGGED_LOSSES = (
     "lpips",
     "dists",
     "colour",
+    "texture",
     "kl",
     "latent",
     "aux_loss",
@@ -225,6 +234,13 @@ def parse_args(input_args=None):
         type=float,
         default=0.0,
         help="k_C: weight of the MSE between 16×16 block means of x and the output (flat regions' colours; 0: off).",
+    )
+    group.add_argument(
+        "--texture_weight",
+        type=float,
+        default=0.0,
+        help="k_T: weight of the mean |E(output) − E(x)| over 8×8 windows, E a window's mean |Laplacian| of luma "
+        "on the 0…255 scale (sodec_pipeline.metrics.texture): texture where x has it, none where it has not (0: off).",
     )
     group.add_argument(
         "--kl_weight",
@@ -547,7 +563,8 @@ def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) ->
     161 px) compare the decoded image with the original. ``autocast`` (needed while the frozen networks
     are in fp16/bf16) wraps the decoder networks; the codec's entropy coding always runs in float32.
     The released float32 pipeline is evaluated without it."""
-    streams, results = [], {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": []}
+    streams = []
+    results = {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": [], "flat_excess": [], "texture_recall": []}
     decoded_images = []
     with accelerator.autocast() if autocast else contextlib.nullcontext():
         for _, image in images:
@@ -560,6 +577,9 @@ def evaluate(pipe: SODECPipeline, images, accelerator, autocast: bool = True) ->
             results["psnr"].append(batch_psnr(decoded, reference).item())
             results["ms_ssim"].append(batch_ms_ssim(decoded, reference).item())
             results["fidelity_psnr"].append(batch_psnr(fidelity, reference).item())
+            excess, recall = batch_texture_statistics((decoded * 255).round() / 255, reference)
+            results["flat_excess"].append(excess.item())
+            results["texture_recall"].append(recall.item())
             decoded_images.append(decoded[0].permute(1, 2, 0).numpy())
     metrics = {f"validation/{k}": finite_mean(v) for k, v in results.items()}
     return metrics, decoded_images
@@ -570,7 +590,8 @@ def log_validation(pipe, images, accelerator, step):
     metrics, decoded = evaluate(pipe, images, accelerator)
     logger.info(
         f"validation at step {step}: bpp {metrics['validation/bpp']:.4f}, PSNR {metrics['validation/psnr']:.2f} dB, "
-        f"MS-SSIM {metrics['validation/ms_ssim']:.4f}, fidelity PSNR {metrics['validation/fidelity_psnr']:.2f} dB"
+        f"MS-SSIM {metrics['validation/ms_ssim']:.4f}, fidelity PSNR {metrics['validation/fidelity_psnr']:.2f} dB, "
+        f"flat-window excess {metrics['validation/flat_excess']:.2f}, texture recall {metrics['validation/texture_recall']:.2f}"
     )
     accelerator.log(metrics, step=step)
     for tracker in accelerator.trackers:
@@ -718,18 +739,6 @@ def build_lr_scheduler(args, optimizer, num_processes: int, clock):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
 
-def prune_checkpoints(output_dir, limit):
-    """Keeps at most ``limit − 1`` checkpoints so that the next save makes ``limit``."""
-    checkpoints = sorted(
-        (d for d in os.listdir(output_dir) if d.startswith("checkpoint-")), key=lambda d: int(d.split("-")[1])
-    )
-    if len(checkpoints) >= limit:
-        to_remove = checkpoints[: len(checkpoints) - limit + 1]
-        logger.info(f"{len(checkpoints)} checkpoints exist, removing {', '.join(to_remove)}")
-        for name in to_remove:
-            shutil.rmtree(os.path.join(output_dir, name))
-
-
 class TrainingClock:
     """Minutes of training so far: those of the run this one resumes (``resume``) plus this run's own."""
 
@@ -754,14 +763,147 @@ class TrainingClock:
         self.start = time.monotonic()
 
 
+# ---------------------------------------------------------------------------------------------- checkpoints
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+#: A checkpoint is written in ``.checkpoint-N.tmp`` and renamed to ``checkpoint-N`` once complete; a
+#: ``checkpoint-N`` it replaces waits as ``.checkpoint-N.old`` meanwhile, and one pruned is renamed
+#: ``.checkpoint-N.pruned`` before it is deleted. The "latest" search and the pruning see ``checkpoint-N`` folders
+#: only; the next start clears what a killed run left of the others.
+TEMPORARY_CHECKPOINT = re.compile(r"\.checkpoint-(\d+)\.(tmp|old|pruned)")
+#: What ``accelerator.save_state`` writes for process 0 in every run besides the save hook's files, random states last
+ACCELERATE_STATE_FILES = ("optimizer.bin", "scheduler.bin", "random_states_0.pkl")
+
+
+def list_checkpoints(output_dir):
+    """``(step, path)`` of every ``checkpoint-N`` folder in ``output_dir``, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        match = CHECKPOINT_NAME.fullmatch(name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    return sorted(found)
+
+
+def missing_checkpoint_files(path, args):
+    """The files of a complete checkpoint of this run (the trained networks' and accelerate's) that ``path``
+    lacks or holds empty: what a run of an earlier version of this script left when killed while saving."""
+    required = trainable_state_files(
+        getattr(args, "unet_training", "lora"),
+        getattr(args, "train_vae_decoder", False),
+        getattr(args, "train_image_encoder", False),
+    )
+    missing = []
+    for name in [*required, *ACCELERATE_STATE_FILES]:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file) or os.path.getsize(file) == 0:
+            missing.append(name)
+    return missing
+
+
 def find_checkpoint(args):
+    """The folder to resume from: --resume_from_checkpoint itself, or for "latest" the newest complete
+    ``checkpoint-N`` in --output_dir (an incomplete one is skipped with a warning); None when there is none."""
     if args.resume_from_checkpoint != "latest":
         return args.resume_from_checkpoint
-    if not os.path.isdir(args.output_dir):
-        return None
-    dirs = [d for d in os.listdir(args.output_dir) if d.startswith("checkpoint-")]
-    dirs = sorted(dirs, key=lambda d: int(d.split("-")[1]))
-    return os.path.join(args.output_dir, dirs[-1]) if dirs else None
+    for _, path in reversed(list_checkpoints(args.output_dir)):
+        missing = missing_checkpoint_files(path, args)
+        if not missing:
+            return path
+        logger.warning(f"Skipping the incomplete checkpoint {path}: it lacks {', '.join(missing)}")
+    return None
+
+
+def clear_temporary_checkpoints(output_dir):
+    """Clears what a run killed while it saved or pruned checkpoints left in ``output_dir``: its temporary and pruned
+    folders go, and a ``checkpoint-N`` that it was replacing comes back (main process, before anything looks for a
+    checkpoint)."""
+    if not os.path.isdir(output_dir):
+        return
+    for name in sorted(os.listdir(output_dir)):
+        match = TEMPORARY_CHECKPOINT.fullmatch(name)
+        if match is None:
+            continue
+        path, final = os.path.join(output_dir, name), os.path.join(output_dir, f"checkpoint-{match.group(1)}")
+        if match.group(2) == "old" and not os.path.exists(final):
+            os.replace(path, final)
+            logger.warning(f"Restored {final}, which a run killed while it saved step {match.group(1)} was replacing")
+        else:
+            logger.warning(f"Removing {path}, left by a run killed while it saved or pruned checkpoints")
+            shutil.rmtree(path)
+
+
+def _fsync(path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder on a platform that cannot open one
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path) -> None:
+    """Flushes every file and folder under ``path`` to disk, so that a renamed checkpoint survives a power cut."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            _fsync(os.path.join(root, name))
+        _fsync(root)
+
+
+def prune_checkpoints(output_dir, limit, keep, args):
+    """Run once the checkpoint ``keep`` is complete: removes the oldest other complete checkpoints so that at most
+    ``limit`` (at least 1) remain, ``keep`` among them. Incomplete ones neither count nor go (a resumed run
+    replaces them when it saves their step again)."""
+    others = [
+        path
+        for _, path in list_checkpoints(output_dir)
+        if os.path.normpath(path) != os.path.normpath(keep) and not missing_checkpoint_files(path, args)
+    ]
+    to_remove = others[: max(0, len(others) - max(limit, 1) + 1)]
+    if to_remove:
+        logger.info(f"{len(others) + 1} checkpoints exist, removing {', '.join(map(os.path.basename, to_remove))}")
+    for path in to_remove:  # renamed first: a run killed meanwhile leaves no partial checkpoint-N
+        pruned = os.path.join(output_dir, f".{os.path.basename(path)}.pruned")
+        if os.path.exists(pruned):
+            shutil.rmtree(pruned)
+        os.replace(path, pruned)
+        shutil.rmtree(pruned)
+
+
+def save_checkpoint(accelerator, args, step: int, clock) -> str:
+    """Saves ``checkpoint-{step}`` atomically: ``accelerator.save_state`` (the save hooks' files included) and the
+    training clock go to ``.checkpoint-{step}.tmp``, which is flushed and renamed only once complete; then the
+    oldest checkpoints beyond --checkpoints_total_limit go. A run killed at any moment leaves the complete
+    checkpoints it had, and at most the new one besides."""
+    output_dir = args.output_dir
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    temporary = os.path.join(output_dir, f".checkpoint-{step}.tmp")
+    if accelerator.is_main_process and os.path.exists(temporary):
+        shutil.rmtree(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(temporary)
+    accelerator.wait_for_everyone()  # every process's random states are written
+    if accelerator.is_main_process:
+        clock.save(temporary)
+        _fsync_tree(temporary)
+        replaced = os.path.join(output_dir, f".checkpoint-{step}.old")
+        if os.path.exists(final):  # the same step saved by an earlier run (resumed from an older checkpoint)
+            if os.path.exists(replaced):
+                shutil.rmtree(replaced)
+            os.replace(final, replaced)
+        os.replace(temporary, final)
+        _fsync(output_dir)
+        if os.path.exists(replaced):
+            shutil.rmtree(replaced)
+        if args.checkpoints_total_limit is not None:
+            prune_checkpoints(output_dir, args.checkpoints_total_limit, final, args)
+    accelerator.wait_for_everyone()
+    return final
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -847,6 +989,7 @@ def main(args):
         dists_weight=args.dists_weight,
         dists_model=dists_model,
         colour_weight=args.colour_weight,
+        texture_weight=args.texture_weight,
     )
     model = SODECTrainingModel(
         pipe,
@@ -990,6 +1133,9 @@ def main(args):
     logger.info(f"  Total optimization steps = {args.max_train_steps}")
 
     global_step, first_epoch, resume_batches = 0, 0, 0
+    if accelerator.is_main_process:
+        clear_temporary_checkpoints(args.output_dir)
+    accelerator.wait_for_everyone()
     if args.resume_from_checkpoint:
         path = find_checkpoint(args)
         if path is None or not os.path.isdir(path):
@@ -997,6 +1143,8 @@ def main(args):
                 f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run."
             )
             args.resume_from_checkpoint = None
+        elif missing := missing_checkpoint_files(path, args):
+            raise ValueError(f"{path} is not a complete checkpoint: it lacks {', '.join(missing)}")
         else:
             accelerator.print(f"Resuming from checkpoint {path}")
             accelerator.load_state(path)
@@ -1101,13 +1249,7 @@ def main(args):
                     args.max_train_steps = global_step
 
                 if global_step % args.checkpointing_steps == 0 or out_of_time:
-                    if accelerator.is_main_process and args.checkpoints_total_limit is not None:
-                        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
-                    accelerator.wait_for_everyone()
-                    save_path = os.path.join(args.output_dir, f"checkpoint-{global_step}")
-                    accelerator.save_state(save_path)
-                    if accelerator.is_main_process:
-                        clock.save(save_path)
+                    save_path = save_checkpoint(accelerator, args, global_step, clock)
                     logger.info(f"Saved state to {save_path}")
 
                 if validation_images and global_step % args.validation_steps == 0 and accelerator.is_main_process:
@@ -1165,7 +1307,7 @@ def main(args):
                 folder_path=args.output_dir,
                 commit_message="End of training",
                 token=args.hub_token,
-                ignore_patterns=["step_*", "epoch_*", "checkpoint-*", f"{args.logging_dir}/*"],
+                ignore_patterns=["step_*", "epoch_*", "checkpoint-*", ".checkpoint-*", f"{args.logging_dir}/*"],
             )
     accelerator.end_training()
     return last_metrics

@@ -8,6 +8,7 @@ import re
 import time
 from pathlib import Path
 
+from ..hardware import dtype_help
 from .errors import CLIError
 from .model_loading import DTYPES, check_device, load_pipeline, torch_dtype
 
@@ -41,9 +42,7 @@ def add_arguments(p) -> None:
         help="image size WxH (width first), e.g. 768x512 (with --scaling: a comma-separated list)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument(
-        "--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (the codec stays float32)"
-    )
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
     p.add_argument("--baseline-steps", type=int, default=4, help="steps of the DDIM baseline decode (default 4)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed phase (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per phase (default 5)")
@@ -97,13 +96,13 @@ def _load_image(path, size):
     import torch
 
     from ..image_processing import pil_to_rgb_array
+    from ..orientation import upright
 
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
     try:
         with PIL.Image.open(path) as image:
-            image.load()
-            rgb = PIL.Image.fromarray(pil_to_rgb_array(image))
+            rgb = PIL.Image.fromarray(pil_to_rgb_array(upright(image)))
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise CLIError(f"{path}: not a readable image") from e
     rgb = rgb.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
@@ -118,7 +117,7 @@ def _build_from_config(config, seed, device, dtype):
     except FileNotFoundError as e:
         raise CLIError(str(e)) from e
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=torch_dtype(dtype))
+    return pipe.to(device=device, dtype=torch_dtype(dtype, device))
 
 
 def run(args) -> int:

@@ -1,17 +1,22 @@
-"""``sodec decompress FILE.sodec... [--model MODEL] [-o OUT] [--fidelity]``: streams → PNGs of the
-original sizes, ``<stem>.diffusion.png`` (or ``<stem>.fidelity.png`` with ``--fidelity``).
+"""``sodec decompress FILE.sodec... [--model MODEL] [-o OUT] [--fidelity] [--overwrite]``: streams → PNGs of the
+original sizes, ``<stem>.diffusion.png`` (or ``<stem>.fidelity.png`` with ``--fidelity``); ``sodec decompress -
+-o -`` reads a stream from standard input and writes the PNG to standard output (the result line goes to stderr
+then).
 
 Every stream's header, checksum and size (against the decode budget ``--max-pixels``) and every output
-folder are checked before the model is loaded; a bad stream is reported and skipped, the others are
-still decoded (:mod:`.batch`).
+folder and file (an existing one is refused without ``--overwrite``) are checked before the model is loaded;
+a bad stream is reported and skipped, the others are still decoded (:mod:`.batch`).
 """
 
-from pathlib import Path
-
+from ..hardware import dtype_help
 from .batch import Batch
 from .files import (
     DECODED_SUFFIXES,
+    STANDARD_OUTPUT,
+    add_overwrite_argument,
     format_size,
+    input_name,
+    output_folder,
     output_paths,
     prepare_output_file,
     prepare_output_folder,
@@ -24,13 +29,14 @@ from .progress import DECOMPRESS_STEPS, Progress
 
 
 def add_arguments(p) -> None:
-    p.add_argument("streams", nargs="+", metavar="FILE.sodec", help=".sodec files")
+    p.add_argument("streams", nargs="+", metavar="FILE.sodec", help=".sodec files; - reads one from stdin")
     add_model_argument(p)
     p.add_argument(
         "-o", "--output", metavar="OUT",
-        help="output folder (default: next to each stream), or OUT.png for one stream; files are named "
-        "<stem>.diffusion.png, or <stem>.fidelity.png with --fidelity",
+        help="output folder (default: next to each stream), or OUT.png for one stream, or - for stdout; files "
+        "are named <stem>.diffusion.png, or <stem>.fidelity.png with --fidelity",
     )  # fmt: skip
+    add_overwrite_argument(p)
     p.add_argument(
         "--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)"
     )
@@ -39,9 +45,7 @@ def add_arguments(p) -> None:
         default=None,
         help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
     )
-    p.add_argument(
-        "--dtype", default="float32", choices=DTYPES, help="dtype of the decoder networks (default float32)"
-    )
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
     p.add_argument(
         "--max-pixels", type=int, default=None,
         help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "
@@ -53,8 +57,9 @@ def run(args) -> int:
     decoder = "fidelity" if args.fidelity else "diffusion"
     model = resolve_model(args.model)  # a wrong --model is reported before anything is read
     outputs = output_paths(args.streams, args.output, DECODED_SUFFIXES[decoder], ".png", "stream")
-    if args.output and not args.output.lower().endswith(".png"):
-        prepare_output_folder(Path(args.output), args.output)
+    folder = output_folder(args.output, ".png")
+    if folder is not None:
+        prepare_output_folder(folder, args.output)
     progress = Progress(args.show_progress, "decompress")
     processes = Processes()  # several under accelerate launch: each takes its share of the streams
     batch = Batch(
@@ -63,9 +68,9 @@ def run(args) -> int:
 
     todo, folders = [], set()
     for path, out in processes.share(list(zip(args.streams, outputs))):
-        with batch.item(path, final=False):
+        with batch.item(input_name(path), final=False):
             data, header = read_stream(path, max_pixels=args.max_pixels)
-            prepare_output_file(out, folders)
+            prepare_output_file(out, folders, args.overwrite)
             todo.append((path, out, data, header))
     if not todo:
         return batch.finish()
@@ -73,11 +78,14 @@ def run(args) -> int:
     with progress.activity(f"loading the model {model}"):
         pipe = load_pipeline(model, processes.device(args.device), args.dtype, debug=args.debug)
     for path, out, data, header in progress.files(todo, unit="stream"):
-        label = f"{path} ({format_size(header.width, header.height)})"
-        with batch.item(path), progress.steps(label, DECOMPRESS_STEPS[decoder], pipe) as steps:
+        label = f"{input_name(path)} ({format_size(header.width, header.height)})"
+        with batch.item(input_name(path)), progress.steps(label, DECOMPRESS_STEPS[decoder], pipe) as steps:
             output = pipe.decompress(data, output_type="pil", decoder=decoder, max_pixels=args.max_pixels)
             steps.start("writing the PNG")
             image = output.images[0]
-            save_image(out, image)
-            progress.echo(f"{out}\t{format_size(image.width, image.height)}\t{output.bpp[0]:.4f} bpp\t{decoder}")
+            save_image(out, image, args.overwrite)
+            progress.echo(
+                f"{out}\t{format_size(image.width, image.height)}\t{output.bpp[0]:.4f} bpp\t{decoder}",
+                err=out is STANDARD_OUTPUT,  # standard output holds the PNG alone
+            )
     return batch.finish()

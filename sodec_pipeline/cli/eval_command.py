@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..evaluation import baselines as baselines_lib
+from ..hardware import dtype_help
 from . import model_loading
 from .errors import CLIError
 from .files import prepare_output_folder
@@ -36,7 +37,7 @@ def add_arguments(p) -> None:
         default=None,
         help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
     )
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
     p.add_argument(
         "--codecs",
         default=",".join(baselines_lib.CODECS),

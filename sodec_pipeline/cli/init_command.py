@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from ..model_folder_checks import ModelFolderError, check_model_folder
 from .errors import CLIError
 from .files import prepare_output_folder
 from .progress import Progress
@@ -37,6 +38,10 @@ def run(args) -> int:
         json.loads((layout / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise CLIError(f"{args.config_dir}: model_index.json is unreadable ({e})") from None
+    try:
+        check_model_folder(layout, allow_pickle=True)  # absurd sizes, refused before anything is built
+    except ModelFolderError as e:
+        raise CLIError(f"{args.config_dir}: {e}") from None
     _check_out_dir(args.out_dir)
 
     progress = Progress(args.show_progress, "init")

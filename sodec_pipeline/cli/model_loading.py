@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..hardware import DTYPE_CHOICES, resolve_dtype_name
 from ..quality_levels import quality_levels_of_config
 from .errors import CLIError, first_line
 
@@ -19,8 +20,9 @@ from .errors import CLIError, first_line
 #: (:mod:`sodec_pipeline.shipped_models`). None would make ``--model`` required.
 DEFAULT_MODEL: Optional[str] = "sodec-small"
 
-#: ``--dtype`` choices: the dtype of the decoder networks (the codec and its entropy models stay float32).
-DTYPES = ("float32", "bfloat16", "float16")
+#: ``--dtype`` choices: the dtype of the decoder networks (the codec and its entropy models stay float32);
+#: ``auto`` is bfloat16 where the device computes it natively, else float32 (:mod:`sodec_pipeline.hardware`).
+DTYPES = DTYPE_CHOICES
 
 # A Hugging Face Hub model id: "owner/name".
 _HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -51,11 +53,11 @@ def add_model_argument(parser) -> None:
     )
 
 
-def torch_dtype(name: str):
-    """The torch dtype of a ``--dtype`` choice."""
+def torch_dtype(name: str, device: str = "cpu"):
+    """The torch dtype of a ``--dtype`` choice (``auto`` resolved for ``device``)."""
     import torch
 
-    return getattr(torch, name)
+    return getattr(torch, resolve_dtype_name(name, str(device)))
 
 
 # ---------------------------------------------------------------------- resolving --model (no heavy imports)
@@ -219,7 +221,7 @@ def check_device(name: str):
     return device
 
 
-def load_pipeline(model: Optional[str], device: str = "cpu", dtype: str = "float32", debug: bool = False):
+def load_pipeline(model: Optional[str], device: str = "cpu", dtype: str = "auto", debug: bool = False):
     """Loads a saved SODEC pipeline (``--model``); any failure becomes a one-line :class:`CLIError`."""
     source = resolve_model(model)
     torch_device = check_device(device)
@@ -228,13 +230,14 @@ def load_pipeline(model: Optional[str], device: str = "cpu", dtype: str = "float
     if not debug:
         quiet_libraries()  # diffusers and transformers are imported now: set their own switches too
     try:
-        pipe = SODECPipeline.from_pretrained(source, dtype=torch_dtype(dtype))
+        pipe = SODECPipeline.from_pretrained(source, dtype=torch_dtype(dtype, torch_device))
     except Exception as e:  # noqa: BLE001 - the loaders raise many kinds; report one line
         raise CLIError(describe_load_error(source, e)) from e
     if not isinstance(pipe, SODECPipeline):
         raise CLIError(f"--model {source}: holds a {type(pipe).__name__}, not a SODECPipeline")
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(torch_device)
+    pipe = pipe.to(torch_device)
+    return pipe.enable_channels_last() if torch_device.type == "cpu" else pipe
 
 
 def describe_load_error(source: str, error: BaseException) -> str:

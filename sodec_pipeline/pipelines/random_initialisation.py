@@ -11,6 +11,7 @@ from typing import Union
 import torch
 
 from ..hub_configs import resolve_hub_config
+from ..model_folder_checks import check_model_folder
 from .components import build_component, import_component_class, split_model_index
 from .pipeline_sodec import SODECPipeline
 
@@ -19,6 +20,7 @@ def build_pipeline_from_config(config: Union[str, os.PathLike], seed: int = 0) -
     """The pipeline of the layout ``config`` (a name such as ``sodec-tiny`` or a folder), every component
     built from its config with ``seed``, in eval mode, with the entropy tables built."""
     folder = resolve_hub_config(config)
+    check_model_folder(folder, allow_pickle=True)  # every config's sizes, before any component is built
     index, options = split_model_index(json.loads((folder / "model_index.json").read_text()))
     torch.manual_seed(seed)
     components = {

@@ -1,5 +1,5 @@
-"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour, the perceptual models of the loss,
-and the non-saturating GAN losses."""
+"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour + k_T·texture, the perceptual models
+of the loss, and the non-saturating GAN losses."""
 
 from typing import Dict, Optional
 
@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_dists, load_lpips
 from sodec_pipeline.metrics.fidelity import COLOUR_BLOCK
+from sodec_pipeline.metrics.texture import local_energy
 
 
 #: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
@@ -39,10 +40,18 @@ def block_mean_mse(x_hat: torch.Tensor, x: torch.Tensor, block: int = COLOUR_BLO
     return F.mse_loss(F.avg_pool2d(x_hat, block), F.avg_pool2d(x, block))
 
 
+def texture_energy_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean over 8×8 windows of |E(x̂) − E(x)|, E a window's mean |Laplacian| of luma on the 0…255 scale (the map
+    of :mod:`sodec_pipeline.metrics.texture`): it penalises grain or hatching added where x is flat and detail
+    missing where x has it, without asking for the photograph's exact pixels there."""
+    return (local_energy(x_hat) - local_energy(x)).abs().mean()
+
+
 class DistortionLoss(nn.Module):
     """d(x, x̂) = mse_weight · MSE + perceptual_weight · LPIPS + dists_weight · DISTS + colour_weight ·
-    MSE of 16×16 block means, images in [0, 1] (the LPIPS and DISTS of :mod:`sodec_pipeline.metrics` take
-    [0, 1] images). A term with weight 0 is neither computed nor logged."""
+    MSE of 16×16 block means + texture_weight · :func:`texture_energy_l1`, images in [0, 1] (the LPIPS and
+    DISTS of :mod:`sodec_pipeline.metrics` take [0, 1] images). A term with weight 0 is neither computed nor
+    logged."""
 
     def __init__(
         self,
@@ -52,6 +61,7 @@ class DistortionLoss(nn.Module):
         dists_weight: float = 0.0,
         dists_model: Optional[nn.Module] = None,
         colour_weight: float = 0.0,
+        texture_weight: float = 0.0,
     ):
         super().__init__()
         if perceptual_weight > 0 and lpips_model is None:
@@ -64,6 +74,7 @@ class DistortionLoss(nn.Module):
         self.dists_weight = dists_weight if dists_model is not None else 0.0
         self.dists = dists_model
         self.colour_weight = colour_weight
+        self.texture_weight = texture_weight
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x_hat = x_hat.float()
@@ -82,6 +93,10 @@ class DistortionLoss(nn.Module):
             colour = block_mean_mse(x_hat, x)
             total = total + self.colour_weight * colour
             out["colour"] = colour
+        if self.texture_weight > 0:
+            texture = texture_energy_l1(x_hat, x)
+            total = total + self.texture_weight * texture
+            out["texture"] = texture
         out["distortion"] = total
         return out
 

@@ -270,6 +270,22 @@ def save_trainable_state(model: SODECTrainingModel, directory) -> None:
         _save_weights(model.image_encoder, directory / "image_encoder" / SAFETENSORS_WEIGHTS_NAME)
 
 
+def trainable_state_files(
+    unet_training: str = "lora", train_vae_decoder: bool = False, train_image_encoder: bool = False
+) -> List[str]:
+    """The files (relative paths) that :func:`save_trainable_state` writes and :func:`load_trainable_state`
+    reads for these options: a checkpoint lacking one of them cannot be resumed."""
+    files = [f"compression_vae/{SAFETENSORS_WEIGHTS_NAME}", f"fidelity_guidance/{SAFETENSORS_WEIGHTS_NAME}"]
+    files += (
+        [LORA_WEIGHT_NAME, CONV_IN_WEIGHT_NAME] if unet_training == "lora" else [f"unet/{SAFETENSORS_WEIGHTS_NAME}"]
+    )
+    if train_vae_decoder:
+        files.append(f"vae/{SAFETENSORS_WEIGHTS_NAME}")
+    if train_image_encoder:
+        files.append(f"image_encoder/{SAFETENSORS_WEIGHTS_NAME}")
+    return files
+
+
 def load_trainable_state(model: SODECTrainingModel, directory) -> None:
     """Inverse of :func:`save_trainable_state`, in place (the optimizers keep their parameters)."""
     directory = Path(directory)

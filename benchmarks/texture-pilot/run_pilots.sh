@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The texture pilot (issue 29): short stage-2/stage-4 fine-tunes of the shipped sodec-small's diffusion path,
+# codec and D_a frozen, one after another on core 0 (one thread), each for the same minutes. Scored afterwards
+# by benchmarks/texture_pilot.py on BSDS500 test photos outside the held-out 20.
+#   DATA="bsds500/train bsds500/val" OUT=/root/ckpt/tp MINUTES=13 bash benchmarks/texture-pilot/run_pilots.sh NAME...
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${DATA:?}" "${OUT:?}" "${MINUTES:=13}" "${BASE_MODEL:=pretrained/sodec-small}"
+COMMON="--pretrained_model_name_or_path $BASE_MODEL --train_data_dir $DATA --resolution 128 --train_batch_size 8
+  --unet_training full --max_train_steps 1000000 --lr_scheduler cosine --report_to jsonl --seed 3
+  --quantization_step_range 0.42 3.4 --learning_rate 1e-4 --lr_warmup_steps 20 --train_image_encoder
+  --train_vae_decoder --freeze_fidelity_decoder --mixed_precision no --colour_weight 20 --latent_weight 0.25
+  --colour_correction_block_size 8 --checkpointing_steps 100 --checkpoints_total_limit 1 --max_train_minutes $MINUTES"
+GAN="--stage 4 --freeze_codec --adversarial_weight 0.01 --discriminator_channels 32,64,128,256"
+for name in "$@"; do
+  case "$name" in
+    control) extra="--stage 2 --mse_weight 5 --dists_weight 0.25" ;;                     # today's recipe, continued
+    gan) extra="$GAN --mse_weight 5 --dists_weight 0.25" ;;                                # + conditional GAN
+    gan-nodists) extra="$GAN --mse_weight 5" ;;                                            # GAN instead of DISTS
+    texture) extra="--stage 2 --mse_weight 5 --dists_weight 0.25 --texture_weight 0.003" ;; # + window-energy L1
+    gan-texture) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.003" ;;
+    *) echo "unknown pilot $name" >&2; exit 2 ;;
+  esac
+  # shellcheck disable=SC2086
+  taskset -c 0 env OMP_NUM_THREADS=1 python training/train_sodec.py $COMMON $extra --output_dir "$OUT/$name" \
+    > "$OUT/$name.log" 2>&1
+done

@@ -1,0 +1,78 @@
+"""The flat-window excess and the texture recall (sodec_pipeline.metrics.texture) on images with a known answer,
+and the training's texture-energy loss, which shares their energy map."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sodec_pipeline.metrics import batch_texture_statistics, local_energy, texture_statistics
+
+
+def _half_flat_half_textured(seed: int = 0, size: int = 64) -> np.ndarray:
+    """Left half one flat grey, right half a strong random texture (so the flat and textured 30 % are known)."""
+    rng = np.random.default_rng(seed)
+    image = np.full((size, size, 3), 120, dtype=np.uint8)
+    image[:, size // 2 :] = rng.integers(40, 216, size=(size, size // 2, 1), dtype=np.uint8)
+    return image
+
+
+def test_identical_images_have_no_excess_and_full_recall():
+    image = _half_flat_half_textured()
+    excess, recall = texture_statistics(image, image)
+    assert excess == 0.0
+    assert recall == pytest.approx(1.0)
+
+
+def test_noise_on_a_flat_region_is_flat_window_excess():
+    image = _half_flat_half_textured()
+    noisy = image.astype(np.int16)
+    noisy[:, :32] += np.random.default_rng(1).integers(-12, 13, size=(64, 32, 1), dtype=np.int16)
+    noisy = noisy.clip(0, 255).astype(np.uint8)
+    excess, recall = texture_statistics(image, noisy)
+    assert excess > 5.0  # the Laplacian of ±12 noise averages about 4·6 on the flat half
+    assert recall == pytest.approx(1.0, abs=1e-3)  # the textured half is untouched (but its border column)
+
+
+def test_a_blurred_texture_loses_recall_and_adds_no_excess():
+    image = _half_flat_half_textured()
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(tensor, (2, 2, 2, 2), mode="replicate"), 5, 1)
+    blurred = blurred[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+    excess, recall = texture_statistics(image, blurred)
+    assert recall < 0.4
+    assert excess < 0.5  # only the windows at the border of the two halves change, and few of them are flat
+
+
+def test_the_energy_map_is_on_the_0_255_scale_and_has_whole_windows_only():
+    image = torch.zeros(1, 3, 20, 17)
+    image[..., 4, 4] = 1.0  # one white pixel: |Laplacian| 4·255 there and 255 at its four neighbours
+    energy = local_energy(image)
+    assert energy.shape == (1, 2, 2)
+    assert energy[0, 0, 0].item() == pytest.approx(8 * 255 / 64)
+    with pytest.raises(ValueError, match="whole 8×8 window"):
+        local_energy(torch.zeros(1, 3, 7, 30))
+
+
+def test_batch_statistics_equal_the_uint8_ones():
+    reference = _half_flat_half_textured(2)
+    test = _half_flat_half_textured(3)
+    as_batch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    excess, recall = batch_texture_statistics(as_batch(test), as_batch(reference))
+    expected = texture_statistics(reference, test)
+    assert excess.item() == pytest.approx(expected[0], rel=1e-4)
+    assert recall.item() == pytest.approx(expected[1], rel=1e-4)
+
+
+def test_the_texture_loss_is_zero_for_the_image_itself_and_differentiable():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from sodec_training.losses import texture_energy_l1
+
+    x = torch.from_numpy(_half_flat_half_textured()).permute(2, 0, 1)[None].float() / 255
+    assert texture_energy_l1(x, x).item() == 0.0
+    blurred = torch.nn.functional.avg_pool2d(x, 5, 1, 2, count_include_pad=False).requires_grad_(True)
+    loss = texture_energy_l1(blurred, x)
+    loss.backward()
+    assert loss.item() > 1.0 and blurred.grad is not None and blurred.grad.abs().sum() > 0
