@@ -243,6 +243,13 @@ def parse_args(input_args=None):
         "on the 0…255 scale (sodec_pipeline.metrics.texture): texture where x has it, none where it has not (0: off).",
     )
     group.add_argument(
+        "--texture_excess_factor",
+        type=float,
+        default=1.0,
+        help="How much more the texture loss weighs energy added where x has less (flat regions) than energy "
+        "missing where x has more (1: the plain L1).",
+    )
+    group.add_argument(
         "--kl_weight",
         type=float,
         default=1e-6,
@@ -990,6 +997,7 @@ def main(args):
         dists_model=dists_model,
         colour_weight=args.colour_weight,
         texture_weight=args.texture_weight,
+        texture_excess_factor=args.texture_excess_factor,
     )
     model = SODECTrainingModel(
         pipe,

@@ -40,11 +40,13 @@ def block_mean_mse(x_hat: torch.Tensor, x: torch.Tensor, block: int = COLOUR_BLO
     return F.mse_loss(F.avg_pool2d(x_hat, block), F.avg_pool2d(x, block))
 
 
-def texture_energy_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Mean over 8×8 windows of |E(x̂) − E(x)|, E a window's mean |Laplacian| of luma on the 0…255 scale (the map
-    of :mod:`sodec_pipeline.metrics.texture`): it penalises grain or hatching added where x is flat and detail
-    missing where x has it, without asking for the photograph's exact pixels there."""
-    return (local_energy(x_hat) - local_energy(x)).abs().mean()
+def texture_energy_l1(x_hat: torch.Tensor, x: torch.Tensor, excess_factor: float = 1.0) -> torch.Tensor:
+    """Mean over 8×8 windows of the gap between E(x̂) and E(x), E a window's mean |Laplacian| of luma on the 0…255
+    scale (the map of :mod:`sodec_pipeline.metrics.texture`): ``excess_factor`` · max(0, E(x̂) − E(x)) (grain or
+    hatching added where x has less) + max(0, E(x) − E(x̂)) (detail missing where x has it), without asking for
+    the photograph's exact pixels there. ``excess_factor`` 1 is the plain L1 |E(x̂) − E(x)|."""
+    gap = local_energy(x_hat) - local_energy(x)
+    return (excess_factor * gap.clamp_min(0) + (-gap).clamp_min(0)).mean()
 
 
 class DistortionLoss(nn.Module):
@@ -62,6 +64,7 @@ class DistortionLoss(nn.Module):
         dists_model: Optional[nn.Module] = None,
         colour_weight: float = 0.0,
         texture_weight: float = 0.0,
+        texture_excess_factor: float = 1.0,
     ):
         super().__init__()
         if perceptual_weight > 0 and lpips_model is None:
@@ -75,6 +78,7 @@ class DistortionLoss(nn.Module):
         self.dists = dists_model
         self.colour_weight = colour_weight
         self.texture_weight = texture_weight
+        self.texture_excess_factor = texture_excess_factor
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x_hat = x_hat.float()
@@ -94,7 +98,7 @@ class DistortionLoss(nn.Module):
             total = total + self.colour_weight * colour
             out["colour"] = colour
         if self.texture_weight > 0:
-            texture = texture_energy_l1(x_hat, x)
+            texture = texture_energy_l1(x_hat, x, self.texture_excess_factor)
             total = total + self.texture_weight * texture
             out["texture"] = texture
         out["distortion"] = total
