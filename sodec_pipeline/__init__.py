@@ -4,7 +4,9 @@
 imported the first time it is used, the way diffusers and transformers do it
 (:mod:`sodec_pipeline.lazy_exports`). Importing ``SODECPipeline`` registers it with diffusers, so that
 plain ``diffusers.DiffusionPipeline.from_pretrained(dir_or_id)`` returns a ``SODECPipeline`` from then
-on (:mod:`sodec_pipeline.pipelines.diffusers_registration`).
+on for folders saved without code files (:mod:`sodec_pipeline.pipelines.diffusers_registration`); a folder saved now
+carries them, and loads with ``trust_remote_code=True`` without this import
+(:mod:`sodec_pipeline.pipelines.hub_code`).
 """
 
 from typing import TYPE_CHECKING

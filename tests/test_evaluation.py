@@ -3,6 +3,9 @@
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from sodec_pipeline.cli import main
 from sodec_pipeline.evaluation import baselines
 from sodec_pipeline.evaluation.baselines import CODECS, Variant, reconstruct, run_codec, select_best
 from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, ms_ssim, psnr
+from sodec_pipeline.pipelines import SODECPipeline
 
 
 def _rgb(path):
@@ -60,8 +64,61 @@ def test_select_best_takes_highest_psnr_at_or_under_the_target():
 
 def test_every_codec_is_available_or_reported():
     available = baselines.codec_availability()
-    assert set(available) == {"jpeg", "webp", "avif", "jpeg2000"}
+    assert set(available) == {"jpeg", "webp", "avif", "jpeg2000", "jpegxl"}
     assert available["jpeg"]
+
+
+def test_jpegxl_encodes_and_decodes_through_its_pillow_plugin(photos):
+    pytest.importorskip("pillow_jxl", reason="JPEG XL needs pillow-jxl-plugin (in the [test] extra)")
+    codec = CODECS["jpegxl"]
+    assert codec.available() and baselines.codec_availability()["jpegxl"]
+    reference = np.asarray(photos["bsds_481x321.jpg"], dtype=np.uint8)[:160, :224]
+    n_bytes, decoded = baselines.encode_decode(PIL.Image.fromarray(reference), codec, 30)
+    assert decoded.mode == "RGB" and decoded.size == (224, 160)
+    assert 20 < psnr(reference, np.asarray(decoded)) < 60
+    variants = run_codec(reference, codec, downscale_factors=(1.0, 2.0))
+    full = {v.setting: v for v in variants if v.downscale == 1.0}
+    assert set(full) == set(codec.settings) and full[0].num_bytes < full[60].num_bytes < n_bytes * 3
+    assert full[30].num_bytes == n_bytes
+    assert min(v.bpp for v in variants if v.downscale == 2.0) < full[0].bpp
+    # The encoder is deterministic: the chosen variant is made again to the same bytes and PSNR.
+    chosen = select_best(variants, full[20].bpp)
+    assert chosen.psnr == pytest.approx(psnr(reference, reconstruct(reference, chosen)))
+
+
+def test_jpegxl_without_its_plugin_is_left_out_with_a_note(
+    tmp_path, two_images, tiny_pipeline_dir, monkeypatch, capsys
+):
+    import importlib
+
+    real_import = importlib.import_module
+
+    def no_plugin(name, *args):
+        if name == "pillow_jxl":
+            raise ImportError("No module named 'pillow_jxl'")
+        return real_import(name, *args)
+
+    argv = ["eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--no-progress",
+            "--no-perceptual", "--targets", "1,2"]  # fmt: skip
+    if CODECS["jpegxl"].available():  # with the plugin (the [test] extra): a point at each target
+        assert main(argv + ["--codecs", "jpegxl", "--out", str(tmp_path / "with")]) == 0
+        rows = _read_csv(tmp_path / "with" / "per_image.csv")
+        assert {r["method"] for r in rows} == {"sodec-diffusion", "sodec-fidelity", "jpegxl"}
+        assert {r["target"] for r in rows if r["method"] == "jpegxl"} >= {"2", "sodec"}
+        assert (tmp_path / "with" / "compressai" / "jpegxl.json").is_file()
+    capsys.readouterr()
+    monkeypatch.setattr(baselines.importlib, "import_module", no_plugin)
+    assert not CODECS["jpegxl"].available() and baselines.codec_availability()["jpegxl"] is False
+    out = tmp_path / "without"
+    assert main(argv + ["--codecs", "jpeg,jpegxl", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "jpegxl: not available" in printed and "pip install pillow-jxl-plugin" in printed
+    report = json.loads((out / "results.json").read_text())
+    assert report["codecs_available"] == {"jpeg": True, "jpegxl": False}
+    assert {r["method"] for r in report["per_image"]} == {"sodec-diffusion", "sodec-fidelity", "jpeg"}
+    assert sorted(p.name for p in (out / "compressai").iterdir()) == [
+        "jpeg.json", "sodec-diffusion.json", "sodec-fidelity.json",
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- the command
@@ -98,7 +155,9 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(
     images = sorted(p.name for p in two_images.iterdir())
     originals = {name: _rgb(two_images / name) for name in images}
     methods = {r["method"] for r in rows}
-    assert methods == {"sodec-diffusion", "sodec-fidelity", "jpeg", "webp", "avif", "jpeg2000"}
+    with_jpegxl = {"jpegxl"} if baselines.codec_availability()["jpegxl"] else set()
+    assert methods == {"sodec-diffusion", "sodec-fidelity", "jpeg", "webp", "avif", "jpeg2000"} | with_jpegxl
+    assert sorted(p.name for p in (out / "compressai").iterdir()) == sorted(f"{m}.json" for m in methods)
     sodec_bpp = {}
     for row in rows:
         w, h = int(row["width"]), int(row["height"])
@@ -111,13 +170,17 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(
             stream = out / row["file"]
             assert int(row["bytes"]) == stream.stat().st_size  # bpp from the file on disk
             sodec_bpp[row["image"]] = float(row["bpp"])
+    as_the_cli_loads_it = SODECPipeline.from_pretrained(tiny_pipeline_dir).enable_channels_last()
     for name in images:
         stream_file = out / "streams" / (Path(name).stem + ".sodec")
         for decoder in ("diffusion", "fidelity"):
             png = out / "decoded" / f"{Path(name).stem}.{decoder}.png"
             decoded = _rgb(png)
-            # The saved PNG is the pipeline's decode of the file, and the CSV's PSNR is that PNG's.
-            expected = tiny_pipeline.decompress(stream_file.read_bytes(), output_type="pil", decoder=decoder).images[0]
+            # The saved PNG is the pipeline's decode of the file (loaded as the CLI loads it on the CPU:
+            # channels-last decoders), and the CSV's PSNR is that PNG's.
+            expected = as_the_cli_loads_it.decompress(
+                stream_file.read_bytes(), output_type="pil", decoder=decoder
+            ).images[0]
             np.testing.assert_array_equal(decoded, np.asarray(expected))
             (row,) = [r for r in rows if r["image"] == name and r["method"] == f"sodec-{decoder}"]
             assert float(row["psnr"]) == pytest.approx(psnr(originals[name], decoded))
@@ -145,6 +208,52 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(
     diffusion = summary[("sodec-diffusion", "")]
     assert diffusion["bpp"] == pytest.approx(np.mean(list(sodec_bpp.values())))
     assert ("jpeg", "2") in summary and summary[("jpeg", "2")]["images"] == 2
+
+
+def test_eval_writes_compressai_results_that_compressai_plots(tmp_path, two_images, tiny_pipeline_dir, capsys):
+    out = tmp_path / "report"
+    rc = main([
+        "eval", "--model", str(tiny_pipeline_dir), "--images", str(two_images), "--out", str(out), "--no-progress",
+        "--no-perceptual", "--codecs", "jpeg,webp", "--targets", "0.5,1,2", "--quality", "1,3",
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "compressai: " in capsys.readouterr().out
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    files = sorted((out / "compressai").iterdir())
+    assert [f.name for f in files] == ["jpeg.json", "sodec-diffusion.json", "sodec-fidelity.json", "webp.json"]
+    for path in files:
+        document = json.loads(path.read_text())
+        method = path.stem
+        assert set(document) == {"name", "description", "results", "points"}
+        results = document["results"]
+        assert set(results) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "colour-psnr"}
+        entries = sorted((e for e in summary if e["method"] == method), key=lambda e: e["bpp"])
+        # one point per entry of the summary (SODEC: per quality level; a baseline: per target), by bpp
+        assert results["bpp"] == [e["bpp"] for e in entries] == sorted(results["bpp"])
+        assert results["psnr-rgb"] == [e["psnr"] for e in entries]
+        assert results["ms-ssim-rgb"] == [e["ms_ssim"] for e in entries]
+        assert len(document["points"]) == len(entries)
+        if method.startswith("sodec"):
+            assert document["points"] == ["quality 1", "quality 3"] and method.split("-")[1] in document["description"]
+        else:
+            assert "target 2 bpp" in document["points"]
+            matched = [f"SODEC's bpp at quality {e['quality']}" for e in entries if e["target"] == "sodec"]
+            assert [p for p in document["points"] if p.startswith("SODEC")] == matched
+    names = {json.loads(f.read_text())["name"] for f in files}
+    assert names == {"JPEG", "WebP", "SODEC (diffusion decode)", "SODEC (fidelity decode)"}
+
+    # CompressAI's own plotting tool reads them: PSNR (its default metric) and MS-SSIM (in dB)
+    plot = tmp_path / "compressai-rd.png"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    command = [sys.executable, "-m", "compressai.utils.plot", "-f", *map(str, files), "-o", str(plot)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with PIL.Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > 500
+    plot_main = pytest.importorskip("compressai.utils.plot.__main__")
+    for path in files:
+        parsed = plot_main.parse_json_file(path, "ms-ssim")
+        assert len(parsed["xs"]) == len(parsed["ys"]) and all(np.isfinite(parsed["ys"]))
 
 
 def test_eval_with_perceptual_weights_and_a_missing_codec(

@@ -177,10 +177,16 @@ def test_save_load_reproduces_streams_and_images(tiny_pipeline, tiny_pipeline_di
     assert all(torch.equal(a, b) for a, b in zip(decoded, again))
 
 
-def test_plain_diffusion_pipeline_loads_a_sodec_pipeline(tiny_pipeline, tiny_pipeline_dir, small_photo):
+def test_plain_diffusion_pipeline_loads_a_sodec_pipeline(
+    tiny_pipeline, tiny_pipeline_dir, small_photo, tmp_path, monkeypatch
+):
+    """A saved folder names its code file (pipeline_sodec.py, an import of this package), which diffusers runs only with
+    trust_remote_code=True; tests/test_hub_folders.py loads it in a fresh interpreter, and old folders without it."""
+    import diffusers.utils.dynamic_modules_utils as dynamic_modules_utils
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    monkeypatch.setattr(dynamic_modules_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # not ~/.cache
+    pipe = DiffusionPipeline.from_pretrained(tiny_pipeline_dir, trust_remote_code=True)
     assert isinstance(pipe, SODECPipeline)
     assert pipe.compress(small_photo) == tiny_pipeline.compress(small_photo)
 

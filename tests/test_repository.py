@@ -126,3 +126,34 @@ def test_the_metric_weights_come_with_the_extras_and_the_error_names_them():
         and second_command in path.read_text(encoding="utf-8", errors="replace").replace("\n", " ")
     ]
     assert stale == []
+
+
+# ---------------------------------------------------------------------- the Hugging Face Space
+def test_the_space_readme_front_matter_runs_app_py_and_its_requirements_bring_gradio():
+    """space/README.md is the README of the demo's Space (README.md's demo section): its YAML front matter is what
+    the Space reads, and space/requirements.txt what it installs."""
+    import yaml  # PyYAML: accelerate and transformers require it
+
+    text = (REPO / "space" / "README.md").read_text(encoding="utf-8")
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, "space/README.md must open with a YAML front matter between --- lines"
+    config = yaml.safe_load(match.group(1))
+    assert config["sdk"] == "gradio" and config["app_file"] == "app.py" and (REPO / config["app_file"]).is_file()
+    assert config["title"] and len(config.get("short_description", "")) <= 60  # the Hub refuses longer ones
+    requirements = {}
+    for line in (REPO / "space" / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name = re.match(r"[A-Za-z0-9_.-]+", line).group(0).lower().replace("_", "-")
+            requirements[name] = line
+    assert "gradio" in requirements and "sodec-pipeline" in requirements
+    # Gradio at the Space's sdk_version, which setup.py's [demo] extra admits
+    assert requirements["gradio"] == f"gradio=={config['sdk_version']}"
+    from packaging.requirements import Requirement
+
+    setup = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    demo = next(n.value for n in setup.body if isinstance(n, ast.Assign) and n.targets[0].id == "DEMO_REQUIRES")
+    (gradio,) = [Requirement(r) for r in ast.literal_eval(demo) if Requirement(r).name == "gradio"]
+    assert gradio.specifier.contains(str(config["sdk_version"]))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "space/README.md" in readme and "space/requirements.txt" in readme

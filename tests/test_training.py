@@ -764,6 +764,9 @@ def test_push_to_hub_uploads_the_output_folder(train_sodec, tiny_pipeline_dir, t
     assert "checkpoint-*" in upload["ignore_patterns"]
     for name in ("README.md", "model_index.json", "unet", "compression_vae", "pytorch_lora_weights.safetensors"):
         assert name in calls["uploaded_files"]
+    # the code files that let plain diffusers load the repo (trust_remote_code=True; tests/test_hub_folders.py)
+    assert "pipeline_sodec.py" in calls["uploaded_files"]
+    assert (output_dir / "compression_vae" / "sodec_pipeline.py").is_file()
     assert "# SODEC — someone/sodec-test" in (output_dir / "README.md").read_text()
 
 

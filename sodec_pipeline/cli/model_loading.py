@@ -136,6 +136,8 @@ def check_pipeline_folder(folder: Path, shown: Optional[str] = None) -> None:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise CLIError(f"--model {shown}: model_index.json is unreadable ({first_line(e)})") from None
     class_name = index.get("_class_name") if isinstance(index, dict) else None
+    if isinstance(class_name, list) and len(class_name) == 2:  # ["pipeline_sodec", class]: with its code file
+        class_name = class_name[1]
     if class_name != "SODECPipeline":
         raise CLIError(f"--model {shown}: holds a {class_name or 'pipeline of unknown class'}, not a SODECPipeline")
     missing = _weightless_components(folder)

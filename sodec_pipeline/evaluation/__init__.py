@@ -20,7 +20,7 @@ _import_structure = {
         "find_images",
         "summarize",
     ],
-    ".report": ["plot_rd", "write_report"],
+    ".report": ["plot_rd", "write_compressai_results", "write_report"],
 }
 
 __all__ = sorted(name for names in _import_structure.values() for name in names)
@@ -35,6 +35,6 @@ if TYPE_CHECKING:
         find_images,
         summarize,
     )
-    from .report import plot_rd, write_report  # noqa: F401
+    from .report import plot_rd, write_compressai_results, write_report  # noqa: F401
 else:
     __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("baselines", "evaluate", "report"))

@@ -1,4 +1,5 @@
-"""Classical baselines through Pillow — JPEG, WebP, AVIF, JPEG 2000 — pushed down to SODEC's bitrates.
+"""Classical baselines through Pillow — JPEG, WebP, AVIF, JPEG 2000, and JPEG XL where the pillow-jxl-plugin
+package is installed — pushed down to SODEC's bitrates.
 
 At 0.02–0.1 bpp even the lowest quality setting of these codecs spends too many bits at full
 resolution, so every codec is run over a grid of *variants*:
@@ -18,6 +19,7 @@ baselines. If no variant of a codec fits under T on an image, that codec has no 
 MS-SSIM (and LPIPS/DISTS when enabled) are reported for the encoding chosen by PSNR.
 """
 
+import importlib
 import io
 import math
 from dataclasses import dataclass
@@ -40,18 +42,33 @@ RESAMPLE_SIDE_INFO_BYTES = 4
 
 @dataclass(frozen=True)
 class Codec:
-    """A Pillow codec, its lowest quality settings and how one setting becomes ``Image.save`` options."""
+    """A Pillow codec, its lowest quality settings and how one setting becomes ``Image.save`` options.
+
+    ``feature``: the ``PIL.features`` name of a codec built into Pillow; ``plugin``: instead, the module of a
+    Pillow plugin package that registers ``pil_format`` when imported (JPEG XL: ``pillow_jxl``)."""
 
     name: str
     pil_format: str
-    feature: str
+    feature: Optional[str]
     settings: Tuple
     setting_label: str
     options: Callable[[object, Tuple[int, int]], dict]
     install_hint: str
+    plugin: Optional[str] = None
 
     def available(self) -> bool:
-        return bool(PIL.features.check(self.feature))
+        if self.plugin is None:
+            return bool(PIL.features.check(self.feature))
+        try:
+            self.load_plugin()
+        except ImportError:
+            return False
+        return self.pil_format in PIL.Image.SAVE and self.pil_format in PIL.Image.OPEN
+
+    def load_plugin(self) -> None:
+        """Imports the plugin package (a no-op for codecs built into Pillow); ImportError when it is missing."""
+        if self.plugin is not None:
+            importlib.import_module(self.plugin)
 
 
 def _jpeg_options(quality, size):
@@ -66,6 +83,12 @@ def _avif_options(quality, size):
     # One encoder thread: libaom's output depends on its thread count, which Pillow otherwise takes from the
     # process's CPU affinity, so that the bytes would change with the machine and with taskset or accelerate.
     return {"quality": int(quality), "speed": 6, "subsampling": "4:2:0", "max_threads": 1}
+
+
+def _jpegxl_options(quality, size):
+    # libjxl's quality (0-100, mapped to a Butteraugli distance: 0 is the largest distance, 25); effort 7 (the
+    # default); one thread, as for AVIF; never the lossless recompression of a JPEG file (the image is pixels here).
+    return {"quality": int(quality), "effort": 7, "num_threads": 1, "lossless_jpeg": False}
 
 
 def _jpeg2000_options(coded_bpp, size):
@@ -97,6 +120,10 @@ CODECS: Dict[str, Codec] = {
     "jpeg2000": Codec(
         "jpeg2000", "JPEG2000", "jpg_2000", (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.2, 1.6), "coded_bpp", _jpeg2000_options,
         "Pillow built with OpenJPEG (the PyPI Pillow wheels have it; from source: apt-get install libopenjp2-7-dev)",
+    ),
+    "jpegxl": Codec(
+        "jpegxl", "JXL", None, (0, 5, 10, 20, 30, 45, 60), "quality", _jpegxl_options,
+        "pip install pillow-jxl-plugin; in a checkout the [jpegxl] and [test] extras have it", "pillow_jxl",
     ),
 }  # fmt: skip
 
@@ -134,6 +161,7 @@ def coded_size(width: int, height: int, downscale: float) -> Tuple[int, int]:
 
 def encode_decode(image: PIL.Image.Image, codec: Codec, setting) -> Tuple[int, PIL.Image.Image]:
     """Encodes with Pillow into memory and decodes again: (number of bytes, decoded RGB image)."""
+    codec.load_plugin()
     buffer = io.BytesIO()
     image.save(buffer, codec.pil_format, **codec.options(setting, image.size))
     data = buffer.getvalue()

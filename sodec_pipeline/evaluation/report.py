@@ -9,6 +9,9 @@ Files in the output folder:
 - ``baseline_grid.csv``: every baseline variant tried on every image (bpp and PSNR), to audit the choice.
 - ``results.json``: all of the above plus the settings, the codecs available and the notes.
 - ``rd.png``: PSNR and MS-SSIM against bpp, SODEC's two decodes and every baseline.
+- ``compressai/<method>.json``: one file per method (``sodec-diffusion``, ``sodec-fidelity``, each baseline) in
+  CompressAI's results format, for ``python -m compressai.utils.plot -f eval-out/compressai/*.json`` and beside
+  CompressAI's own published curves (:func:`write_compressai_results`).
 """
 
 import csv
@@ -16,6 +19,8 @@ import json
 import math
 from pathlib import Path
 from typing import Dict, List, Tuple
+
+import PIL
 
 from . import baselines as baselines_lib
 from .bd_rate import bd_rate
@@ -74,6 +79,7 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
         "grid_csv": out / "baseline_grid.csv",
         "json": out / "results.json",
         "plot": out / "rd.png",
+        "compressai": out / COMPRESSAI_FOLDER,
     }
     _write_csv(paths["per_image_csv"], result.rows, fields)
     _write_csv(
@@ -119,7 +125,74 @@ def write_report(result: EvaluationResult, out_dir: str, settings: Dict) -> Tupl
     }
     paths["json"].write_text(json.dumps(_clean(document), indent=2) + "\n", encoding="utf-8")
     plot_rd(summary, paths["plot"], title=settings.get("title", "SODEC vs. Pillow baselines"))
+    write_compressai_results(summary, paths["compressai"], len(result.images), settings.get("model"))
     return {k: str(v) for k, v in paths.items()}, summary
+
+
+#: The subfolder of the output with the CompressAI results files.
+COMPRESSAI_FOLDER = "compressai"
+#: This evaluation's metrics under CompressAI's names (``compressai.utils.plot -m psnr`` reads ``psnr-rgb``,
+#: ``-m ms-ssim`` reads ``ms-ssim-rgb`` and shows it in dB); the others under their own, for ``-m colour-psnr`` etc.
+COMPRESSAI_METRICS = {
+    "psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb", "colour_psnr": "colour-psnr", "lpips": "lpips", "dists": "dists",
+}  # fmt: skip
+#: The legend's name of each method.
+COMPRESSAI_NAMES = {
+    "sodec-diffusion": "SODEC (diffusion decode)", "sodec-fidelity": "SODEC (fidelity decode)", "jpeg": "JPEG",
+    "webp": "WebP", "avif": "AVIF", "jpeg2000": "JPEG2000", "jpegxl": "JPEG XL",
+}  # fmt: skip
+
+
+def write_compressai_results(summary: List[dict], folder: Path, num_images: int, model=None) -> List[Path]:
+    """One JSON file per method in ``folder`` (``<method>.json``), in the format of CompressAI's published results,
+    which ``python -m compressai.utils.plot -f FILES`` reads: ``{"name", "description", "results": {"bpp": [...],
+    "psnr-rgb": [...], "ms-ssim-rgb": [...], ...}}``, one point per entry of the summary (means over the images):
+    SODEC's decodes one per quality level, each baseline one per target (the fixed ones and those rate-matched to
+    each SODEC level), ordered by bpp. ``points`` names each point. A mean that is not a number (MS-SSIM of an image
+    under 11 px) is written as ``NaN``, which Python's json (and so CompressAI) reads. Returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    methods = [f"sodec-{d}" for d in SODEC_DECODERS] + list(baselines_lib.CODECS)
+    methods += sorted({e["method"] for e in summary} - set(methods))
+    for method in methods:
+        entries = sorted((e for e in summary if e["method"] == method), key=lambda e: e["bpp"])
+        if not entries:
+            continue
+        metrics = [m for m in COMPRESSAI_METRICS if all(m in e for e in entries)]
+        results = {"bpp": [float(e["bpp"]) for e in entries]}
+        results.update({COMPRESSAI_METRICS[m]: [float(e[m]) for e in entries] for m in metrics})
+        if method.startswith("sodec-"):
+            decoder = method[len("sodec-") :]
+            description = (
+                f"SODEC{f' ({model})' if model else ''}, {decoder} decode of real .sodec files (bpp from their "
+                f"sizes), one point per quality level; means over {num_images} image(s); sodec eval"
+            )
+            points = [f"quality {e['quality']}" for e in entries]
+        else:
+            codec = baselines_lib.CODECS.get(method)
+            plugin = f" and its plugin {codec.plugin}" if codec is not None and codec.plugin else ""
+            description = (
+                f"{COMPRESSAI_NAMES.get(method, method)} through Pillow {PIL.__version__}{plugin}: per image, the "
+                "best variant (setting x downscale factor x upscale filter, highest PSNR) at or under each target bpp "
+                f"(fixed targets, and SODEC's own bpp at each level); means over {num_images} image(s); sodec eval"
+            )
+            points = [
+                f"SODEC's bpp at quality {e['quality']}"
+                if e["target"] == SODEC_TARGET
+                else f"target {e['target']} bpp"
+                for e in entries
+            ]
+        document = {
+            "name": COMPRESSAI_NAMES.get(method, method),
+            "description": description,
+            "results": results,
+            "points": points,
+        }
+        path = folder / f"{method}.json"
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def bd_rates(summary: List[dict], metrics: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -176,7 +249,9 @@ def plot_rd(summary: List[dict], path: Path, title: str = "") -> None:
     axes = axes.flatten()
     for axis in axes[len(panels) :]:
         axis.set_visible(False)
-    colors = {"jpeg": "tab:blue", "webp": "tab:orange", "avif": "tab:green", "jpeg2000": "tab:purple"}
+    colors = {
+        "jpeg": "tab:blue", "webp": "tab:orange", "avif": "tab:green", "jpeg2000": "tab:purple", "jpegxl": "tab:olive",
+    }  # fmt: skip
     sodec_style = {"sodec-diffusion": ("tab:red", "*"), "sodec-fidelity": ("tab:brown", "P")}
 
     def finite(e, metric):

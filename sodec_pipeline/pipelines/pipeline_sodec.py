@@ -1,5 +1,7 @@
 """SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
 
+import json
+import logging
 import numbers
 import os
 from contextlib import nullcontext
@@ -28,8 +30,13 @@ from ..schedulers.scheduling_sodec import SODECScheduler
 from ..shipped_models import resolve_model_path
 from .assembly import FromPretrainedPartsMixin
 from .colour_correction import block_means, correct_colours
+from .hub_code import hub_class_name, installed_model_index, write_code_files
 from .pipeline_output import SODECPipelineOutput
 from .tiling import TileSpec, TileSpecs, run_tiled, tile_specs_for
+from .weight_variants import missing_variant_files, unsuffixed_weights_are_variant
+
+
+logger = logging.getLogger(__name__)
 
 
 EXAMPLE_DOC_STRING = """
@@ -157,7 +164,15 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         Weights are read from ``.safetensors`` files only: a folder with a component whose weights are only a pickle
         (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, which can run code when loaded) raises ``ModelFolderError``, and so
         does a component config with absurd sizes, before anything is built. ``use_safetensors=False`` (for trusted
-        files) lets such a component load its pickle; the others still load their safetensors."""
+        files) lets such a component load its pickle; the others still load their safetensors.
+
+        The classes come from this installed package: the code files of a saved folder (``pipeline_sodec.py``,
+        ``<component>/sodec_pipeline.py``, for plain diffusers' ``trust_remote_code=True``; see
+        :mod:`sodec_pipeline.pipelines.hub_code`) are never run, and no ``trust_remote_code`` is needed.
+
+        ``variant="fp16"`` (or ``"bf16"``) of a folder that has no ``*.fp16.safetensors`` files but whose weights are
+        stored in float16 under the default names (``sodec-small``: see its model card) loads those default files,
+        the same weights as ``variant=None``, instead of raising (:mod:`sodec_pipeline.pipelines.weight_variants`)."""
         for key in ("dtype", "torch_dtype"):
             if isinstance(kwargs.get(key), str) and kwargs[key] == "auto":
                 kwargs[key] = getattr(torch, auto_dtype_name("cpu"))
@@ -166,9 +181,52 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         # here means None: pickles allowed, safetensors still preferred (diffusers' False would want pickles for all).
         allow_pickle = kwargs.get("use_safetensors") is False
         kwargs["use_safetensors"] = None if allow_pickle else True
+        variant = kwargs.get("variant")
         if os.path.isdir(path):
             check_model_folder(path, allow_pickle=allow_pickle)  # before anything in it is built
-        return super().from_pretrained(path, **kwargs)
+            if variant is not None and unsuffixed_weights_are_variant(path, variant):
+                logger.info(f"{path}: no {variant} files; its default weight files are {variant}: loading those")
+                kwargs["variant"] = None
+            return super().from_pretrained(path, **kwargs)
+        try:
+            return super().from_pretrained(path, **kwargs)
+        except ValueError as error:
+            # A Hub repo without the variant's files: diffusers refuses before downloading anything. Download the
+            # default files, and load them if they are stored in the variant's dtype.
+            if variant is None or not missing_variant_files(error):
+                raise
+            folder = cls.download(path, **{k: v for k, v in kwargs.items() if k != "variant"})
+            if not unsuffixed_weights_are_variant(folder, variant):
+                raise
+        check_model_folder(folder, allow_pickle=allow_pickle)
+        logger.info(f"{path}: no {variant} files; its default weight files are {variant}: loading those")
+        pipe = super().from_pretrained(folder, **{**kwargs, "variant": None})
+        pipe.register_to_config(_name_or_path=path)
+        return pipe
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file):
+        """A model_index.json as :meth:`from_pretrained` reads it: classes from the installed package, never from the
+        folder's code files (:func:`~sodec_pipeline.pipelines.hub_code.installed_model_index`)."""
+        return installed_model_index(super()._dict_from_json_file(json_file), cls)
+
+    def to_json_string(self) -> str:
+        """model_index.json's text: diffusers', with ``_class_name`` naming the folder's code file too,
+        ``["pipeline_sodec", "SODECPipeline"]``, as diffusers' custom pipelines do."""
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = hub_class_name(type(self))
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    def save_config(self, save_directory: Union[str, os.PathLike], push_to_hub: bool = False, **kwargs):
+        """diffusers' ``save_config`` (model_index.json, last step of ``save_pretrained``, before any upload), after
+        writing the code files model_index.json names: ``pipeline_sodec.py`` and ``<component>/sodec_pipeline.py``,
+        a few imports of this installed package each (:mod:`sodec_pipeline.pipelines.hub_code`). With them the folder,
+        or a Hub repo made from it (``push_to_hub``), loads with plain ``diffusers.DiffusionPipeline.from_pretrained(
+        folder_or_repo_id, trust_remote_code=True)`` without ``import sodec_pipeline``."""
+        if not os.path.isfile(save_directory):  # diffusers' save_config refuses a file in its own words
+            os.makedirs(save_directory, exist_ok=True)
+            write_code_files(save_directory, self)
+        return super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def enable_channels_last(self) -> "SODECPipeline":
         """Stores the convolutional decoders (D_a, the UNet, the VAE) channels-last, which oneDNN's CPU convolutions

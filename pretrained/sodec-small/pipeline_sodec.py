@@ -1,0 +1,11 @@
+"""The pipeline class of this folder, imported from the installed sodec-pipeline package.
+
+With this file, diffusers.DiffusionPipeline.from_pretrained(folder_or_repo_id, trust_remote_code=True) loads the
+pipeline in any interpreter where sodec-pipeline is installed (pip install sodec-pipeline), without importing
+sodec_pipeline first. Written by SODECPipeline.save_pretrained; it holds no model code.
+"""
+
+from sodec_pipeline.pipelines.pipeline_sodec import SODECPipeline
+
+
+__all__ = ["SODECPipeline"]
