@@ -76,3 +76,16 @@ def test_the_texture_loss_is_zero_for_the_image_itself_and_differentiable():
     loss = texture_energy_l1(blurred, x)
     loss.backward()
     assert loss.item() > 1.0 and blurred.grad is not None and blurred.grad.abs().sum() > 0
+
+
+def test_the_excess_factor_weighs_grain_on_flat_regions_more_than_missing_detail():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from sodec_training.losses import texture_energy_l1
+
+    x = torch.from_numpy(_half_flat_half_textured()).permute(2, 0, 1)[None].float() / 255
+    grainy = x.clone()
+    grainy[..., :, :32] += 0.05 * torch.randn(1, 1, 64, 32, generator=torch.Generator().manual_seed(0))
+    plain, heavy = texture_energy_l1(grainy, x), texture_energy_l1(grainy, x, excess_factor=8.0)
+    assert heavy.item() == pytest.approx(8 * plain.item(), rel=0.01)  # nearly all of the gap is energy added
+    blurred = torch.nn.functional.avg_pool2d(x, 5, 1, 2, count_include_pad=False)
+    assert texture_energy_l1(blurred, x, 8.0).item() < 1.1 * texture_energy_l1(blurred, x).item()
