@@ -13,12 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_hub import fake_hub_functions
 
 from sodec_pipeline import SODECPipeline
 from sodec_pipeline.pipelines.hub_code import component_code, pipeline_code
@@ -51,33 +51,16 @@ from diffusers import DiffusionPipeline
 folder_or_repo, photo, stream, out, threads, remote = sys.argv[1:7]
 torch.set_num_threads(int(threads))
 if remote:
-    import shutil
-    import types
     from pathlib import Path
 
     import diffusers.pipelines.pipeline_utils as pipeline_utils
     import diffusers.utils.dynamic_modules_utils as dynamic_modules_utils
 
-    remote, snapshot = Path(remote), Path(out + "-cache") / "snapshots" / ("0" * 40)
-    files = sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file())
+    sys.path.insert(0, sys.argv[7])  # tests/, for fake_hub
+    from fake_hub import fake_hub_functions
 
-    def model_info(repo, **kwargs):
-        return types.SimpleNamespace(siblings=[types.SimpleNamespace(rfilename=f) for f in files], sha="0" * 40)
-
-    def hf_hub_download(repo, filename, subfolder=None, **kwargs):
-        filename = f"{subfolder}/{filename}" if subfolder else filename
-        (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(remote / filename, snapshot / filename)
-        return str(snapshot / filename)
-
-    def snapshot_download(repo, allow_patterns=None, **kwargs):
-        import fnmatch
-
-        for f in files:
-            if allow_patterns is None or any(fnmatch.fnmatch(f, p) for p in allow_patterns):
-                hf_hub_download(repo, f)
-        return str(snapshot)
-
+    snapshot = Path(out + "-cache") / "snapshots" / ("0" * 40)
+    model_info, hf_hub_download, snapshot_download = fake_hub_functions(remote, snapshot)
     for module in (pipeline_utils, dynamic_modules_utils):
         module.model_info, module.hf_hub_download = model_info, hf_hub_download
     pipeline_utils.snapshot_download = snapshot_download
@@ -96,7 +79,8 @@ def _load_in_a_fresh_interpreter(folder_or_repo, stream: bytes, tmp_path, remote
     out = tmp_path / "fresh"
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HOME": str(tmp_path / "hf_home")}
     env["HF_HUB_OFFLINE"] = "1"  # nothing reaches the network (a Hub repo's download is faked)
-    args = [folder_or_repo, PHOTO, tmp_path / "stream.sodec", out, torch.get_num_threads(), remote or ""]
+    tests = Path(__file__).resolve().parent
+    args = [folder_or_repo, PHOTO, tmp_path / "stream.sodec", out, torch.get_num_threads(), remote or "", tests]
     done = subprocess.run(
         [sys.executable, "-c", FRESH_LOAD, *map(str, args)], env=env, cwd=tmp_path, capture_output=True, text=True
     )
@@ -406,24 +390,7 @@ def test_fp16_variant_of_a_hub_repo_with_float16_default_files(
     import diffusers.pipelines.pipeline_utils as pipeline_utils
 
     snapshot = tmp_path / "cache" / "snapshots" / ("0" * 40)
-    files = _files(shipped_folder)
-
-    def model_info(repo, **kwargs):
-        return types.SimpleNamespace(siblings=[types.SimpleNamespace(rfilename=f) for f in files], sha="0" * 40)
-
-    def hf_hub_download(repo, filename, **kwargs):
-        (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shipped_folder / filename, snapshot / filename)
-        return str(snapshot / filename)
-
-    def snapshot_download(repo, allow_patterns=None, **kwargs):
-        import fnmatch
-
-        for f in files:
-            if allow_patterns is None or any(fnmatch.fnmatch(f, p) for p in allow_patterns):
-                hf_hub_download(repo, f)
-        return str(snapshot)
-
+    model_info, hf_hub_download, snapshot_download = fake_hub_functions(shipped_folder, snapshot)
     monkeypatch.setattr(pipeline_utils, "model_info", model_info)
     monkeypatch.setattr(pipeline_utils, "hf_hub_download", hf_hub_download)
     monkeypatch.setattr(pipeline_utils, "snapshot_download", snapshot_download)
