@@ -4,6 +4,7 @@ Training runs in-process (``main(parse_args([...]))``) except the 2-process laun
 here: on a shared 2-core machine two threads per process are several times slower for the tiny model.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -526,6 +527,9 @@ def test_final_pipeline_reloads_and_compresses(full_run, tiny_pipeline_dir, smal
     assert "library_name: diffusers" in card and "sodec" in card
     assert "--stage_steps 2,2,3,2" in card and f"{final['final_validation/bpp']:.4f}" in card
     assert str(tiny_pipeline_dir) in card
+    data = front_matter(card)  # a local base without a card: no licence to inherit, no base_model
+    assert data["pipeline_tag"] == "image-to-image" and "license" not in data and "base_model" not in data
+    assert "## Quality levels" in card
 
 
 def test_training_without_pretrained_priors_trains_unet_vae_decoder_and_vit(
@@ -668,6 +672,96 @@ def test_rate_weight_per_image_follows_its_quantisation_step(train_sodec):
                                 "--quantization_step_range", "2", "1"])  # fmt: skip
 
 
+def front_matter(card_text):
+    import yaml
+
+    assert card_text.startswith("---\n")
+    return yaml.safe_load(card_text.split("---")[1])
+
+
+def test_model_card_inherits_the_licence_and_names_only_hub_bases(train_sodec, tiny_pipeline, tmp_path, monkeypatch):
+    """The release card (sodec_training.model_card): licence from the base's own card front matter (a local
+    folder, the shipped sodec-small), openrail++ for an SD 2.x Hub base, none for a base without a card unless
+    --license says; pipeline_tag/library_name/tags always; base_model only for a Hub id; --dataset_tag; the
+    released codec's quality levels."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    base = tmp_path / "sd-derived-base"
+    base.mkdir()
+    (base / "README.md").write_text("---\nlicense: openrail++\nlibrary_name: diffusers\n---\n# a base\n")
+    plan = argparse.Namespace(stages=[(1, 2)])
+
+    def card(name, *argv):
+        args = train_sodec.parse_args(["--train_data_dir", "data", "--stage", "1", *[str(a) for a in argv]])
+        args.num_train_images, args.num_processes = 4, 1
+        out = tmp_path / name
+        out.mkdir()
+        train_sodec.save_model_card(args, name, str(out), {}, plan, tiny_pipeline.compression_vae)
+        text = (out / "README.md").read_text()
+        return front_matter(text), text
+
+    data, text = card("local", "--pretrained_model_name_or_path", base)
+    assert data["license"] == "openrail++" and "base_model" not in data and "datasets" not in data
+    assert data["pipeline_tag"] == "image-to-image" and data["library_name"] == "diffusers"
+    assert {"sodec", "image-compression", "diffusers", "diffusers-training", "lora"} <= set(data["tags"])
+    assert "## Quality levels" in text and f"default level {tiny_pipeline.compression_vae.default_quality}" in text
+    assert "## Validation" in text and "No validation images" in text
+
+    data, _ = card("shipped", "--pretrained_model_name_or_path", "sodec-small")
+    assert data["license"] == "other" and data["license_name"] == "bsds500-research-use"
+    assert "base_model" not in data  # a shipped short name is no Hub id
+
+    data, _ = card(
+        "parts",
+        "--sd_model",
+        "stabilityai/stable-diffusion-2-1-base",
+        "--image_encoder",
+        "openai/clip-vit-base-patch16",
+        "--codec_init",
+        base,
+    )
+    assert data["license"] == "openrail++" and data["base_model"] == "stabilityai/stable-diffusion-2-1-base"
+
+    data, text = card("hub", "--pretrained_model_name_or_path", "someone/sodec-from-scratch")
+    assert "license" not in data and data["base_model"] == "someone/sodec-from-scratch"
+    assert "pass `--license`" in text
+
+    data, _ = card(
+        "explicit",
+        "--pretrained_model_name_or_path",
+        base,
+        "--license",
+        "other",
+        "--license_name",
+        "bsds500-research-use",
+        "--dataset_tag",
+        "someone/bsds500",
+    )
+    assert data["license"] == "other" and data["license_name"] == "bsds500-research-use"
+    assert data["datasets"] == ["someone/bsds500"]
+
+
+def test_export_pipeline_writes_a_model_card(tiny_pipeline_dir, tmp_path):
+    """export_pipeline.py writes README.md with front matter; the licence comes from the base pipeline's card
+    (or --license), a local base is no base_model."""
+    import export_pipeline
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pipeline_dir, base)
+    (base / "README.md").write_text("---\nlicense: openrail++\n---\n# base\n")
+    out = tmp_path / "exported"
+    export_pipeline.main(["--pipeline", str(base), "--output", str(out), "--dataset_tag", "someone/bsds500"])
+    text = (out / "README.md").read_text()
+    data = front_matter(text)
+    assert data["license"] == "openrail++" and data["pipeline_tag"] == "image-to-image"
+    assert data["library_name"] == "diffusers" and "sodec" in data["tags"] and "base_model" not in data
+    assert data["datasets"] == ["someone/bsds500"]
+    assert "# SODEC — exported" in text and "## Quality levels" in text and "float32" in text
+    export_pipeline.main(["--pipeline", str(base), "--output", str(tmp_path / "other"), "--license", "mit"])
+    assert front_matter((tmp_path / "other" / "README.md").read_text())["license"] == "mit"
+
+
 def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_path, small_photo):
     """training/export_pipeline.py: a checkpoint's networks into a pipeline folder, parameters in fp16,
     buffers (the entropy tables) untouched; the folder loads in fp32 and round-trips an image."""
@@ -715,6 +809,9 @@ def test_export_pipeline_from_a_checkpoint_in_float16(tiny_pipeline_dir, tmp_pat
     assert torch.equal(loaded.vae.decoder.conv_out.weight, base.vae.decoder.conv_out.weight.half().float())
     output = loaded(image=small_photo)
     assert output.images[0].size == small_photo.size and output.bpp[0] > 0
+    card = (out / "README.md").read_text()
+    assert front_matter(card)["pipeline_tag"] == "image-to-image"
+    assert "checkpoint-7" in card and "compression_vae, unet" in card and "float16" in card
     with pytest.raises(FileNotFoundError, match="not a train_sodec.py checkpoint"):
         export_pipeline.main(
             ["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(tmp_path), "--output", str(tmp_path / "x")]

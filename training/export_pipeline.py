@@ -16,6 +16,9 @@
   entropy models' CDF tables and scale table, normalisation constants — keep their dtype, so the loaded
   pipeline (float32 by default) computes the same entropy parameters as the stored one.
 
+- ``README.md``: a model card (``sodec_training.model_card``) whose licence is inherited from the base
+  pipeline's card unless ``--license`` says otherwise; ``--dataset_tag`` fills its ``datasets``.
+
 The output loads with ``SODECPipeline.from_pretrained(output)``; training can continue from it with
 ``--pretrained_model_name_or_path output``.
 """
@@ -28,6 +31,11 @@ from pathlib import Path
 import torch
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sodec_training.model_card import add_card_arguments, write_model_card  # noqa: E402
 
 
 COMPONENTS = ("compression_vae", "fidelity_guidance", "image_encoder", "unet", "vae")
@@ -46,6 +54,7 @@ def parse_args(argv=None):
         help="copy a component's or submodule's weights from another saved pipeline (repeatable)",
     )
     parser.add_argument("--weights_dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_card_arguments(parser)
     args = parser.parse_args(argv)
     for item in args.take:
         module, _, source = item.partition("=")
@@ -114,20 +123,62 @@ def remove_source_paths(folder: Path) -> None:
             path.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
 
 
+def save_export_card(args, output: Path, pipe, loaded, taken) -> None:
+    """README.md of the exported folder: where its weights come from, its quality levels and licence."""
+    sources = [f"- Base pipeline: `{args.pipeline}`."]
+    if args.checkpoint:
+        sources.append(f"- From the training checkpoint `{Path(args.checkpoint).name}`: {', '.join(loaded)}.")
+    sources += [f"- {line}." for line in taken]
+    sources.append(f"- Parameters stored in {args.weights_dtype} (buffers keep their dtype).")
+    description = f"""
+# SODEC — {output.name}
+
+A [SODEC](https://arxiv.org/abs/2508.04979) image codec (one-step diffusion decoder steered by a
+fidelity decoder) written by `training/export_pipeline.py` of the `sodec-pipeline` package.
+
+## Use
+
+```python
+from sodec_pipeline import SODECPipeline
+
+pipe = SODECPipeline.from_pretrained("{output.name}")
+streams = pipe.compress(images)            # list of bytes
+decoded = pipe.decompress(streams).images  # PIL images
+```
+
+## Weights
+
+""" + "\n".join(sources)
+    write_model_card(
+        str(output),
+        output.name,
+        description,
+        pipe.compression_vae,
+        bases=[args.pipeline],
+        license=args.license,
+        license_name=args.license_name,
+        license_link=args.license_link,
+        datasets=args.dataset_tag,
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     from sodec_pipeline import SODECPipeline
 
     pipe = SODECPipeline.from_pretrained(args.pipeline)
+    loaded = []
     if args.checkpoint:
         loaded = load_checkpoint_into(pipe, Path(args.checkpoint))
         print(f"from {args.checkpoint}: {', '.join(loaded)}")
-    for line in take_modules(pipe, args.take):
+    taken = take_modules(pipe, args.take)
+    for line in taken:
         print(line)
     pipe.compression_vae.update(force=True)
     output = Path(args.output)
     pipe.save_pretrained(output)
     remove_source_paths(output)
+    save_export_card(args, output, pipe, loaded, taken)
     dtype = getattr(torch, args.weights_dtype)
     if dtype != torch.float32:
         cast_saved_parameters(output, pipe, dtype)

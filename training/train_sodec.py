@@ -35,8 +35,7 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import check_min_version, is_wandb_available
-from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, load_or_create_model_card, populate_model_card
-from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
 
 
@@ -62,6 +61,7 @@ from sodec_training.losses import (  # noqa: E402
     load_dists_loss,
     load_lpips_loss,
 )
+from sodec_training.model_card import add_card_arguments, write_model_card  # noqa: E402
 from sodec_training.modeling import (  # noqa: E402
     UNET_TRAINING_MODES,
     SODECTrainingModel,
@@ -419,6 +419,7 @@ def parse_args(input_args=None):
     group.add_argument("--push_to_hub", action="store_true")
     group.add_argument("--hub_model_id", type=str, default=None)
     group.add_argument("--hub_token", type=str, default=None)
+    add_card_arguments(group)
     group.add_argument("--local_rank", type=int, default=-1)
 
     args = parser.parse_args(input_args)
@@ -615,20 +616,18 @@ def log_validation(pipe, images, accelerator, step):
     return metrics
 
 
-def save_model_card(args, repo_id, output_dir, metrics, plan):
-    """README.md of the released model, made with diffusers' model-card utilities."""
+def save_model_card(args, repo_id, output_dir, metrics, plan, codec):
+    """README.md of the released model (``sodec_training.model_card``: diffusers' model-card utilities);
+    ``codec`` is the released ``compression_vae`` (its quality levels go into the card)."""
     base = args.pretrained_model_name_or_path
     if base is None:
         base_text = f"assembled from `{args.sd_model}` (UNet, VAE), `{args.image_encoder}` (ViT)" + (
             f" and `{args.codec_init}` (codec)" if args.codec_init else ""
         )
+        bases = [args.sd_model, args.codec_init, args.image_encoder]
     else:
         base_text = f"`{base}`"
-    hub_base = (
-        base
-        if base is not None and not os.path.exists(base)
-        else (args.sd_model if args.sd_model is not None and not os.path.exists(args.sd_model) else None)
-    )
+        bases = [base]
     if metrics:
         rows = "\n".join(f"| {k.split('/', 1)[1]} | {v:.4f} |" for k, v in metrics.items())
         metrics_text = (
@@ -694,29 +693,20 @@ Command:
 
 {metrics_text}
 """
-    if args.push_to_hub:  # reuses the card of an existing Hub repo, as diffusers' examples do
-        model_card = load_or_create_model_card(
-            repo_id_or_path=repo_id,
-            token=args.hub_token,
-            from_training=True,
-            license="apache-2.0",
-            base_model=hub_base,
-            model_description=description,
-            inference=False,
-        )
-    else:  # the same template, without asking the Hub about a repo that is not being pushed
-        model_card = ModelCard.from_template(
-            card_data=ModelCardData(
-                license="apache-2.0", library_name="diffusers", inference=False, base_model=hub_base
-            ),
-            template_path=MODEL_CARD_TEMPLATE_PATH,
-            model_description=description,
-        )
-    tags = ["sodec", "image-compression", "diffusers", "diffusers-training"] + (
-        ["lora"] if args.unet_training == "lora" else []
+    write_model_card(
+        output_dir,
+        repo_id,
+        description,
+        codec,
+        bases=bases,
+        license=args.license,
+        license_name=args.license_name,
+        license_link=args.license_link,
+        datasets=args.dataset_tag,
+        extra_tags=["diffusers-training"] + (["lora"] if args.unet_training == "lora" else []),
+        push_to_hub=args.push_to_hub,
+        hub_token=args.hub_token,
     )
-    model_card = populate_model_card(model_card, tags=tags)
-    model_card.save(os.path.join(output_dir, "README.md"))
 
 
 def build_lr_scheduler(args, optimizer, num_processes: int, clock):
@@ -1308,7 +1298,9 @@ def main(args):
             logger.info(f"final validation (released pipeline): {last_metrics}")
             accelerator.log({f"final_{k}": v for k, v in last_metrics.items()}, step=global_step)
         release.save_pretrained(args.output_dir)
-        save_model_card(args, repo_id or Path(args.output_dir).name, args.output_dir, last_metrics, plan)
+        save_model_card(
+            args, repo_id or Path(args.output_dir).name, args.output_dir, last_metrics, plan, release.compression_vae
+        )
         if args.push_to_hub:
             upload_folder(
                 repo_id=repo_id,
