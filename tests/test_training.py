@@ -1243,3 +1243,118 @@ def test_export_takes_modules_from_another_pipeline(tiny_pipeline_dir, tmp_path)
     )
     with pytest.raises(SystemExit):
         export_pipeline.main(["--pipeline", str(tiny_pipeline_dir), "--output", str(out), "--take", "codec=x"])
+
+
+# ---------------------------------------------------------------------------------------------- 🤗 datasets
+@pytest.fixture(scope="module")
+def imagefolder_dataset(tmp_path_factory):
+    """A local `imagefolder` dataset of three PNGs (the images of ``train_dir``, as RGB)."""
+    folder = tmp_path_factory.mktemp("imagefolder")
+    photo = PIL.Image.open(ASSETS / "bsds_481x321.jpg").convert("RGB")
+    photo.crop((0, 0, 200, 150)).save(folder / "a.png")
+    photo.crop((200, 100, 400, 321)).save(folder / "b.png")
+    PIL.Image.open(ASSETS / "bsds_crop1_96x64.png").convert("RGB").save(folder / "c.png")
+    return folder
+
+
+def test_dataset_crops_equal_the_folder_crops(imagefolder_dataset):
+    datasets = pytest.importorskip("datasets")
+    from sodec_training.data import DatasetCrops, ImageFolderCrops, list_images
+
+    folder = ImageFolderCrops(imagefolder_dataset, 64, random_flip=True, seed=5)
+    paths = [str(p) for p in list_images(imagefolder_dataset)]
+    table = datasets.Dataset.from_dict({"image": paths, "label": [0, 1, 2]}).cast_column("image", datasets.Image())
+    for source in (table, datasets.Dataset.from_dict({"picture": paths})):  # decoded images, or file paths
+        column = source.column_names[0]
+        crops = DatasetCrops(source, 64, image_column=column, random_flip=True, seed=5)
+        assert len(crops) == 3
+        for key in range(9):  # three epochs
+            assert torch.equal(crops[key]["pixel_values"], folder[key]["pixel_values"]), key
+    with pytest.raises(ValueError, match="--image_column 'img'"):
+        DatasetCrops(table, 64, image_column="img")
+
+
+def test_training_from_a_local_imagefolder_and_a_parquet_dataset(
+    train_sodec, tiny_pipeline_dir, imagefolder_dataset, tmp_path
+):
+    datasets = pytest.importorskip("datasets")
+
+    def args(output_dir, dataset_name, *extra):
+        argv = base_args(tiny_pipeline_dir, "unused", output_dir, "--stage", "1", "--train_batch_size", "1", *extra)
+        index = argv.index("--train_data_dir")
+        argv[index : index + 2] = ["--dataset_name", dataset_name]
+        return [str(a) for a in argv]
+
+    output_dir = tmp_path / "imagefolder_run"
+    run_training(train_sodec, args(output_dir, imagefolder_dataset, "--max_train_steps", "2"))
+    records, _ = train_records(output_dir)
+    assert sorted(records) == [1, 2]
+    assert (output_dir / "model_index.json").is_file()
+
+    # The same images through --train_data_dir: the same batches, so the same losses.
+    folder_dir = tmp_path / "folder_run"
+    argv = base_args(tiny_pipeline_dir, imagefolder_dataset, folder_dir, "--stage", "1", "--train_batch_size", "1")
+    run_training(train_sodec, [*argv, "--max_train_steps", "2"])
+    folder_records, _ = train_records(folder_dir)
+    for step in (1, 2):
+        assert folder_records[step]["train/loss"] == pytest.approx(records[step]["train/loss"], rel=1e-6)
+
+    # A parquet file (images stored as bytes) and --max_train_samples: one epoch is then 2 images, 2 steps.
+    parquet = tmp_path / "images.parquet"
+    paths = sorted(str(p) for p in imagefolder_dataset.glob("*.png"))
+    table = datasets.Dataset.from_dict({"img": paths}).cast_column("img", datasets.Image(decode=False))
+    table = table.map(lambda item: {"img": {"bytes": Path(item["img"]["path"]).read_bytes(), "path": None}})
+    table.to_parquet(str(parquet))
+    output_dir = tmp_path / "parquet_run"
+    extra = ("--image_column", "img", "--max_train_samples", "2", "--num_train_epochs", "1")
+    run_training(train_sodec, args(output_dir, parquet, *extra))
+    records, _ = train_records(output_dir)
+    assert sorted(records) == [1, 2]
+
+
+def test_dataset_flags_are_checked(train_sodec):
+    base = ["--pretrained_model_name_or_path", "x", "--stage", "1"]
+    with pytest.raises(SystemExit):
+        train_sodec.parse_args(base)  # no data
+    with pytest.raises(SystemExit):
+        train_sodec.parse_args([*base, "--train_data_dir", "y", "--dataset_name", "z"])
+    with pytest.raises(SystemExit):
+        train_sodec.parse_args([*base, "--train_data_dir", "y", "--max_train_samples", "2"])
+    args = train_sodec.parse_args([*base, "--dataset_name", "z", "--max_train_samples", "2"])
+    assert args.image_column == "image" and args.max_train_samples == 2
+
+
+# ---------------------------------------------------------------------------------------------- EMA
+def test_use_ema_releases_the_ema_weights_and_resumes(train_sodec, tiny_pipeline_dir, train_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    ema_args = ("--stage", "1", "--max_train_steps", "4", "--train_batch_size", "1", "--use_ema", "--ema_decay", "0.9")
+    ema_args += ("--checkpointing_steps", "2")
+    weights = Path("compression_vae", "diffusion_pytorch_model.safetensors")
+    output_dir = tmp_path / "ema"
+    run_training(train_sodec, base_args(tiny_pipeline_dir, train_dir, output_dir, *ema_args))
+    released = load_file(output_dir / weights)
+    raw = load_file(output_dir / "checkpoint-4" / weights)
+    saved = torch.load(output_dir / "checkpoint-4" / "ema.pt", weights_only=True)
+    shadow = dict(zip(saved["names"], saved["state"]["shadow_params"]))
+    codec = {
+        name.removeprefix("compression_vae."): p for name, p in shadow.items() if name.startswith("compression_vae.")
+    }
+    assert codec and set(codec) <= set(released)
+    for name, p in codec.items():
+        assert torch.equal(released[name], p.float()), name
+    assert any(not torch.equal(released[name], raw[name]) for name in codec)
+
+    resumed_dir = tmp_path / "ema_resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(output_dir / "checkpoint-2", resumed_dir / "checkpoint-2")
+    resume = ("--resume_from_checkpoint", "latest")
+    run_training(train_sodec, base_args(tiny_pipeline_dir, train_dir, resumed_dir, *ema_args, *resume))
+    uninterrupted, _ = train_records(output_dir)
+    resumed, _ = train_records(resumed_dir)
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        assert resumed[step]["train/loss"] == pytest.approx(uninterrupted[step]["train/loss"], rel=1e-6)
+    resumed_released = load_file(resumed_dir / weights)
+    for name in codec:
+        torch.testing.assert_close(resumed_released[name], released[name], rtol=1e-5, atol=1e-7)

@@ -33,7 +33,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import cast_training_params
+from diffusers.training_utils import EMAModel, cast_training_params
 from diffusers.utils import check_min_version, is_wandb_available
 from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
@@ -51,7 +51,13 @@ from sodec_pipeline.metrics import (  # noqa: E402
     finite_mean,
 )
 from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size  # noqa: E402
-from sodec_training.data import EpochShuffleSampler, ImageFolderCrops, collate_images, list_images  # noqa: E402
+from sodec_training.data import (  # noqa: E402
+    DatasetCrops,
+    EpochShuffleSampler,
+    ImageFolderCrops,
+    collate_images,
+    list_images,
+)
 from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: E402
 from sodec_training.losses import (  # noqa: E402
     LPIPS_NET_CHOICES,
@@ -148,7 +154,9 @@ def parse_args(input_args=None):
     )
     group.add_argument("--revision", type=str, default=None)
     group.add_argument("--variant", type=str, default=None)
-    group.add_argument("--cache_dir", type=str, default=None)
+    group.add_argument(
+        "--cache_dir", type=str, default=None, help="Cache of Hub downloads (the models and --dataset_name)."
+    )
     # ------------------------------------------------------------------ data
     group = parser.add_argument_group("data")
     group.add_argument(
@@ -156,7 +164,26 @@ def parse_args(input_args=None):
         type=str,
         nargs="+",
         default=None,
-        help="Folder(s) of training images of any sizes (searched recursively).",
+        help="Folder(s) of training images of any sizes (searched recursively). Or --dataset_name.",
+    )
+    group.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help=(
+            "A 🤗 datasets dataset: a Hub id, or a local path (an `imagefolder` folder, a parquet file or a folder"
+            " of them), loaded with datasets.load_dataset (split 'train'). Alternative to --train_data_dir."
+        ),
+    )
+    group.add_argument("--dataset_config_name", type=str, default=None, help="The dataset's config, if any.")
+    group.add_argument(
+        "--image_column", type=str, default="image", help="The --dataset_name column that holds the images."
+    )
+    group.add_argument(
+        "--max_train_samples",
+        type=int,
+        default=None,
+        help="Train on this many --dataset_name images (the first of a shuffle from --seed), for debugging.",
     )
     group.add_argument(
         "--resolution", type=int, default=256, help="Side of the random square crops (a multiple of 64)."
@@ -391,6 +418,14 @@ def parse_args(input_args=None):
     group.add_argument("--adam_weight_decay", type=float, default=0.0)
     group.add_argument("--adam_epsilon", type=float, default=1e-08)
     group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument(
+        "--use_ema",
+        action="store_true",
+        help="Keep an EMA of the main optimizer's parameters (checkpointed); the released weights are the EMA's.",
+    )
+    group.add_argument(
+        "--ema_decay", type=float, default=0.9999, help="EMA decay (diffusers' EMAModel: min(decay, (1+n)/(10+n)))."
+    )
     group.add_argument("--allow_tf32", action="store_true")
     group.add_argument(
         "--mixed_precision",
@@ -437,8 +472,13 @@ def parse_args(input_args=None):
         parser.error("--pretrained_model_name_or_path and --sd_model/--image_encoder/--codec_init are alternatives")
     if from_parts and (args.sd_model is None or args.image_encoder is None):
         parser.error("assembling from parts needs both --sd_model and --image_encoder")
-    if args.train_data_dir is None:
-        parser.error("--train_data_dir is required")
+    if (args.train_data_dir is None) == (args.dataset_name is None):
+        parser.error("give one of --train_data_dir and --dataset_name")
+    if args.max_train_samples is not None:
+        if args.dataset_name is None:
+            parser.error("--max_train_samples goes with --dataset_name")
+        if args.max_train_samples < 1:
+            parser.error(f"--max_train_samples must be positive; got {args.max_train_samples}")
     if args.resolution % 64:
         parser.error(f"--resolution must be a multiple of 64; got {args.resolution}")
     if args.stage == "all":
@@ -476,6 +516,42 @@ def parse_args(input_args=None):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def load_hf_dataset(args, seed: int):
+    """The 'train' split of --dataset_name (Hub id, `imagefolder` folder, parquet file or folder), shortened to
+    --max_train_samples images (the first of a shuffle from ``seed``, as in diffusers' examples)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("--dataset_name needs 🤗 datasets: pip install datasets") from None
+    name = args.dataset_name
+    if os.path.isfile(name) and name.endswith(".parquet"):
+        dataset = datasets.load_dataset("parquet", data_files={"train": name}, cache_dir=args.cache_dir)
+    else:  # a Hub id, or a local folder whose builder (imagefolder, parquet, ...) datasets infers
+        dataset = datasets.load_dataset(name, args.dataset_config_name, cache_dir=args.cache_dir)
+    if "train" not in dataset:
+        raise ValueError(f"{name} has no 'train' split; its splits: {', '.join(dataset)}")
+    dataset = dataset["train"]
+    if args.max_train_samples is not None:
+        dataset = dataset.shuffle(seed=seed).select(range(min(args.max_train_samples, len(dataset))))
+    return dataset
+
+
+def build_train_dataset(args, seed: int):
+    """The crops of --train_data_dir's images or of --dataset_name's: the same crop code for both."""
+    if args.dataset_name is not None:
+        return DatasetCrops(
+            load_hf_dataset(args, seed),
+            args.resolution,
+            image_column=args.image_column,
+            random_flip=args.random_flip,
+            center_crop=args.center_crop,
+            seed=seed,
+        )
+    return ImageFolderCrops(
+        args.train_data_dir, args.resolution, random_flip=args.random_flip, center_crop=args.center_crop, seed=seed
+    )
+
+
 def load_vae(path):
     """A VAE from a saved pipeline (its ``vae/`` subfolder) or a VAE folder, of the class its config names."""
     folder = Path(path) / "vae" if (Path(path) / "vae" / "config.json").is_file() else Path(path)
@@ -677,7 +753,7 @@ decoded = pipe.decompress(streams).images  # PIL images
 
 ## Training
 
-- Data: `{", ".join(args.train_data_dir)}` ({args.num_train_images} images), random {args.resolution}×{args.resolution} crops{", flips" if args.random_flip else ""}.
+- Data: `{args.dataset_name or ", ".join(args.train_data_dir)}` ({args.num_train_images} images), random {args.resolution}×{args.resolution} crops{", flips" if args.random_flip else ""}.
 - Stages: {stages}; λ from {args.lambda_rate_start} to {args.lambda_rate_end} ({args.lambda_schedule} schedule).
 - Distortion: {args.mse_weight}·MSE{f" + {args.perceptual_weight}·LPIPS-{args.lpips_net}" if args.perceptual_loss == "lpips" else ""}; alignment α = {args.alignment_weight}.
 - Trained: {trained_text}. Frozen: {frozen_text}.
@@ -783,6 +859,10 @@ def list_checkpoints(output_dir):
     return sorted(found)
 
 
+#: The EMA of the main parameters in a checkpoint (--use_ema): EMAModel's state and the parameters' names.
+EMA_STATE_FILE = "ema.pt"
+
+
 def missing_checkpoint_files(path, args):
     """The files of a complete checkpoint of this run (the trained networks' and accelerate's) that ``path``
     lacks or holds empty: what a run of an earlier version of this script left when killed while saving."""
@@ -792,6 +872,8 @@ def missing_checkpoint_files(path, args):
         getattr(args, "train_image_encoder", False),
     )
     missing = []
+    if getattr(args, "use_ema", False):
+        required = [*required, EMA_STATE_FILE]
     for name in [*required, *ACCELERATE_STATE_FILES]:
         file = os.path.join(path, name)
         if not os.path.isfile(file) or os.path.getsize(file) == 0:
@@ -1009,6 +1091,8 @@ def main(args):
         discriminator.to(accelerator.device).train()
 
     # ------------------------------------------------------------------ checkpoint hooks
+    ema = None  # --use_ema: an EMAModel of the main optimizer's parameters, made with the optimizers below
+
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for m in models:
@@ -1021,6 +1105,8 @@ def main(args):
                     raise ValueError(f"unexpected model to save: {type(unwrapped)}")
                 if weights:
                     weights.pop()
+            if ema is not None:
+                torch.save({"names": main_names, "state": ema.state_dict()}, os.path.join(output_dir, EMA_STATE_FILE))
 
     def load_model_hook(models, input_dir):
         while models:
@@ -1031,6 +1117,12 @@ def main(args):
                 load_discriminator(unwrapped, input_dir)
             else:
                 raise ValueError(f"unexpected model to load: {type(unwrapped)}")
+        if ema is not None:
+            saved = torch.load(os.path.join(input_dir, EMA_STATE_FILE), map_location="cpu", weights_only=True)
+            if saved["names"] != main_names:
+                raise ValueError(f"{input_dir}: its EMA is of other parameters than this run trains")
+            ema.load_state_dict(saved["state"])
+            ema.to(accelerator.device)
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
@@ -1047,6 +1139,10 @@ def main(args):
     else:
         optimizer_cls = torch.optim.AdamW
     main_parameters = model.main_parameters()
+    parameter_names = {id(p): name for name, p in model.named_parameters()}
+    main_names = [parameter_names[id(p)] for p in main_parameters]
+    if args.use_ema:
+        ema = EMAModel(main_parameters, decay=args.ema_decay, foreach=True)
     # Multi-tensor (foreach) updates: the LoRA and codec have hundreds of small tensors, and torch's CPU
     # default is a Python loop over them.
     foreach = {} if args.use_8bit_adam else {"foreach": True}
@@ -1068,13 +1164,7 @@ def main(args):
     )
 
     # ------------------------------------------------------------------ data
-    train_dataset = ImageFolderCrops(
-        args.train_data_dir,
-        args.resolution,
-        random_flip=args.random_flip,
-        center_crop=args.center_crop,
-        seed=data_seed,
-    )
+    train_dataset = build_train_dataset(args, data_seed)
     args.num_train_images = len(train_dataset)
     sampler = EpochShuffleSampler(len(train_dataset), seed=data_seed)
     train_dataloader = torch.utils.data.DataLoader(
@@ -1222,6 +1312,8 @@ def main(args):
                 accumulated[key] = accumulated.get(key, 0.0) + value / args.gradient_accumulation_steps
 
             if accelerator.sync_gradients:
+                if ema is not None:
+                    ema.step(main_parameters)
                 global_step += 1
                 step_logs = {f"train/{k}": v for k, v in accumulated.items()}
                 step_logs.update(
@@ -1265,6 +1357,9 @@ def main(args):
     # ------------------------------------------------------------------ release
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:  # the released weights are the EMA's; the raw ones come back afterwards
+            ema.store(main_parameters)
+            ema.copy_to(main_parameters)
         trained = accelerator.unwrap_model(model)
         release = load_base_pipeline(args)  # float32 base weights, whatever --mixed_precision was
         release.set_progress_bar_config(disable=True)
@@ -1309,6 +1404,8 @@ def main(args):
                 token=args.hub_token,
                 ignore_patterns=["step_*", "epoch_*", "checkpoint-*", ".checkpoint-*", f"{args.logging_dir}/*"],
             )
+        if ema is not None:
+            ema.restore(main_parameters)
     accelerator.end_training()
     return last_metrics
 

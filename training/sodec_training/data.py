@@ -2,6 +2,7 @@
 (seed, epoch, index), so that the data of every step is the same in a resumed run and in any process."""
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Iterator, List, Sequence, Union
@@ -39,20 +40,18 @@ def _sample_seed(seed: int, key: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-class ImageFolderCrops(Dataset):
-    """Random ``resolution``×``resolution`` crops (and horizontal flips) of the images in a folder.
+class ImageCrops(Dataset):
+    """Random ``resolution``×``resolution`` crops (and horizontal flips) of a sequence of images.
 
-    Items are addressed by a *key* ``epoch * len(self) + index`` (what :class:`EpochShuffleSampler`
-    yields): the crop and the flip are drawn from a generator seeded with ``(seed, key)``, never from
-    the global RNG, so they are the same whichever process or DataLoader worker loads them and whether
-    or not the run was resumed. Images whose shorter side is below ``resolution`` are first scaled up
-    (bicubic) to that side; larger images are cropped, never scaled.
+    Subclasses say how to open image ``index`` (:meth:`open_image`, a PIL image); the crops are the same
+    code for every source. Items are addressed by a *key* ``epoch * len(self) + index`` (what
+    :class:`EpochShuffleSampler` yields): the crop and the flip are drawn from a generator seeded with
+    ``(seed, key)``, never from the global RNG, so they are the same whichever process or DataLoader worker
+    loads them and whether or not the run was resumed. Images whose shorter side is below ``resolution`` are
+    first scaled up (bicubic) to that side; larger images are cropped, never scaled.
     """
 
-    def __init__(self, root, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0):
-        self.files = list_images(root)
-        if not self.files:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
+    def __init__(self, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0):
         if resolution % 64:
             raise ValueError(f"--resolution must be a multiple of 64 (the codec's stride); got {resolution}")
         self.resolution = resolution
@@ -61,12 +60,15 @@ class ImageFolderCrops(Dataset):
         self.seed = seed
 
     def __len__(self) -> int:
-        return len(self.files)
+        raise NotImplementedError
+
+    def open_image(self, index: int) -> PIL.Image.Image:
+        raise NotImplementedError
 
     def __getitem__(self, key: int):
-        index = key % len(self.files)
+        index = key % len(self)
         generator = torch.Generator().manual_seed(_sample_seed(self.seed, key))
-        with PIL.Image.open(self.files[index]) as file:
+        with self.open_image(index) as file:
             image = upright(file)  # crops of the photo as seen: its EXIF orientation applied
             width, height = image.size
             size = self.resolution
@@ -84,6 +86,62 @@ class ImageFolderCrops(Dataset):
         if self.random_flip and bool(torch.rand((), generator=generator) < 0.5):
             pixels = pixels.flip(-1)
         return {"pixel_values": pixels}
+
+
+class ImageFolderCrops(ImageCrops):
+    """:class:`ImageCrops` of the images in folders (searched recursively, sorted) or image files."""
+
+    def __init__(self, root, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0):
+        super().__init__(resolution, random_flip=random_flip, center_crop=center_crop, seed=seed)
+        self.files = list_images(root)
+        if not self.files:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def open_image(self, index: int) -> PIL.Image.Image:
+        return PIL.Image.open(self.files[index])
+
+
+class DatasetCrops(ImageCrops):
+    """:class:`ImageCrops` of the column ``image_column`` of a 🤗 ``datasets.Dataset``: an ``Image`` feature
+    (decoded to PIL), or file paths, or ``{"bytes", "path"}`` dicts (an undecoded ``Image`` feature)."""
+
+    def __init__(
+        self,
+        dataset,
+        resolution: int,
+        image_column: str = "image",
+        random_flip: bool = True,
+        center_crop: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__(resolution, random_flip=random_flip, center_crop=center_crop, seed=seed)
+        if image_column not in dataset.column_names:
+            raise ValueError(
+                f"--image_column '{image_column}' is not a column of the dataset; its columns: "
+                f"{', '.join(dataset.column_names)}"
+            )
+        if len(dataset) == 0:
+            raise ValueError("the training dataset is empty")
+        self.dataset = dataset.select_columns([image_column])
+        self.image_column = image_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def open_image(self, index: int) -> PIL.Image.Image:
+        item = self.dataset[index][self.image_column]
+        if isinstance(item, PIL.Image.Image):
+            return item
+        if isinstance(item, dict):  # an Image feature without decoding
+            if item.get("bytes") is not None:
+                return PIL.Image.open(io.BytesIO(item["bytes"]))
+            item = item.get("path")
+        if isinstance(item, (str, os.PathLike)):
+            return PIL.Image.open(item)
+        raise TypeError(f"column '{self.image_column}' holds {type(item).__name__}, not images")
 
 
 class EpochShuffleSampler(Sampler):
