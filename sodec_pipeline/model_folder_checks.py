@@ -15,6 +15,8 @@ from typing import Any, Iterator, Mapping, Optional, Tuple, Union
 #: them with ``torch.load``.
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin.index.json")
 SAFETENSORS_SUFFIXES = (".safetensors", ".safetensors.index.json")
+#: Every file that holds a component's weights: safetensors, pickles, flax msgpack, sharded ones' indexes.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".msgpack", ".index.json")
 CONFIG_FILE_NAMES = ("config.json", "scheduler_config.json")
 
 #: The largest width (channels, hidden or intermediate units, ``*_dim``, filters) and spatial size (``sample_size``,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from ..hardware import DTYPE_CHOICES, resolve_dtype_name
+from ..model_folder_checks import WEIGHT_SUFFIXES
 from ..quality_levels import quality_levels_of_config
 from .errors import CLIError, first_line
 
@@ -26,8 +27,6 @@ DTYPES = DTYPE_CHOICES
 
 # A Hugging Face Hub model id: "owner/name".
 _HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-# Files that hold weights, in the formats diffusers and transformers save (sharded ones have an index).
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".index.json")
 # Exception classes (anywhere in an exception's chain, by MRO name so that requests, httpx and
 # huggingface_hub need not be imported to recognise them) that mean "no network".
 _NETWORK_ERRORS = {"ConnectionError", "ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "Timeout",
@@ -157,7 +156,7 @@ def _weightless_components(folder: Path) -> List[str]:
     missing = []
     for name in sorted(k for k in index if not k.startswith("_")):
         sub = folder / name
-        if (sub / "config.json").is_file() and not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in sub.iterdir()):
+        if (sub / "config.json").is_file() and not any(p.name.endswith(WEIGHT_SUFFIXES) for p in sub.iterdir()):
             missing.append(name)
     return missing
 

@@ -15,11 +15,11 @@ import struct
 from pathlib import Path
 from typing import Iterator, Union
 
+from ..model_folder_checks import WEIGHT_SUFFIXES
+
 
 #: The variants named after a storage dtype, and that dtype's name in a safetensors header.
 DTYPE_VARIANTS = {"fp16": "F16", "bf16": "BF16"}
-#: Files that hold a component's weights (safetensors, pickles, sharded ones' indexes).
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json")
 #: A safetensors header larger than this is not read (a real one is kilobytes; a corrupt length could be anything).
 _MAX_HEADER_BYTES = 100 * 2**20
 #: What diffusers says when a folder or repo has no file of the requested variant.
@@ -49,7 +49,7 @@ def unsuffixed_weights_are_variant(folder: Union[str, os.PathLike], variant: str
         component = folder / name
         if not component.is_dir():
             continue
-        weights = sorted(p for p in component.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+        weights = sorted(p for p in component.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
         if any(f".{variant}." in p.name or f".{variant}-" in p.name for p in weights):
             return False
         safetensors = [p for p in weights if p.name.endswith(".safetensors")]
