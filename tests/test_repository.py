@@ -87,13 +87,19 @@ def _python_m(words):
     return [w for w in words if w not in ("--quiet", "--disable-pip-version-check")]
 
 
-def test_ci_runs_the_readme_set_up_and_nothing_else_is_installed():
+def test_ci_runs_the_readme_set_up_in_a_fresh_virtual_environment():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     set_up = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
     readme_commands = _commands(re.search(r"```bash\n(.*?)```", set_up, re.S).group(1))
     assert [_python_m(c) for c in readme_commands] == [["pip", "install", "-e", ".[test]"], ["pytest", "-q"]]
     ci = _commands((REPO / ".ci" / "run").read_text(encoding="utf-8"))
-    ci_python = [_python_m(c) for c in ci if c[:2] == ["python", "-m"] or c[:1] in (["pip"], ["pytest"])]
+    # A fresh virtual environment, made anew and activated before the first of the README's commands.
+    venv_at = next(i for i, c in enumerate(ci) if c[:3] == ["python", "-m", "venv"])
+    assert ci[venv_at - 1] == ["rm", "-rf", ci[venv_at][3]]
+    assert ci[venv_at + 1] == ["source", ci[venv_at][3] + "/bin/activate"]
+    ci_python = [
+        _python_m(c) for c in ci[venv_at + 2 :] if c[:2] == ["python", "-m"] or c[:1] in (["pip"], ["pytest"])
+    ]
     assert ci_python == [_python_m(c) for c in readme_commands]
 
 
