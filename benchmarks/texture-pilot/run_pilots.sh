@@ -21,6 +21,7 @@ for name in "$@"; do
     gan-texture) extra="$GAN --mse_weight 5 --texture_weight 0.01 --adversarial_weight 0.02" ;; # no DISTS: energy L1 + GAN
     gan-asym) extra="$GAN --mse_weight 5 --texture_weight 0.002 --texture_excess_factor 8" ;; # one-sided-heavy energy loss
     asym-dists) extra="$GAN --mse_weight 5 --dists_weight 0.05 --texture_weight 0.005 --texture_excess_factor 8" ;; # + a little DISTS
+    asym-dists2) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 8" ;; # more of both
     *) echo "unknown pilot $name" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
