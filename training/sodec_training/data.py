@@ -10,7 +10,7 @@ from typing import Iterator, List, Sequence, Union
 import numpy as np
 import PIL.Image
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sodec_pipeline.image_processing import pil_to_rgb_array
 from sodec_pipeline.orientation import upright
@@ -175,3 +175,54 @@ class EpochShuffleSampler(Sampler):
 
 def collate_images(examples):
     return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous()}
+
+
+# ---------------------------------------------------------------------------------------------- train_sodec.py's data
+def load_hf_dataset(args, seed: int):
+    """The 'train' split of --dataset_name (Hub id, `imagefolder` folder, parquet file or folder), shortened to
+    --max_train_samples images (the first of a shuffle from ``seed``, as in diffusers' examples)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("--dataset_name needs 🤗 datasets: pip install datasets") from None
+    name = args.dataset_name
+    if os.path.isfile(name) and name.endswith(".parquet"):
+        dataset = datasets.load_dataset("parquet", data_files={"train": name}, cache_dir=args.cache_dir)
+    else:  # a Hub id, or a local folder whose builder (imagefolder, parquet, ...) datasets infers
+        dataset = datasets.load_dataset(name, args.dataset_config_name, cache_dir=args.cache_dir)
+    if "train" not in dataset:
+        raise ValueError(f"{name} has no 'train' split; its splits: {', '.join(dataset)}")
+    dataset = dataset["train"]
+    if args.max_train_samples is not None:
+        dataset = dataset.shuffle(seed=seed).select(range(min(args.max_train_samples, len(dataset))))
+    return dataset
+
+
+def build_train_dataset(args, seed: int) -> ImageCrops:
+    """The crops of --train_data_dir's images or of --dataset_name's: the same crop code for both."""
+    if args.dataset_name is not None:
+        return DatasetCrops(
+            load_hf_dataset(args, seed),
+            args.resolution,
+            image_column=args.image_column,
+            random_flip=args.random_flip,
+            center_crop=args.center_crop,
+            seed=seed,
+        )
+    return ImageFolderCrops(
+        args.train_data_dir, args.resolution, random_flip=args.random_flip, center_crop=args.center_crop, seed=seed
+    )
+
+
+def build_train_dataloader(dataset: ImageCrops, args, seed: int) -> DataLoader:
+    """Batches of ``dataset`` in the order of :class:`EpochShuffleSampler` (from ``seed``), with
+    --dataloader_num_workers workers kept alive across epochs."""
+    return DataLoader(
+        dataset,
+        sampler=EpochShuffleSampler(len(dataset), seed=seed),
+        batch_size=args.train_batch_size,
+        collate_fn=collate_images,
+        num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

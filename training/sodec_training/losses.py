@@ -105,6 +105,24 @@ class DistortionLoss(nn.Module):
         return out
 
 
+def build_distortion_loss(args) -> DistortionLoss:
+    """The distortion of ``train_sodec.py``'s arguments (``--mse_weight``, ``--perceptual_loss``/``--perceptual_weight``,
+    ``--dists_weight``, ``--colour_weight``, ``--texture_weight``), its LPIPS and DISTS loaded (once, by
+    ``parse_args``). Raises :class:`~sodec_pipeline.metrics.MetricWeightsError` where their weights are missing."""
+    lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
+    dists_model = load_dists_loss(args.dists_weights) if args.dists_weight > 0 else None
+    return DistortionLoss(
+        args.mse_weight,
+        args.perceptual_weight if lpips_model is not None else 0.0,
+        lpips_model,
+        dists_weight=args.dists_weight,
+        dists_model=dists_model,
+        colour_weight=args.colour_weight,
+        texture_weight=args.texture_weight,
+        texture_excess_factor=args.texture_excess_factor,
+    )
+
+
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss −log D(x̂)."""
     return F.softplus(-fake_logits).mean()

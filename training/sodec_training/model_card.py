@@ -1,6 +1,7 @@
-"""The README.md (model card) of a released SODEC pipeline, written by ``train_sodec.py`` and
-``export_pipeline.py`` with diffusers' model-card utilities (``load_or_create_model_card``,
-``populate_model_card``) and huggingface_hub's ``ModelCard``/``ModelCardData``.
+"""The README.md (model card) of a released SODEC pipeline, written by ``train_sodec.py``
+(:func:`save_training_model_card`, from :data:`TRAINING_CARD_TEMPLATE`) and ``export_pipeline.py`` with diffusers'
+model-card utilities (``load_or_create_model_card``, ``populate_model_card``) and huggingface_hub's
+``ModelCard``/``ModelCardData``.
 
 Front matter:
 
@@ -18,6 +19,7 @@ Front matter:
 
 import os
 import re
+import shlex
 from typing import Dict, List, Optional, Sequence
 
 import yaml
@@ -205,3 +207,127 @@ def write_model_card(
     card = populate_model_card(card, tags=[t for t in dict.fromkeys([*TAGS, *extra_tags]) if t not in existing])
     card.save(os.path.join(output_dir, "README.md"))
     return card
+
+
+#: The body of the card of a model trained by ``train_sodec.py`` (before the quality levels and the licence):
+#: ``{args.…}`` are the run's arguments, the other fields come from :func:`training_card_fields`.
+TRAINING_CARD_TEMPLATE = """
+# SODEC — {repo_id}
+
+A [SODEC](https://arxiv.org/abs/2508.04979) image codec (one-step diffusion decoder steered by a
+fidelity decoder) trained with `training/train_sodec.py` of the `sodec-pipeline` package.
+Base model: {base_text}.
+
+## Use
+
+```python
+from sodec_pipeline import SODECPipeline
+
+pipe = SODECPipeline.from_pretrained("{repo_id}")
+streams = pipe.compress(images)            # list of bytes
+decoded = pipe.decompress(streams).images  # PIL images
+```
+
+{unet_text}
+
+## Training
+
+- Data: `{data}` ({args.num_train_images} images), random {args.resolution}×{args.resolution} crops{flips}.
+- Stages: {stages}; λ from {args.lambda_rate_start} to {args.lambda_rate_end} ({args.lambda_schedule} schedule).
+- Distortion: {args.mse_weight}·MSE{perceptual}; alignment α = {args.alignment_weight}.
+- Trained: {trained}. Frozen: {frozen}.
+- {lora}learning rate {args.learning_rate}; batch {args.train_batch_size} × {args.gradient_accumulation_steps} \
+accumulation × {args.num_processes} process(es); mixed precision {mixed_precision}; seed {args.seed}.
+
+Command:
+
+```bash
+{command}
+```
+
+## Validation
+
+{metrics_text}
+"""
+
+
+def _base_models(args):
+    """The card's sentence on the base model, and the bases whose licence it may inherit (in that order)."""
+    if args.pretrained_model_name_or_path is not None:
+        return f"`{args.pretrained_model_name_or_path}`", [args.pretrained_model_name_or_path]
+    text = f"assembled from `{args.sd_model}` (UNet, VAE), `{args.image_encoder}` (ViT)"
+    if args.codec_init:
+        text += f" and `{args.codec_init}` (codec)"
+    return text, [args.sd_model, args.codec_init, args.image_encoder]
+
+
+def _trained_and_frozen(args):
+    """The networks that trained and those left as loaded, as two comma-separated lists."""
+    trained, frozen = ["codec (E, H_a, P, entropy models, H_s, T_s)"], []
+    trained.append("F_p (D_a in stage 1 only)" if args.freeze_fidelity_decoder else "D_a and F_p")
+    if args.unet_training == "full":
+        trained.append("the whole UNet")
+    else:
+        trained.append("UNet LoRA and conv_in")
+        frozen.append("UNet base weights")
+    (trained if args.train_vae_decoder else frozen).append("VAE decoder D_m")
+    frozen.append("VAE encoder (unused at inference)")
+    (trained if args.train_image_encoder else frozen).append("image encoder F (ViT)")
+    return ", ".join(trained), ", ".join(frozen)
+
+
+def _metrics_text(args, metrics) -> str:
+    if not metrics:
+        return "No validation images were given (`--validation_images`), so no metrics were measured."
+    rows = "\n".join(f"| {k.split('/', 1)[1]} | {v:.4f} |" for k, v in metrics.items())
+    return (
+        f"Measured at the end of training on {len(args.validation_images_resolved)} validation image(s) "
+        f"({', '.join(args.validation_images_resolved)}), compressed to real bitstreams "
+        "(bpp = 8 × bytes / pixels):\n\n| metric | value |\n| --- | --- |\n" + rows
+    )
+
+
+def training_card_fields(args, repo_id: str, metrics, plan) -> Dict:
+    """The fields of :data:`TRAINING_CARD_TEMPLATE` for a run of ``train_sodec.py`` (``args``, its
+    ``TrainingPlan``) and its final validation ``metrics``."""
+    lora = args.unet_training == "lora"
+    base_text, _ = _base_models(args)
+    trained, frozen = _trained_and_frozen(args)
+    return {
+        "args": args,
+        "repo_id": repo_id,
+        "base_text": base_text,
+        "unet_text": "The UNet LoRA is fused into `unet/`; the unfused adapter is `pytorch_lora_weights.safetensors`."
+        if lora
+        else "Every UNet weight was trained (`--unet_training full`); `unet/` holds them.",
+        "data": args.dataset_name or ", ".join(args.train_data_dir),
+        "flips": ", flips" if args.random_flip else "",
+        "stages": ", ".join(f"stage {int(stage)}: {steps} steps" for stage, steps in plan.stages),
+        "perceptual": f" + {args.perceptual_weight}·LPIPS-{args.lpips_net}" if args.perceptual_loss == "lpips" else "",
+        "trained": trained,
+        "frozen": frozen,
+        "lora": f"LoRA rank {args.lora_rank} on `{args.lora_target_modules}`; " if lora else "",
+        "mixed_precision": args.mixed_precision or "no",
+        "command": "accelerate launch training/train_sodec.py " + " ".join(shlex.quote(a) for a in args.command_line),
+        "metrics_text": _metrics_text(args, metrics),
+    }
+
+
+def save_training_model_card(args, repo_id: str, output_dir, metrics, plan, codec) -> ModelCard:
+    """README.md of a model released by ``train_sodec.py`` (:data:`TRAINING_CARD_TEMPLATE`); ``codec`` is the
+    released ``compression_vae`` (its quality levels go into the card)."""
+    _, bases = _base_models(args)
+    return write_model_card(
+        output_dir,
+        repo_id,
+        TRAINING_CARD_TEMPLATE.format(**training_card_fields(args, repo_id, metrics, plan)),
+        codec,
+        bases=bases,
+        license=args.license,
+        license_name=args.license_name,
+        license_link=args.license_link,
+        datasets=args.dataset_tag,
+        extra_tags=["diffusers-training"] + (["lora"] if args.unet_training == "lora" else []),
+        push_to_hub=args.push_to_hub,
+        hub_token=args.hub_token,
+    )

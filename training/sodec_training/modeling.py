@@ -1,11 +1,14 @@
-"""The trainable SODEC: one ``nn.Module`` whose ``forward`` runs a stage of docs/design.md §4 and returns its
-losses, so that accelerate/DDP wrap a single module; the UNet LoRA; saving and loading what is trained."""
+"""The trainable SODEC: the pipeline to train (loaded or assembled, with what trains set up), one ``nn.Module``
+whose ``forward`` runs a stage of docs/design.md §4 and returns its losses, so that accelerate/DDP wrap a single
+module; the UNet LoRA; saving and loading what is trained."""
 
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import diffusers
 import torch
+from diffusers.training_utils import cast_training_params
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME, convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -13,14 +16,97 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from sodec_pipeline import SODECPipeline
+from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size
+
 from .discriminator import ConditionalPatchDiscriminator
 from .losses import DistortionLoss
+from .stages import Stage
 
 
 UNET_TRAINING_MODES = ("lora", "full")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
 DISCRIMINATOR_WEIGHT_NAME = "discriminator.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------- the pipeline to train
+def load_vae(path):
+    """A VAE from a saved pipeline (its ``vae/`` subfolder) or a VAE folder, of the class its config names."""
+    folder = Path(path) / "vae" if (Path(path) / "vae" / "config.json").is_file() else Path(path)
+    config = diffusers.AutoencoderKL.load_config(folder)
+    vae_class = getattr(diffusers, config.get("_class_name", "AutoencoderKL"))
+    return vae_class.from_pretrained(folder)
+
+
+def load_base_pipeline(args) -> SODECPipeline:
+    """The pipeline to train, in float32: a saved SODEC pipeline, or one assembled from published parts;
+    its VAE replaced by ``--pretrained_vae_model_name_or_path`` when given."""
+    if args.pretrained_model_name_or_path is not None:
+        pipe = SODECPipeline.from_pretrained(
+            args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
+        )
+        if args.pretrained_vae_model_name_or_path is not None:
+            pipe.register_modules(vae=load_vae(args.pretrained_vae_model_name_or_path).float())
+    else:
+        pipe = assemble_base_pipeline(args)
+    if args.colour_correction_block_size is not None:
+        check_colour_correction_block_size(args.colour_correction_block_size)
+        pipe.register_to_config(colour_correction_block_size=args.colour_correction_block_size)
+    if args.quantization_steps is not None or args.default_quality is not None:
+        pipe.register_modules(
+            compression_vae=pipe.compression_vae.with_quality_levels(args.quantization_steps, args.default_quality)
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def assemble_base_pipeline(args) -> SODECPipeline:
+    """The pipeline assembled from published parts (``--sd_model``, ``--image_encoder``, ``--codec_init``)."""
+    hub_kwargs = {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir)) if v is not None}
+    return SODECPipeline.from_pretrained_parts(
+        args.sd_model,
+        args.image_encoder,
+        codec=args.codec_init,
+        config=args.assembly_config,
+        image_encoder_subfolder=args.image_encoder_subfolder,
+        variant=args.variant,
+        seed=args.seed if args.seed is not None else 0,
+        **hub_kwargs,
+    )
+
+
+def lora_target_modules(args) -> List[str]:
+    """The UNet module names of ``--lora_target_modules`` (comma-separated)."""
+    return [m.strip() for m in args.lora_target_modules.split(",") if m.strip()]
+
+
+def set_up_training(pipe, args, device, weight_dtype) -> None:
+    """Makes trainable what ``args`` trains (``--unet_training``: a LoRA and conv_in, or the whole UNet;
+    :attr:`Stage.AUTOENCODER`: the whole VAE, which sets ``args.train_vae_decoder``; ``--train_vae_decoder``;
+    ``--train_image_encoder``), turns on ``--gradient_checkpointing``, and moves the VAE, ViT and UNet to
+    ``device`` in ``weight_dtype`` (what trains of them stays float32)."""
+    if args.unet_training == "lora":
+        add_unet_lora(pipe.unet, args.lora_rank, args.lora_alpha, lora_target_modules(args))
+    else:
+        pipe.unet.requires_grad_(True)
+    if Stage.AUTOENCODER in args.stages:  # the latent autoencoder alone: encoder and decoder train, the VAE is saved
+        if not hasattr(pipe.vae, "quant_conv"):
+            raise ValueError(
+                f"--stage 0 trains an AutoencoderKL-style VAE; this pipeline's is {type(pipe.vae).__name__}"
+            )
+        args.train_vae_decoder = True
+        pipe.vae.requires_grad_(True)
+    else:
+        pipe.vae.requires_grad_(False)
+        pipe.vae.decoder.requires_grad_(args.train_vae_decoder)
+        pipe.vae.post_quant_conv.requires_grad_(args.train_vae_decoder)
+    pipe.image_encoder.requires_grad_(args.train_image_encoder)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(pipe)
+    for module in (pipe.vae, pipe.image_encoder, pipe.unet):
+        module.to(device, dtype=weight_dtype)
+        cast_training_params(module, dtype=torch.float32)  # whatever trains (LoRA, conv_in, ...) stays fp32
 
 
 # ---------------------------------------------------------------------------------------------- LoRA
@@ -193,7 +279,7 @@ class SODECTrainingModel(nn.Module):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        stage: int,
+        stage: Stage,
         rate_weight: float = 0.0,
         alignment_weight: float = 0.0,
         kl_weight: float = 0.0,
@@ -201,13 +287,13 @@ class SODECTrainingModel(nn.Module):
         quantization_step=None,
     ):
         x = pixel_values.float()
-        if stage == 0:
+        if stage == Stage.AUTOENCODER:
             x_hat, kl = self.autoencode(x)
             d = self.distortion(x_hat, x)
             out = {"bpp": None, "y_hat": None, "aux_loss": None, "kl": kl}
             out.update(d, x_hat=x_hat, loss=d["distortion"] + kl_weight * kl)
             return out
-        codec_trained = stage != 2 and not self.freeze_codec
+        codec_trained = stage != Stage.DECODER and not self.freeze_codec
         with torch.set_grad_enabled(codec_trained and torch.is_grad_enabled()):
             coded = self.compression_vae(x, quantization_step=quantization_step)
         bpp = coded.bpp.mean()
@@ -216,7 +302,7 @@ class SODECTrainingModel(nn.Module):
         out["aux_loss"] = self.compression_vae.aux_loss() if codec_trained else None
 
         batch_size = x.shape[0]  # tiles per network call: one tile position of every image
-        if stage == 1:
+        if stage == Stage.CODEC:
             x_f = self.pipe.decode_fidelity(coded.y_hat, batch_size)
             d = self.distortion(x_f, x)
             out.update(d, x_hat=x_f, loss=d["distortion"] + rate)
@@ -237,13 +323,25 @@ class SODECTrainingModel(nn.Module):
         d = self.distortion(x_hat, x)
         align = F.mse_loss(x_f, x)
         loss = d["distortion"]
-        if stage != 2:
+        if stage != Stage.DECODER:
             loss = loss + rate + alignment_weight * align
         if latent_weight > 0:
             out["latent"] = F.mse_loss(noisy_latents.float(), self.target_latents(x))
             loss = loss + latent_weight * out["latent"]
         out.update(d, x_hat=x_hat, align=align, loss=loss)
         return out
+
+
+def build_training_model(pipe, args, device, weight_dtype) -> SODECTrainingModel:
+    """The :class:`SODECTrainingModel` of ``train_sodec.py``'s arguments (the distortion loss that ``parse_args``
+    loaded; ``--unet_training`` and the options of the same names) on ``pipe``, its networks set up by
+    :func:`set_up_training`, on ``device`` in training mode."""
+    set_up_training(pipe, args, device, weight_dtype)
+    options = ("train_vae_decoder", "train_image_encoder", "freeze_fidelity_decoder", "freeze_codec")
+    model = SODECTrainingModel(
+        pipe, args.distortion_loss, args.unet_training, **{name: getattr(args, name) for name in options}
+    )
+    return model.to(device).set_train_mode()
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

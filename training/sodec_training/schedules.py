@@ -1,12 +1,11 @@
 """The training plan: which stage of docs/design.md §4 runs at each optimisation step, and the rate
 penalty λ of that step (the paper's rate annealing).
 
-Stages (docs/design.md §4):
+λ of each stage (:class:`~sodec_training.stages.Stage`, docs/design.md §4):
 
-0. the latent autoencoder (the VAE's encoder and decoder) alone, on the distortion of its reconstruction
-   plus a small KL term, before any diffusion training (SD's VAE is trained before SD); λ = 0;
-1. codec (E, H_a, P, entropy models) and D_a at high rate: λ = ``lambda_rate_start``, distortion on x̂_f;
-2. codec frozen; H_s, T_s, D_a, F_p, UNet LoRA and conv_in trained on the distortion of x̂ only (λ = 0);
+0. the latent autoencoder alone (distortion of its reconstruction plus a small KL term): λ = 0;
+1. codec and D_a at high rate: λ = ``lambda_rate_start``, distortion on x̂_f;
+2. the decoder side, codec frozen, on the distortion of x̂ only: λ = 0;
 3. everything jointly; λ annealed from ``lambda_rate_start`` to ``lambda_rate_end`` (below), plus the
    alignment loss α·‖x − x̂_f‖²;
 4. (optional) adversarial fine-tuning: stage 3's losses at λ = ``lambda_rate_end`` plus β·GAN.
@@ -27,9 +26,13 @@ import math
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
+import torch
+from diffusers.optimization import get_scheduler
+
+from .stages import Stage
+
 
 LAMBDA_SCHEDULES = ("step", "geometric", "linear", "cosine", "constant")
-STAGES = (0, 1, 2, 3, 4)
 
 
 def annealed_lambda(progress: float, start: float, end: float, schedule: str = "step", num_levels: int = 4) -> float:
@@ -57,7 +60,7 @@ def annealed_lambda(progress: float, start: float, end: float, schedule: str = "
 class TrainingPlan:
     """The sequence of (stage, number of steps) and the λ rule. Steps are optimisation steps."""
 
-    stages: List[Tuple[int, int]]
+    stages: List[Tuple[Stage, int]]
     lambda_rate_start: float
     lambda_rate_end: float
     lambda_schedule: str = "step"
@@ -65,9 +68,10 @@ class TrainingPlan:
     lambda_anneal_fraction: float = 0.8
 
     def __post_init__(self):
+        known = tuple(int(stage) for stage in Stage)
         for stage, steps in self.stages:
-            if stage not in STAGES:
-                raise ValueError(f"unknown stage {stage}; stages are {STAGES}")
+            if stage not in known:
+                raise ValueError(f"unknown stage {stage}; stages are {known}")
             if steps < 0:
                 raise ValueError(f"stage {stage} has a negative number of steps ({steps})")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
@@ -76,16 +80,13 @@ class TrainingPlan:
             raise ValueError(f"lambda_anneal_fraction must be in (0, 1]; got {self.lambda_anneal_fraction}")
         if self.lambda_rate_start < 0 or self.lambda_rate_end < 0:
             raise ValueError("λ must be non-negative")
+        self.stages = [(Stage(stage), steps) for stage, steps in self.stages]
 
     @property
     def total_steps(self) -> int:
         return sum(steps for _, steps in self.stages)
 
-    @property
-    def stage_numbers(self) -> List[int]:
-        return [stage for stage, steps in self.stages if steps > 0]
-
-    def stage_at(self, step: int) -> Tuple[int, int, int]:
+    def stage_at(self, step: int) -> Tuple[Stage, int, int]:
         """(stage, step within the stage, steps of the stage) of the 0-based optimisation ``step``."""
         begin = 0
         for stage, steps in self.stages:
@@ -98,11 +99,11 @@ class TrainingPlan:
     def rate_weight(self, step: int) -> float:
         """λ of the 0-based optimisation ``step``."""
         stage, in_stage, steps = self.stage_at(step)
-        if stage == 1:
+        if stage == Stage.CODEC:
             return self.lambda_rate_start
-        if stage in (0, 2):
+        if stage in (Stage.AUTOENCODER, Stage.DECODER):
             return 0.0
-        if stage == 4:
+        if stage == Stage.ADVERSARIAL:
             return self.lambda_rate_end
         anneal_steps = max(1, round(self.lambda_anneal_fraction * steps))
         return annealed_lambda(
@@ -126,11 +127,36 @@ def parse_stage_steps(text: str) -> List[int]:
     return values
 
 
-def build_plan(stage: str, max_train_steps: int, stage_steps: Sequence[int], **lambda_kwargs) -> TrainingPlan:
-    """``stage`` "0".."4" runs that stage for ``max_train_steps``; "all" runs stages 1, 2, 3 (and 4 when a
-    fourth count is given) for ``stage_steps``."""
-    if stage == "all":
-        stages = [(i + 1, n) for i, n in enumerate(stage_steps)]
-    else:
-        stages = [(int(stage), max_train_steps)]
-    return TrainingPlan(stages=stages, **lambda_kwargs)
+def build_plan(stages: Sequence[Stage], stage_steps: Sequence[int], **lambda_kwargs) -> TrainingPlan:
+    """The plan that runs ``stages`` in order, ``stage_steps`` optimisation steps each (``--stage all``: the
+    counts of ``--stage_steps``; one stage: ``[max_train_steps]``)."""
+    if len(stages) != len(stage_steps):
+        raise ValueError(f"{len(stages)} stage(s) and {len(stage_steps)} step count(s)")
+    return TrainingPlan(stages=list(zip(stages, stage_steps)), **lambda_kwargs)
+
+
+def build_lr_scheduler(args, optimizer, num_processes: int, clock):
+    """diffusers' ``get_scheduler``; with ``--max_train_minutes`` and a linear or cosine decay, a LambdaLR whose
+    progress is the larger of the fraction of steps and the fraction of minutes done (``clock()`` returns the
+    minutes elapsed), after a linear warm-up of ``--lr_warmup_steps``."""
+    decaying = args.lr_scheduler in ("linear", "cosine")
+    if args.max_train_minutes is None or not decaying:
+        return get_scheduler(
+            args.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=args.lr_warmup_steps * num_processes,
+            num_training_steps=args.max_train_steps * num_processes,
+        )
+    warmup, total, minutes = (
+        args.lr_warmup_steps * num_processes,
+        args.max_train_steps * num_processes,
+        args.max_train_minutes,
+    )
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, max((step - warmup) / max(1, total - warmup), clock() / minutes))
+        return 1.0 - progress if args.lr_scheduler == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

@@ -1,6 +1,6 @@
-"""``--report_to jsonl``: an accelerate tracker that needs no extra package. Scalars go to
-``<logging_dir>/<project>/metrics.jsonl`` (one JSON object per ``log`` call, with its step), the run's
-configuration to ``config.json``, images to ``images/<name>_<step>.png``."""
+"""The trackers of ``--report_to`` and the run configuration they record; ``--report_to jsonl``, an accelerate
+tracker that needs no extra package: scalars go to ``<logging_dir>/<project>/metrics.jsonl`` (one JSON object per
+``log`` call, with its step), the run's configuration to ``config.json``, images to ``images/<name>_<step>.png``."""
 
 import json
 import math
@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 from accelerate.tracking import GeneralTracker, on_main_process
+from diffusers.utils import is_wandb_available
+
+
+#: What ``train_sodec.py``'s args hold besides the run's configuration: a secret, the command line (in the model
+#: card), and what ``parse_args`` derives (the stages, the loaded distortion loss).
+UNLOGGED_ARGUMENTS = ("hub_token", "command_line", "stages", "distortion_loss")
 
 
 def _plain(value):
@@ -68,3 +74,35 @@ def read_metrics(path) -> list:
     """The records of a ``metrics.jsonl`` file."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def build_trackers(report_to: str, project_name: str, logging_dir) -> list:
+    """The Accelerator's ``log_with`` for ``--report_to`` (comma-separated names; "jsonl" is :class:`JSONLTracker`,
+    last); a tracker whose package is missing fails here, with the command that installs it."""
+    trackers, jsonl = [], []
+    for name in [n.strip() for n in report_to.split(",") if n.strip()]:
+        if name == "jsonl":
+            jsonl = [JSONLTracker(project_name, logging_dir)]
+        elif name == "wandb" and not is_wandb_available():
+            raise ImportError("--report_to wandb needs wandb: pip install wandb")
+        elif name == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ImportError(
+                    "--report_to tensorboard needs tensorboard: pip install tensorboard (or use --report_to jsonl)"
+                ) from None
+            trackers.append(name)
+        else:
+            trackers.append(name)
+    return trackers + jsonl
+
+
+def tracker_config(args) -> dict:
+    """The run's configuration for the trackers: every argument (and derived count) as a plain value."""
+    config = {}
+    for key, value in vars(args).items():
+        if key in UNLOGGED_ARGUMENTS:
+            continue
+        config[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return {k: ("" if v is None else v) for k, v in config.items()}
