@@ -12,9 +12,7 @@ import PIL.Image
 import torch
 
 from sodec_pipeline import SODECPipeline
-
-
-DECODERS = ("diffusion", "fidelity")
+from sodec_pipeline.pipelines.pipeline_sodec import DECODERS
 
 
 def set_memory_format(pipe, channels_last: bool) -> None:

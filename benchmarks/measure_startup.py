@@ -1,7 +1,7 @@
 """Start-up time and memory of the ``sodec`` command line: ``--help``, each ``COMMAND --help``,
 ``import sodec_pipeline`` and two early one-line errors, each in a fresh interpreter.
 
-    python benchmarks/measure_startup.py --repeats 10 --out benchmarks/startup.json
+    python benchmarks/measure_startup.py --repeats 10 --out benchmarks/results/startup/lazy-imports.json
     python benchmarks/measure_startup.py --source /tmp/sodec-before --label before ...   # another checkout
     python benchmarks/measure_startup.py --source CLONE --sodec-script VENV/bin/sodec ...   # + the console script
 
@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+
 CASES = {
     "python -c pass (the interpreter alone)": ["-c", "pass"],
     "import sodec_pipeline": ["-c", "import sodec_pipeline"],
@@ -33,7 +34,12 @@ CASES = {
     "sodec benchmark --help": ["-m", "sodec_pipeline", "benchmark", "--help"],
     "sodec compress photo.png (error: no --model)": ["-m", "sodec_pipeline", "compress", "photo.png"],
     "sodec compress photo.png --model sodec-tiny (error: a layout)": [
-        "-m", "sodec_pipeline", "compress", "photo.png", "--model", "sodec-tiny",
+        "-m",
+        "sodec_pipeline",
+        "compress",
+        "photo.png",
+        "--model",
+        "sodec-tiny",
     ],  # fmt: skip
 }
 

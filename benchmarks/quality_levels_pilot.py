@@ -9,7 +9,7 @@ y string, and the stream's own header and checksum bytes); ŷ = Δ · symbols + 
 decode) and the diffusion path. JPEG's best variant at ≤ the same bytes, image by image, for comparison.
 
     python benchmarks/quality_levels_pilot.py --images kodak/ --steps 2.83,2,1.41,1,0.71,0.5 \
-        --out benchmarks/quality-levels-pilot/kodak.json
+        --out benchmarks/results/quality-levels-pilot/kodak.json
 
 Δ = 1 is the model as shipped (its bytes are the stream's, checked per image).
 """

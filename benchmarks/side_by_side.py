@@ -2,7 +2,7 @@
 """Side-by-side crops of a `sodec eval` run: original | fidelity decode | diffusion decode | JPEG | AVIF, the
 classical codecs at their best variant (by PSNR) within the SODEC stream's own bytes, as `sodec eval` picks them.
 
-    python benchmarks/side_by_side.py --eval benchmarks/kodak-sodec-small --images kodak/ --quality 5 \
+    python benchmarks/side_by_side.py --eval benchmarks/results/kodak-sodec-small --images kodak/ --quality 5 \
         --crop kodim04.png:200,120,256 --crop kodim23.png:260,80,256 --out side_by_side.png
 
 Each ``--crop IMAGE:LEFT,TOP,SIZE`` is one row (a square of SIZE pixels, shown at 1×). The labels give each

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
 from sodec_training.losses import DistortionLoss  # noqa: E402
@@ -52,7 +53,9 @@ def main(argv=None):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 times.append(time.perf_counter() - start)
-            print(f"stage {stage} {'bf16 autocast' if bf16 else 'fp32'}: {min(times[1:]):.2f} s/step (best of {len(times) - 1})")
+            print(
+                f"stage {stage} {'bf16 autocast' if bf16 else 'fp32'}: {min(times[1:]):.2f} s/step (best of {len(times) - 1})"
+            )
 
 
 if __name__ == "__main__":

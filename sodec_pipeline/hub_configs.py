@@ -7,19 +7,17 @@ Finding layouts imports nothing heavy (the CLI uses it before deciding to load t
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import List, Union
 
-from .package_data import package_data_folder
-
-
-def hub_configs_root() -> Path:
-    """The folder holding the named layouts (the repository's ``hub_configs/`` or the installed copy)."""
-    return package_data_folder("sodec_pipeline.hub_configs_data", "hub_configs")
+from .package_data import NamedFolders
 
 
-def available_hub_configs():
-    root = hub_configs_root()
-    return sorted(p.name for p in root.iterdir() if (p / "model_index.json").is_file()) if root.is_dir() else []
+#: The named layouts: the repository's ``hub_configs/`` or the installed copy.
+HUB_CONFIGS = NamedFolders("sodec_pipeline.hub_configs_data", "hub_configs")
+
+
+def available_hub_configs() -> List[str]:
+    return HUB_CONFIGS.names()
 
 
 def resolve_hub_config(name_or_path: Union[str, os.PathLike]) -> Path:
@@ -27,8 +25,8 @@ def resolve_hub_config(name_or_path: Union[str, os.PathLike]) -> Path:
     path = Path(name_or_path)
     if (path / "model_index.json").is_file():
         return path
-    named = hub_configs_root() / str(name_or_path)
-    if (named / "model_index.json").is_file():
+    named = HUB_CONFIGS.find(name_or_path)
+    if named is not None:
         return named
     raise FileNotFoundError(
         f"{str(name_or_path)!r} is neither a folder with a model_index.json nor a known hub config "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from test_hific_conversion import make_port_model, save_port_checkpoint
+from hific_port import make_port_model, save_port_checkpoint
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from sodec_pipeline import SODECPipeline
@@ -31,6 +31,13 @@ def tiny_vision_config(hidden_size=48):
         intermediate_size=37,
         projection_dim=16,
     )
+
+
+def _assert_same_weights(expected: torch.nn.Module, actual: torch.nn.Module) -> None:
+    """Every tensor of ``expected``'s state dict is in ``actual``'s, equal to the bit."""
+    state = actual.state_dict()
+    for key, value in expected.state_dict().items():
+        assert torch.equal(value, state[key]), key
 
 
 def write_preprocessor(folder: Path, size=32):
@@ -150,11 +157,9 @@ def test_components_are_sized_from_the_parts(parts, assembled):
     assert pipe.vae.config.scaling_factor == 0.13025
     assert pipe.scheduler.config.prediction_type == "v_prediction"  # from sd/scheduler
     saved_unet = UNet2DConditionModel.from_pretrained(parts["sd"], subfolder="unet")
-    for key, value in saved_unet.state_dict().items():
-        assert torch.equal(value, pipe.unet.state_dict()[key]), key
+    _assert_same_weights(saved_unet, pipe.unet)
     saved_vit = CLIPVisionModel.from_pretrained(parts["vit"])
-    for key, value in saved_vit.state_dict().items():
-        assert torch.equal(value, pipe.image_encoder.state_dict()[key]), key
+    _assert_same_weights(saved_vit, pipe.image_encoder)
     assert pipe.compression_vae.is_updated
 
 
@@ -190,15 +195,8 @@ def test_image_encoder_layouts(parts):
     assert list(pipe.fidelity_guidance.config.image_encoder_mean)[0] == pytest.approx(0.48145466)
 
     torch.manual_seed(3)
-    text = dict(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=37,
-        vocab_size=99,
-        max_position_embeddings=16,
-        projection_dim=16,
-    )
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, vocab_size=99,
+                max_position_embeddings=16, projection_dim=16)  # fmt: skip
     full = CLIPModel(CLIPConfig(text_config=text, vision_config=tiny_vision_config(40), projection_dim=16))
     full.save_pretrained(root / "laion-clip")
     write_preprocessor(root / "laion-clip")
@@ -218,8 +216,7 @@ def test_codec_from_a_converted_hific_checkpoint(parts, tmp_path, small_photo):
     pipe = SODECPipeline.from_pretrained_parts(parts["sd"], parts["vit"], codec=tmp_path / "codec", config=TINY_CONFIG)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.compression_vae.fingerprint() == converted.compression_vae.fingerprint()
-    for key, value in converted.fidelity_guidance.fidelity_decoder.state_dict().items():
-        assert torch.equal(value, pipe.fidelity_guidance.fidelity_decoder.state_dict()[key]), key
+    _assert_same_weights(converted.fidelity_guidance.fidelity_decoder, pipe.fidelity_guidance.fidelity_decoder)
     assert pipe.fidelity_guidance.guidance_projection.proj_in.weight.shape == (24, 48)
     streams = pipe.compress(small_photo)
     assert streams == [pipe.compress(small_photo)[0]]
@@ -245,8 +242,7 @@ def test_codec_from_a_trained_pipeline(tiny_pipeline_dir, tiny_pipeline, parts, 
     CLIPVisionModel(CLIPVisionConfig(**tiny_vision_config(32))).save_pretrained(tmp_path / "vit32")
     pipe = SODECPipeline.from_pretrained_parts(sd16, tmp_path / "vit32", codec=tiny_pipeline_dir, config=TINY_CONFIG)
     assert pipe.compression_vae.fingerprint() == tiny_pipeline.compression_vae.fingerprint()
-    for key, value in tiny_pipeline.fidelity_guidance.state_dict().items():
-        assert torch.equal(value, pipe.fidelity_guidance.state_dict()[key]), key
+    _assert_same_weights(tiny_pipeline.fidelity_guidance, pipe.fidelity_guidance)
     assert pipe.compress(small_photo) == tiny_pipeline.compress(small_photo)
     # a trained F_p that does not fit the parts is refused, naming both sides
     with pytest.raises(ValueError) as info:

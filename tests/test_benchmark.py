@@ -14,10 +14,10 @@ from sodec_pipeline.benchmarking.benchmark import (
     STAGES,
     StageTimer,
     decode_by_stage,
-    denoise_ddim,
     make_ddim_scheduler,
     summarize_times,
     synthetic_image,
+    with_scheduler,
 )
 from sodec_pipeline.cli import main
 
@@ -63,8 +63,8 @@ def test_ddim_baseline_starts_at_999_and_one_step_equals_the_sodec_step(tiny_pip
     )
     with torch.no_grad():
         one_step = tiny_pipeline.denoise(noisy, guidance)
-        ddim_1 = denoise_ddim(tiny_pipeline, noisy, guidance, make_ddim_scheduler(tiny_pipeline, 1))
-        ddim_4 = denoise_ddim(tiny_pipeline, noisy, guidance, scheduler)
+        ddim_1 = with_scheduler(tiny_pipeline, make_ddim_scheduler(tiny_pipeline, 1)).denoise(noisy, guidance)
+        ddim_4 = with_scheduler(tiny_pipeline, scheduler).denoise(noisy, guidance)
     torch.testing.assert_close(ddim_1, one_step, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ddim_4, one_step, atol=1e-3)
 
@@ -147,23 +147,10 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
 
 def test_benchmark_from_a_saved_model(tmp_path, tiny_pipeline_dir, capsys):
     out = tmp_path / "bench.json"
-    rc = main(
-        [
-            "benchmark",
-            "--model",
-            str(tiny_pipeline_dir),
-            "--size",
-            "64",
-            "--warmup",
-            "0",
-            "--repeats",
-            "1",
-            "--baseline-steps",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+    rc = main([
+        "benchmark", "--model", str(tiny_pipeline_dir), "--size", "64", "--warmup", "0", "--repeats", "1",
+        "--baseline-steps", "1", "--out", str(out),
+    ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert (
@@ -202,20 +189,10 @@ def test_benchmark_model_and_config_are_exclusive(capsys):
 
 def test_scaling_benchmark_writes_round_trips_and_batching(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    rc = main(
-        [
-            "benchmark",
-            "--config",
-            str(TINY_CONFIG),
-            "--size",
-            "96x64,200x300",
-            "--scaling",
-            "--batch-speedup",
-            "2",
-            "--out",
-            str(out),
-        ]
-    )
+    rc = main([
+        "benchmark", "--config", str(TINY_CONFIG), "--size", "96x64,200x300", "--scaling", "--batch-speedup", "2",
+        "--out", str(out),
+    ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert [r["size"] for r in result["round_trips"]] == [[64, 96], [300, 200]]

@@ -158,7 +158,6 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
         ("not_a_model_dir", "no model_index.json"),
         ("layout_name_as_model", "sodec init sodec-tiny my-model"),
         ("config_folder_as_model", "configs without weights"),
-        ("no_model_in_a_build_without_a_default", "no --model given"),
         ("missing_stream", "no such file"),
         ("bad_config", "hub config"),
         ("init_into_a_full_folder", "not empty"),
@@ -167,7 +166,7 @@ def test_default_output_names_never_replace_the_photo(tiny_pipeline_dir, workdir
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(
-    case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path, monkeypatch
+    case, needle, tiny_pipeline_dir, tiny_pipeline, workdir, streams, capsys, tmp_path
 ):
     stream = streams[0]
     data = stream.read_bytes()
@@ -201,9 +200,6 @@ def test_bad_input_gives_one_line_and_exit_2(
         from sodec_pipeline.hub_configs import resolve_hub_config
 
         args = ["compress", workdir / "grey.png", "--model", resolve_hub_config("sodec-tiny")]
-    elif case == "no_model_in_a_build_without_a_default":
-        monkeypatch.setattr(model_loading, "DEFAULT_MODEL", None)
-        args = ["compress", workdir / "grey.png"]
     elif case == "missing_stream":
         args = ["decompress", tmp_path / "none.sodec", "--model", model]
     elif case == "bad_device":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sodec_pipeline import SODECPipeline
-from sodec_pipeline.pipelines import colour_correction
+from sodec_pipeline.pipelines import DecodeOptions, colour_correction
 from sodec_pipeline.pipelines.colour_correction import block_means, correct_colours
 
 
@@ -54,14 +54,16 @@ def test_decode_applies_the_configured_correction(tiny_pipeline, small_photo):
     y_hat, z_hat = tiny_pipeline.entropy_decode(tiny_pipeline.parse_bitstreams(stream)[0])
     with torch.no_grad():
         plain, x_f = tiny_pipeline.decode_latents(y_hat, z_hat)
-        corrected, _ = tiny_pipeline.decode_latents(y_hat, z_hat, colour_correction_block_size=8)
+        corrected, _ = tiny_pipeline.decode_latents(
+            y_hat, z_hat, options=DecodeOptions(colour_correction_block_size=8)
+        )
     assert tiny_pipeline.config.colour_correction_block_size == 0
     assert torch.equal(corrected, correct_colours(plain.clone(), block_means(x_f, 8), 8))
     assert (block_means(corrected, 8) - block_means(x_f, 8)).abs().mean() < (
         block_means(plain, 8) - block_means(x_f, 8)
     ).abs().mean()
     with pytest.raises(ValueError, match="power of two"):
-        tiny_pipeline.decode_latents(y_hat, z_hat, colour_correction_block_size=12)
+        tiny_pipeline.decode_latents(y_hat, z_hat, options=DecodeOptions(colour_correction_block_size=12))
 
 
 def test_block_size_is_saved_in_model_index_and_loaded(tiny_pipeline_dir, tmp_path, small_photo):
@@ -78,7 +80,7 @@ def test_block_size_is_saved_in_model_index_and_loaded(tiny_pipeline_dir, tmp_pa
     y_hat, z_hat = loaded.entropy_decode(loaded.parse_bitstreams(stream)[0])
     decoded = loaded.decompress(stream, output_type="pt").images
     with torch.no_grad():
-        expected, _ = loaded.decode_latents(y_hat, z_hat, colour_correction_block_size=16)
+        expected, _ = loaded.decode_latents(y_hat, z_hat, options=DecodeOptions(colour_correction_block_size=16))
     assert torch.equal(decoded[0], expected[0, :, : small_photo.height, : small_photo.width].clamp(0, 1))
 
 

@@ -162,3 +162,17 @@ def test_sodec_demo_refuses_a_bad_port_in_one_line(capsys):
     assert main(["demo", "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert "--port must be between 1 and 65535" in err and "Traceback" not in err
+
+
+def test_sodec_demo_says_in_one_line_why_it_cannot_serve(tiny_pipeline_dir, monkeypatch, capsys):
+    """A server that cannot start (here an OSError without a message) is one line and exit status 2."""
+    import gradio as gr
+
+    def refuse(self, **kwargs):
+        raise OSError()
+
+    monkeypatch.setattr(gr.Blocks, "launch", refuse)
+    argv = ["demo", "--model", str(tiny_pipeline_dir), "--no-perceptual", "--port", str(free_port())]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"sodec demo: error: cannot serve on 127.0.0.1:{argv[-1]}: OSError"

@@ -22,7 +22,7 @@ from fake_hub import fake_hub_functions
 
 from sodec_pipeline import SODECPipeline
 from sodec_pipeline.pipelines.hub_code import component_code, pipeline_code
-from sodec_pipeline.shipped_models import shipped_models_root
+from sodec_pipeline.shipped_models import SHIPPED_MODELS
 
 
 ASSETS = Path(__file__).parent / "assets"
@@ -96,7 +96,7 @@ def _reference(pipe, photo):
 
 @pytest.fixture(scope="module")
 def shipped_folder():
-    return shipped_models_root() / "sodec-small"
+    return SHIPPED_MODELS.root() / "sodec-small"
 
 
 @pytest.fixture(scope="module")

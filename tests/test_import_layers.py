@@ -18,7 +18,7 @@ LAYERS = (
     (
         "bitstream", "entropy_coding", "image_processing", "hub_configs", "hub_download_options",
         "shipped_models", "package_data", "lazy_exports", "quality_levels", "orientation", "hardware",
-        "model_folder_checks",
+        "model_folder_checks", "image_files", "messages",
     ),
 )  # fmt: skip
 LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}

@@ -74,6 +74,32 @@ def test_no_design_document_is_cited_that_the_repository_lacks_and_no_machine_pa
     assert not offenders, "\n".join(offenders)
 
 
+#: A path into benchmarks/ as documents and scripts name it: ``benchmarks/results/startup/lazy-imports.json``, with
+#: ``{a,b}`` alternatives and ``*`` wildcards.
+BENCHMARKS_PATH = re.compile(r"benchmarks/[\w.{},*/-]*[\w}*/]")
+
+
+def _expand_braces(path: str):
+    match = re.search(r"\{([^{}]*)\}", path)
+    if not match:
+        return [path]
+    return [p for option in match.group(1).split(",") for p in _expand_braces(path.replace(match.group(0), option, 1))]
+
+
+def test_every_path_into_benchmarks_that_a_document_or_script_names_exists():
+    """benchmarks/ holds the scripts, and results/ what they measured: a path into it that a document, a script or
+    a test names is there (the result files themselves keep the paths they were made with)."""
+    missing = []
+    for path in _tracked("*.md", "*.py", "*.sh"):
+        relative = path.relative_to(REPO).as_posix()
+        if relative.startswith("benchmarks/results/"):
+            continue
+        for named in BENCHMARKS_PATH.findall(path.read_text(encoding="utf-8")):
+            if not all(any(REPO.glob(p)) if "*" in p else (REPO / p).exists() for p in _expand_braces(named)):
+                missing.append(f"{relative}: {named}")
+    assert not missing, "\n".join(missing)
+
+
 # ---------------------------------------------------------------------- the set-up
 def _commands(script: str):
     """The commands of a shell script, one a line, split as the shell does; comments and blank lines left out."""

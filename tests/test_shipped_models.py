@@ -12,7 +12,7 @@ def test_a_shipped_folder_loads_by_its_short_name(tmp_path, tiny_pipeline_dir, m
 
     root = tmp_path / "pretrained"
     shutil.copytree(tiny_pipeline_dir, root / "sodec-example")
-    monkeypatch.setattr(shipped_models, "shipped_models_root", lambda: root)
+    monkeypatch.setattr(shipped_models.SHIPPED_MODELS, "root", lambda: root)
     assert shipped_models.shipped_model_names() == ["sodec-example"]
     assert Path(shipped_models.resolve_model_path("sodec-example")) == root / "sodec-example"
     assert shipped_models.resolve_model_path("owner/some-repo") == "owner/some-repo"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from sodec_pipeline.cli import DEFAULT_MODEL, main
 from sodec_pipeline.metrics.fidelity import psnr
-from sodec_pipeline.shipped_models import shipped_model_names, shipped_models_root
+from sodec_pipeline.shipped_models import SHIPPED_MODELS, shipped_model_names
 
 
 ASSETS = Path(__file__).parent / "assets"
@@ -20,7 +20,7 @@ NAME = "sodec-small"
 
 @pytest.fixture(scope="module")
 def card_check():
-    card = ModelCard.load(shipped_models_root() / NAME / "README.md")
+    card = ModelCard.load(SHIPPED_MODELS.root() / NAME / "README.md")
     return card.data.to_dict()["sodec_round_trip_check"]
 
 
@@ -36,7 +36,7 @@ def pipe():
 def test_sodec_small_ships_and_is_the_default_model():
     assert NAME in shipped_model_names()
     assert DEFAULT_MODEL == NAME
-    weights = sorted((shipped_models_root() / NAME).glob("*/*.safetensors"))
+    weights = sorted((SHIPPED_MODELS.root() / NAME).glob("*/*.safetensors"))
     assert len(weights) == 5 and sum(w.stat().st_size for w in weights) <= 30 * 2**20
 
 

@@ -101,6 +101,18 @@ def summarize_times(times: Sequence[float]) -> dict:
 
 
 # ---------------------------------------------------------------------- memory
+def _process_status_kib(field: str) -> Optional[int]:
+    """A KiB figure of this process from /proc/self/status (``VmHWM``, ``VmRSS``); None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 class PeakMemory:
     """Peak memory of a phase: CUDA allocator peak, or the CPU process's peak RSS (VmHWM)."""
 
@@ -131,24 +143,13 @@ class PeakMemory:
 
     @staticmethod
     def _vm_hwm_kib() -> Optional[int]:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        return _process_status_kib("VmHWM")
 
     @staticmethod
     def current_rss_mib() -> Optional[float]:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024.0
-        except OSError:
-            pass
+        rss = _process_status_kib("VmRSS")
+        if rss is not None:
+            return rss / 1024.0
         try:
             import psutil
 
@@ -200,11 +201,6 @@ def with_scheduler(pipe, scheduler):
     other = type(pipe)(**{**pipe.components, "scheduler": scheduler}, **options)
     other.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return other
-
-
-def denoise_ddim(pipe, noisy_latents: torch.Tensor, guidance: torch.Tensor, scheduler) -> torch.Tensor:
-    """``pipe.denoise`` with ``scheduler``'s steps from ŷ_t (as x_t at ``scheduler.timesteps[0]``) and c_g."""
-    return with_scheduler(pipe, scheduler).denoise(noisy_latents, guidance)
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ summary line and the exit status say that something failed."""
 import traceback
 from contextlib import contextmanager
 
-from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CLIError, first_line
+from ..messages import first_line
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CLIError
 
 
 class Batch:

@@ -95,16 +95,15 @@ def _load_image(path, size):
     import PIL.Image
     import torch
 
-    from ..image_processing import pil_to_rgb_array
-    from ..orientation import upright
+    from ..evaluation.evaluate import load_image
+    from ..image_files import UnreadableImageError
 
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
     try:
-        with PIL.Image.open(path) as image:
-            rgb = PIL.Image.fromarray(pil_to_rgb_array(upright(image)))
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise CLIError(f"{path}: not a readable image") from e
+        rgb = PIL.Image.fromarray(load_image(path))
+    except UnreadableImageError as e:
+        raise CLIError(str(e)) from e
     rgb = rgb.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
 

@@ -8,7 +8,6 @@ folder and file (an existing one is refused without ``--overwrite``) are checked
 a bad stream is reported and skipped, the others are still decoded (:mod:`.batch`).
 """
 
-from ..hardware import dtype_help
 from .batch import Batch
 from .files import (
     DECODED_SUFFIXES,
@@ -23,7 +22,7 @@ from .files import (
     read_stream,
     save_image,
 )
-from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
+from .model_loading import add_device_arguments, add_model_argument, load_pipeline, resolve_model
 from .processes import Processes
 from .progress import DECOMPRESS_STEPS, Progress
 
@@ -40,12 +39,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--fidelity", action="store_true", help="write the fidelity decoder's image x̂_f (fast, no diffusion step)"
     )
-    p.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
-    )
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
+    add_device_arguments(p)
     p.add_argument(
         "--max-pixels", type=int, default=None,
         help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "

@@ -9,6 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from ..messages import first_line
 from .errors import CLIError
 from .model_loading import add_model_argument, load_pipeline, resolve_model
 
@@ -52,5 +53,5 @@ def run(args) -> int:
     try:
         demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=args.quiet)
     except OSError as e:
-        raise CLIError(f"cannot serve on {args.host}:{args.port}: {str(e).splitlines()[0]}") from e
+        raise CLIError(f"cannot serve on {args.host}:{args.port}: {first_line(e)}") from e
     return 0

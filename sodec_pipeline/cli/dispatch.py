@@ -13,7 +13,8 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, first_line
+from ..messages import first_line
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, CLIError
 from .model_loading import quiet_libraries
 from .progress import progress_enabled
 

@@ -13,9 +13,3 @@ EXIT_INTERRUPTED = 130
 class CLIError(Exception):
     """A user mistake, reported as one line with exit status 2. The message says what is wrong and,
     where there is one, what to do about it."""
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its class name when it has none)."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

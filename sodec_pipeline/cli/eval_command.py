@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 from ..evaluation import baselines as baselines_lib
-from ..hardware import dtype_help
 from . import model_loading
 from .errors import CLIError
 from .files import prepare_output_folder
-from .model_loading import DTYPES, add_model_argument, load_pipeline, resolve_model
+from .model_loading import add_device_arguments, add_model_argument, load_pipeline, resolve_model
 from .processes import Processes
 
 
@@ -32,12 +31,7 @@ def add_arguments(p) -> None:
     add_model_argument(p)
     p.add_argument("--images", required=True, help="folder of images (png, jpg, ...; not recursive)")
     p.add_argument("--out", required=True, help="output folder: .sodec files, decoded PNGs, CSV, JSON, rd.png")
-    p.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
-    )
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
+    add_device_arguments(p)
     p.add_argument(
         "--codecs",
         default=",".join(baselines_lib.CODECS),
@@ -90,6 +84,7 @@ def load_perceptual_metrics(args):
 def run(args) -> int:
     from ..evaluation.evaluate import EvaluationInputError, evaluate, find_images, load_image, merge_results
     from ..evaluation.report import write_report
+    from ..image_files import UnreadableImageError
     from ..metrics import MetricWeightsError
 
     resolve_model(args.model)  # a wrong --model is reported before anything else is read
@@ -115,7 +110,7 @@ def run(args) -> int:
         paths = find_images(args.images)[: args.limit]
         for path in paths:
             load_image(path)
-    except EvaluationInputError as e:
+    except (EvaluationInputError, UnreadableImageError) as e:
         raise CLIError(str(e)) from e
     try:
         perceptual, missing = load_perceptual_metrics(args)

@@ -103,6 +103,7 @@ def open_image(path: str, data: Optional[bytes] = None):
     import PIL.Image
 
     from ..bitstream import check_image_size
+    from ..image_files import PILLOW_READ_ERRORS, UnreadableImageError
 
     name = input_name(path)
     if data is None:
@@ -112,8 +113,8 @@ def open_image(path: str, data: Optional[bytes] = None):
             image = PIL.Image.open(path if data is None else io.BytesIO(data))
     except PIL.Image.DecompressionBombError as e:  # only if a plugin checks on its own; same one line
         raise CLIError(f"{name}: image too large for SODEC ({e}); crop or downscale it first") from None
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise CLIError(f"{name}: not a readable image ({_reason(e)})") from None
+    except PILLOW_READ_ERRORS as e:
+        raise CLIError(str(UnreadableImageError(name, e))) from None
     width, height = image.size
     try:
         check_image_size(height, width)
@@ -127,6 +128,7 @@ def read_image_size(path: str, data: Optional[bytes] = None) -> Tuple[int, int]:
     """(width, height) of an image file (or of ``data``, as :func:`open_image`) from its header, the right way
     up, checked against the format's limits; the file's structure is verified where Pillow can do so without
     decoding pixels (PNG chunk checksums, so a truncated PNG is caught before the model loads)."""
+    from ..image_files import UnreadableImageError
     from ..orientation import upright_size
 
     with open_image(path, data) as image:
@@ -134,27 +136,20 @@ def read_image_size(path: str, data: Optional[bytes] = None) -> Tuple[int, int]:
             size = upright_size(image)
             image.verify()
         except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds for a damaged file
-            raise CLIError(f"{input_name(path)}: not a readable image ({_reason(e)})") from None
+            raise CLIError(str(UnreadableImageError(input_name(path), e))) from None
     return size
 
 
 def load_image(path: str, data: Optional[bytes] = None):
-    """An image file's pixels (a PIL image) the right way up (its EXIF orientation applied), after the header
-    checks of :func:`open_image`."""
-    import PIL.Image
-
-    from ..orientation import upright
+    """An image file's pixels (a PIL image) the right way up (:func:`sodec_pipeline.image_files.read_image`),
+    after the header checks of :func:`open_image`."""
+    from ..image_files import UnreadableImageError, read_image
 
     with open_image(path, data) as image:
         try:
-            return upright(image)
-        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
-            raise CLIError(f"{input_name(path)}: not a readable image ({_reason(e)})") from None
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+            return read_image(image, input_name(path))
+        except UnreadableImageError as e:
+            raise CLIError(str(e)) from None
 
 
 # ---------------------------------------------------------------------- streams

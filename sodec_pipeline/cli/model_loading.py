@@ -11,15 +11,18 @@ import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from ..hardware import DTYPE_CHOICES, resolve_dtype_name
+from ..hardware import DTYPE_CHOICES, dtype_help, resolve_dtype_name
+from ..hub_configs import HUB_CONFIGS
+from ..messages import first_line
 from ..model_folder_checks import WEIGHT_SUFFIXES
 from ..quality_levels import quality_levels_of_config
-from .errors import CLIError, first_line
+from ..shipped_models import SHIPPED_MODELS
+from .errors import CLIError
 
 
 #: The model ``--model`` defaults to: the trained pipeline shipped in ``pretrained/`` under this short name
-#: (:mod:`sodec_pipeline.shipped_models`). None would make ``--model`` required.
-DEFAULT_MODEL: Optional[str] = "sodec-small"
+#: (:mod:`sodec_pipeline.shipped_models`).
+DEFAULT_MODEL = "sodec-small"
 
 #: ``--dtype`` choices: the dtype of the decoder networks (the codec and its entropy models stay float32);
 #: ``auto`` is bfloat16 where the device computes it natively, else float32 (:mod:`sodec_pipeline.hardware`).
@@ -32,24 +35,29 @@ _HUB_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]
 _NETWORK_ERRORS = {"ConnectionError", "ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "Timeout",
                    "TimeoutException", "ProxyError", "OfflineModeIsEnabled"}  # fmt: skip
 _INIT_HINT = "make a randomly initialised one with `sodec init sodec-tiny my-model`, then pass --model my-model"
-
-
-def _missing_model_hint() -> str:
-    """What to do about a --model that does not exist: the shipped default where there is one."""
-    if DEFAULT_MODEL is None:
-        return _INIT_HINT
-    return f"leave --model out to use the shipped {DEFAULT_MODEL}, or {_INIT_HINT}"
+#: What to do about a --model that does not exist.
+_MISSING_MODEL_HINT = f"leave --model out to use the shipped {DEFAULT_MODEL}, or {_INIT_HINT}"
 
 
 def add_model_argument(parser) -> None:
     """Adds ``--model`` (a pipeline folder, a shipped model's name or a Hub repo id)."""
-    default = f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required until a trained model ships)"
     parser.add_argument(
         "--model",
         default=None,
         metavar="MODEL",
-        help=f"a saved SODEC pipeline: folder, shipped model name or Hugging Face Hub id (owner/name){default}",
+        help=f"a saved SODEC pipeline: folder, shipped model name or Hugging Face Hub id (owner/name) "
+        f"(default: {DEFAULT_MODEL})",
     )
+
+
+def add_device_arguments(parser) -> None:
+    """Adds ``--device`` (under ``accelerate launch``, each process's own by default) and ``--dtype``."""
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda[:N] or mps (default cpu; under accelerate launch, each process's own device)",
+    )
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
 
 
 def torch_dtype(name: str, device: str = "cpu"):
@@ -66,24 +74,21 @@ def resolve_model(model: Optional[str]) -> str:
     In this order: an existing folder; the name of a pipeline shipped in ``pretrained/``; the name of a
     layout in ``hub_configs/`` (configs only: the answer is the ``sodec init`` line that makes a model
     from it); a Hub repo id ``owner/name``. Raises :class:`CLIError` at once for what can be known
-    without loading: no model given, a missing folder, a folder that is not a pipeline or holds no
-    weights, a layout, a file. Imports nothing heavy.
+    without loading: a missing folder, a folder that is not a pipeline or holds no weights, a layout, a file.
+    ``None`` (no ``--model``) is :data:`DEFAULT_MODEL`. Imports nothing heavy.
     """
-    if model is None:
-        if DEFAULT_MODEL is None:
-            raise CLIError(f"no --model given, and no trained model ships with this version yet: {_INIT_HINT}")
-        model = DEFAULT_MODEL
+    model = DEFAULT_MODEL if model is None else model
     path = Path(model).expanduser()
     if path.is_dir():
         check_pipeline_folder(path, model)
         return str(path)
     if path.exists():
         raise CLIError(f"--model {model}: a file, not a pipeline folder (pass the folder holding model_index.json)")
-    shipped = _shipped_folder(model, "shipped_models")
+    shipped = SHIPPED_MODELS.find(model)
     if shipped is not None:
         check_pipeline_folder(shipped, model)
         return str(shipped)
-    layout = _shipped_folder(model, "hub_configs")
+    layout = HUB_CONFIGS.find(model)
     if layout is not None:
         if not _weightless_components(layout):
             return str(layout)
@@ -92,10 +97,10 @@ def resolve_model(model: Optional[str]) -> str:
             f"initialised model from it with `sodec init {model} my-model`, then pass --model my-model"
         )
     if _looks_like_a_local_path(model):
-        raise CLIError(f"--model {model}: no such folder; {_missing_model_hint()}")
+        raise CLIError(f"--model {model}: no such folder; {_MISSING_MODEL_HINT}")
     if not _HUB_REPO_ID.fullmatch(model):
         raise CLIError(
-            f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_missing_model_hint()}"
+            f"--model {model}: no such folder, shipped model or Hub repo id (owner/name); {_MISSING_MODEL_HINT}"
         )
     return model
 
@@ -159,19 +164,6 @@ def _weightless_components(folder: Path) -> List[str]:
         if (sub / "config.json").is_file() and not any(p.name.endswith(WEIGHT_SUFFIXES) for p in sub.iterdir()):
             missing.append(name)
     return missing
-
-
-def _shipped_folder(name: str, where: str) -> Optional[Path]:
-    """The folder shipped with the package under this short name, if any: a trained pipeline
-    (``where="shipped_models"``, ``pretrained/``) or a layout (``"hub_configs"``, ``hub_configs/``)."""
-    if os.sep in name or "/" in name or name.startswith("."):
-        return None
-    if where == "shipped_models":  # both modules import the standard library only
-        from ..shipped_models import shipped_models_root as root
-    else:
-        from ..hub_configs import hub_configs_root as root
-    folder = root() / name
-    return folder if (folder / "model_index.json").is_file() else None
 
 
 def _looks_like_a_local_path(text: str) -> bool:

@@ -21,8 +21,11 @@ import numpy as np
 import PIL.Image
 
 from ..bitstream import BitstreamError
-from ..evaluation.evaluate import EvaluationInputError, load_image
+from ..evaluation.evaluate import load_image
+from ..image_files import UnreadableImageError
+from ..messages import first_line
 from ..orientation import upright_size
+from ..pipelines.pipeline_sodec import DECODERS
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
 
 
@@ -39,12 +42,10 @@ METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS-alex ↓", "dists": "D
 
 def _user_error(error: BaseException) -> gr.Error:
     """The one-line message the page shows for a request that failed."""
-    if isinstance(error, (DemoInputError, EvaluationInputError, BitstreamError)):
+    if isinstance(error, (DemoInputError, UnreadableImageError, BitstreamError)):
         return gr.Error(str(error), print_exception=False)
     logger.exception("demo request failed")
-    return gr.Error(
-        f"something went wrong: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    )
+    return gr.Error(f"something went wrong: {type(error).__name__}: {first_line(error)}")
 
 
 def _uploaded_path(upload) -> str:
@@ -143,7 +144,7 @@ class DemoHandlers:
             data = Path(path).read_bytes()
             (stream,) = self.pipe.parse_bitstreams(data, max_pixels=self.max_pixels)
             gallery = []
-            for i, decoder in enumerate(("diffusion", "fidelity")):
+            for i, decoder in enumerate(DECODERS):
                 progress(0.5 * i, desc=f"{decoder} decode")
                 image = self.pipe.decompress(data, decoder=decoder, max_pixels=self.max_pixels).images[0]
                 gallery.append((np.asarray(image), f"SODEC {decoder}"))

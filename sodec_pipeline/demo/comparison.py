@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 
 from ..evaluation import baselines as baselines_lib
+from ..pipelines.pipeline_sodec import DECODERS
 
 
 #: The classical codecs the demo shows beside SODEC.
@@ -96,7 +97,7 @@ def compare(
     (stream,) = pipe.compress(PIL.Image.fromarray(reference), quality=quality)
     bpp = 8.0 * len(stream) / (width * height)
     decodes, notes = [], []
-    for i, decoder in enumerate(("diffusion", "fidelity")):
+    for i, decoder in enumerate(DECODERS):
         progress(0.1 + 0.2 * i, f"{decoder} decode")
         image = pipe.decompress(stream, decoder=decoder).images[0]
         decodes.append(

@@ -1,6 +1,9 @@
 """Classical baselines through Pillow — JPEG, WebP, AVIF, JPEG 2000, and JPEG XL where the pillow-jxl-plugin
 package is installed — pushed down to SODEC's bitrates.
 
+A :class:`Codec` is its settings and an encode and a decode function, so a codec outside Pillow (another
+library, a learned codec) fits as well: add it to :data:`CODECS` and ``sodec eval --codecs`` offers it.
+
 At 0.02–0.1 bpp even the lowest quality setting of these codecs spends too many bits at full
 resolution, so every codec is run over a grid of *variants*:
 
@@ -42,33 +45,66 @@ RESAMPLE_SIDE_INFO_BYTES = 4
 
 @dataclass(frozen=True)
 class Codec:
-    """A Pillow codec, its lowest quality settings and how one setting becomes ``Image.save`` options.
+    """A baseline codec: its lowest settings, and the two functions that code an image at one of them.
 
-    ``feature``: the ``PIL.features`` name of a codec built into Pillow; ``plugin``: instead, the module of a
-    Pillow plugin package that registers ``pil_format`` when imported (JPEG XL: ``pillow_jxl``)."""
+    ``encode(image, setting)`` turns an RGB PIL image into the bytes the codec writes at ``setting``;
+    ``decode(data)`` turns them back into an image (any mode: it is converted to RGB). Any codec fits: a format
+    of Pillow or of a Pillow plugin (:func:`pillow_codec`), or one with its own library or networks.
+    ``available()``: whether it can run here (otherwise it is left out with ``install_hint``); ``library``:
+    what codes it, as the report names it (``Pillow 11.3.0``)."""
 
     name: str
-    pil_format: str
-    feature: Optional[str]
     settings: Tuple
     setting_label: str
-    options: Callable[[object, Tuple[int, int]], dict]
+    encode: Callable[[PIL.Image.Image, object], bytes]
+    decode: Callable[[bytes], PIL.Image.Image]
+    available: Callable[[], bool]
     install_hint: str
-    plugin: Optional[str] = None
+    library: str
 
-    def available(self) -> bool:
-        if self.plugin is None:
-            return bool(PIL.features.check(self.feature))
+
+def pillow_codec(
+    name: str,
+    pil_format: str,
+    settings: Tuple,
+    setting_label: str,
+    options: Callable[[object, Tuple[int, int]], dict],
+    install_hint: str,
+    feature: Optional[str] = None,
+    plugin: Optional[str] = None,
+) -> Codec:
+    """A :class:`Codec` through Pillow's ``Image.save`` and ``Image.open``: ``options(setting, size)`` gives the
+    save options of one setting. ``feature``: the ``PIL.features`` name of a codec built into Pillow; ``plugin``:
+    instead, the module of a Pillow plugin package that registers ``pil_format`` when imported (JPEG XL:
+    ``pillow_jxl``); it is imported when the codec first runs."""
+
+    def load_plugin() -> None:
+        if plugin is not None:
+            importlib.import_module(plugin)
+
+    def available() -> bool:
+        if plugin is None:
+            return bool(PIL.features.check(feature))
         try:
-            self.load_plugin()
+            load_plugin()
         except ImportError:
             return False
-        return self.pil_format in PIL.Image.SAVE and self.pil_format in PIL.Image.OPEN
+        return pil_format in PIL.Image.SAVE and pil_format in PIL.Image.OPEN
 
-    def load_plugin(self) -> None:
-        """Imports the plugin package (a no-op for codecs built into Pillow); ImportError when it is missing."""
-        if self.plugin is not None:
-            importlib.import_module(self.plugin)
+    def encode(image: PIL.Image.Image, setting) -> bytes:
+        load_plugin()
+        buffer = io.BytesIO()
+        image.save(buffer, pil_format, **options(setting, image.size))
+        return buffer.getvalue()
+
+    def decode(data: bytes) -> PIL.Image.Image:
+        load_plugin()
+        with PIL.Image.open(io.BytesIO(data)) as decoded:
+            decoded.load()
+            return decoded.convert("RGB")
+
+    library = f"Pillow {PIL.__version__}" + (f" and its plugin {plugin}" if plugin else "")
+    return Codec(name, settings, setting_label, encode, decode, available, install_hint, library)
 
 
 def _jpeg_options(quality, size):
@@ -105,25 +141,28 @@ def _jpeg2000_options(coded_bpp, size):
 
 
 CODECS: Dict[str, Codec] = {
-    "jpeg": Codec(
-        "jpeg", "JPEG", "jpg", (1, 2, 3, 5, 8, 12, 20, 30, 50), "quality", _jpeg_options,
-        "Pillow built with libjpeg (every Pillow wheel has it)",
+    "jpeg": pillow_codec(
+        "jpeg", "JPEG", (1, 2, 3, 5, 8, 12, 20, 30, 50), "quality", _jpeg_options,
+        "Pillow built with libjpeg (every Pillow wheel has it)", feature="jpg",
     ),
-    "webp": Codec(
-        "webp", "WEBP", "webp", (0, 5, 10, 20, 30, 50, 70), "quality", _webp_options,
+    "webp": pillow_codec(
+        "webp", "WEBP", (0, 5, 10, 20, 30, 50, 70), "quality", _webp_options,
         "Pillow built with libwebp (the PyPI Pillow wheels have it; from source: apt-get install libwebp-dev)",
+        feature="webp",
     ),
-    "avif": Codec(
-        "avif", "AVIF", "avif", (0, 5, 10, 20, 30, 45, 60), "quality", _avif_options,
+    "avif": pillow_codec(
+        "avif", "AVIF", (0, 5, 10, 20, 30, 45, 60), "quality", _avif_options,
         "Pillow >= 11.2 wheels from PyPI include libavif; older Pillow: pip install pillow-avif-plugin",
+        feature="avif",
     ),
-    "jpeg2000": Codec(
-        "jpeg2000", "JPEG2000", "jpg_2000", (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.2, 1.6), "coded_bpp", _jpeg2000_options,
+    "jpeg2000": pillow_codec(
+        "jpeg2000", "JPEG2000", (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.2, 1.6), "coded_bpp", _jpeg2000_options,
         "Pillow built with OpenJPEG (the PyPI Pillow wheels have it; from source: apt-get install libopenjp2-7-dev)",
+        feature="jpg_2000",
     ),
-    "jpegxl": Codec(
-        "jpegxl", "JXL", None, (0, 5, 10, 20, 30, 45, 60), "quality", _jpegxl_options,
-        "pip install pillow-jxl-plugin; in a checkout the [jpegxl] and [test] extras have it", "pillow_jxl",
+    "jpegxl": pillow_codec(
+        "jpegxl", "JXL", (0, 5, 10, 20, 30, 45, 60), "quality", _jpegxl_options,
+        "pip install pillow-jxl-plugin; in a checkout the [jpegxl] and [test] extras have it", plugin="pillow_jxl",
     ),
 }  # fmt: skip
 
@@ -159,15 +198,25 @@ def coded_size(width: int, height: int, downscale: float) -> Tuple[int, int]:
     return max(1, int(round(width / downscale))), max(1, int(round(height / downscale)))
 
 
-def encode_decode(image: PIL.Image.Image, codec: Codec, setting) -> Tuple[int, PIL.Image.Image]:
-    """Encodes with Pillow into memory and decodes again: (number of bytes, decoded RGB image)."""
-    codec.load_plugin()
-    buffer = io.BytesIO()
-    image.save(buffer, codec.pil_format, **codec.options(setting, image.size))
-    data = buffer.getvalue()
-    with PIL.Image.open(io.BytesIO(data)) as decoded:
-        decoded.load()
-        return len(data), decoded.convert("RGB")
+def code_at_size(
+    original: PIL.Image.Image, codec: Codec, setting, size: Tuple[int, int]
+) -> Tuple[int, PIL.Image.Image]:
+    """The downscale rule: ``original`` resized to ``size`` (Lanczos) unless that is its own size, coded at
+    ``setting`` and decoded. Returns the bytes charged at the original size (the codec's, plus
+    :data:`RESAMPLE_SIDE_INFO_BYTES` when downscaled) and the decoded RGB image at ``size``."""
+    downscaled = size != original.size
+    small = original.resize(size, PIL.Image.Resampling.LANCZOS) if downscaled else original
+    data = codec.encode(small, setting)
+    decoded = codec.decode(data)
+    decoded = decoded if decoded.mode == "RGB" else decoded.convert("RGB")
+    return len(data) + (RESAMPLE_SIDE_INFO_BYTES if downscaled else 0), decoded
+
+
+def upscale(decoded: PIL.Image.Image, size: Tuple[int, int], upscale_filter: str) -> np.ndarray:
+    """``decoded`` back at the original ``size`` (uint8 RGB) with one of :data:`UPSCALE_FILTERS` (not used when the
+    sizes agree)."""
+    restored = decoded if decoded.size == size else decoded.resize(size, UPSCALE_FILTERS[upscale_filter])
+    return np.asarray(restored, dtype=np.uint8)
 
 
 def run_codec(
@@ -191,29 +240,21 @@ def run_codec(
         size = coded_size(width, height, downscale)
         if downscale != 1.0 and size == (width, height):
             continue
-        small = original if size == (width, height) else original.resize(size, PIL.Image.Resampling.LANCZOS)
-        side = 0 if size == (width, height) else RESAMPLE_SIDE_INFO_BYTES
         for setting in codec.settings:
             try:
-                num_bytes, decoded = encode_decode(small, codec, setting)
+                num_bytes, decoded = code_at_size(original, codec, setting, size)
             except (OSError, ValueError, RuntimeError) as e:
                 if failures is not None:
                     failures.append(
                         f"{codec.name} {codec.setting_label}={setting} at 1/{downscale:g} ({size[0]}x{size[1]}): {e}"
                     )
                 continue
-            bpp = 8.0 * (num_bytes + side) / (height * width)
-            filters = upscale_filters if decoded.size != (width, height) else upscale_filters[:1]
-            for name in filters:
-                restored = (
-                    decoded
-                    if decoded.size == (width, height)
-                    else decoded.resize((width, height), UPSCALE_FILTERS[name])
-                )
-                array = np.asarray(restored, dtype=np.uint8)
+            bpp = 8.0 * num_bytes / (height * width)
+            resized = decoded.size != (width, height)
+            for name in upscale_filters if resized else upscale_filters[:1]:
                 variants.append(
-                    Variant(codec.name, setting, downscale, name if decoded.size != (width, height) else "none",
-                            num_bytes + side, bpp, psnr(reference, array), size)
+                    Variant(codec.name, setting, downscale, name if resized else "none", num_bytes, bpp,
+                            psnr(reference, upscale(decoded, (width, height), name)), size)
                 )  # fmt: skip
     return variants
 
@@ -223,21 +264,10 @@ def reconstruct(reference: np.ndarray, variant: Variant) -> np.ndarray:
     deterministic; the byte count is checked), so that the grid search keeps no images in memory."""
     height, width = reference.shape[:2]
     codec = CODECS[variant.codec]
-    original = PIL.Image.fromarray(reference)
-    small = (
-        original
-        if variant.coded_size == (width, height)
-        else original.resize(variant.coded_size, PIL.Image.Resampling.LANCZOS)
-    )
-    num_bytes, decoded = encode_decode(small, codec, variant.setting)
-    side = 0 if variant.coded_size == (width, height) else RESAMPLE_SIDE_INFO_BYTES
-    if num_bytes + side != variant.num_bytes:
-        raise RuntimeError(
-            f"{codec.name} is not deterministic: {num_bytes + side} bytes now, {variant.num_bytes} before"
-        )
-    if decoded.size != (width, height):
-        decoded = decoded.resize((width, height), UPSCALE_FILTERS[variant.upscale_filter])
-    return np.asarray(decoded, dtype=np.uint8)
+    num_bytes, decoded = code_at_size(PIL.Image.fromarray(reference), codec, variant.setting, variant.coded_size)
+    if num_bytes != variant.num_bytes:
+        raise RuntimeError(f"{codec.name} is not deterministic: {num_bytes} bytes now, {variant.num_bytes} before")
+    return upscale(decoded, (width, height), variant.upscale_filter)
 
 
 def select_best(variants: Sequence[Variant], target_bpp: float) -> Optional[Variant]:

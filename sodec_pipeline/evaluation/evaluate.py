@@ -24,19 +24,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import PIL.Image
 
+from ..image_files import IMAGE_EXTENSIONS, read_image
 from ..image_processing import pil_to_rgb_array
 from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr, texture_statistics
+from ..pipelines.pipeline_sodec import DECODERS
 from . import baselines as baselines_lib
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_TARGETS = baselines_lib.DEFAULT_TARGETS
-SODEC_DECODERS = ("diffusion", "fidelity")
 SODEC_TARGET = "sodec"
 
 
 class EvaluationInputError(ValueError):
-    """The images folder or an image in it cannot be used."""
+    """The images folder cannot be used (an image in it that cannot be read raises
+    :class:`~sodec_pipeline.image_files.UnreadableImageError`)."""
 
 
 def find_images(folder: str) -> List[Path]:
@@ -53,17 +54,9 @@ def find_images(folder: str) -> List[Path]:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """An image file → uint8 RGB (H, W, 3), the right way up (its EXIF orientation applied), by the pipeline's
-    own conversion rules."""
-    from ..orientation import upright
-
-    try:
-        with PIL.Image.open(path) as image:
-            return pil_to_rgb_array(upright(image))
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise EvaluationInputError(
-            f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from e
+    """An image file → uint8 RGB (H, W, 3), the right way up (:func:`sodec_pipeline.image_files.read_image`), by
+    the pipeline's own conversion rules. Raises :class:`~sodec_pipeline.image_files.UnreadableImageError`."""
+    return pil_to_rgb_array(read_image(path))
 
 
 @dataclass
@@ -186,7 +179,7 @@ def _evaluate_sodec(
     file_bytes = os.path.getsize(stream_path)
     data = stream_path.read_bytes()
     sodec_bpp = 8.0 * file_bytes / (height * width)
-    for decoder in SODEC_DECODERS:
+    for decoder in DECODERS:
         decoded_image = pipe.decompress(data, output_type="pil", decoder=decoder, batch_size=batch_size).images[0]
         decoded_image.save(out / "decoded" / f"{name}.{decoder}.png")
         decoded = np.asarray(decoded_image, dtype=np.uint8)
@@ -291,6 +284,6 @@ def summarize(result: EvaluationResult) -> Tuple[List[dict], List[str]]:
                 f"{codec}: target(s) {', '.join(partial[codec])} reached on only some images (images reached/all); "
                 "no mean reported there"
             )
-    order = {m: i for i, m in enumerate([f"sodec-{d}" for d in SODEC_DECODERS] + list(baselines_lib.CODECS))}
+    order = {m: i for i, m in enumerate([f"sodec-{d}" for d in DECODERS] + list(baselines_lib.CODECS))}
     summary.sort(key=lambda e: (order.get(e["method"], 99), e["target"] != SODEC_TARGET, e["bpp"]))
     return summary, notes

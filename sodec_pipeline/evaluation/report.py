@@ -22,16 +22,10 @@ from typing import Dict, List, Tuple
 
 import PIL
 
+from ..pipelines.pipeline_sodec import DECODERS
 from . import baselines as baselines_lib
 from .bd_rate import bd_rate
-from .evaluate import (
-    BUILTIN_METRICS,
-    RATE_DISTORTION_METRICS,
-    SODEC_DECODERS,
-    SODEC_TARGET,
-    EvaluationResult,
-    summarize,
-)
+from .evaluate import BUILTIN_METRICS, RATE_DISTORTION_METRICS, SODEC_TARGET, EvaluationResult, summarize
 
 
 ROW_FIELDS = [
@@ -153,7 +147,7 @@ def write_compressai_results(summary: List[dict], folder: Path, num_images: int,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    methods = [f"sodec-{d}" for d in SODEC_DECODERS] + list(baselines_lib.CODECS)
+    methods = [f"sodec-{d}" for d in DECODERS] + list(baselines_lib.CODECS)
     methods += sorted({e["method"] for e in summary} - set(methods))
     for method in methods:
         entries = sorted((e for e in summary if e["method"] == method), key=lambda e: e["bpp"])
@@ -171,9 +165,9 @@ def write_compressai_results(summary: List[dict], folder: Path, num_images: int,
             points = [f"quality {e['quality']}" for e in entries]
         else:
             codec = baselines_lib.CODECS.get(method)
-            plugin = f" and its plugin {codec.plugin}" if codec is not None and codec.plugin else ""
+            library = codec.library if codec is not None else f"Pillow {PIL.__version__}"
             description = (
-                f"{COMPRESSAI_NAMES.get(method, method)} through Pillow {PIL.__version__}{plugin}: per image, the "
+                f"{COMPRESSAI_NAMES.get(method, method)} through {library}: per image, the "
                 "best variant (setting x downscale factor x upscale filter, highest PSNR) at or under each target bpp "
                 f"(fixed targets, and SODEC's own bpp at each level); means over {num_images} image(s); sodec eval"
             )
@@ -201,7 +195,7 @@ def bd_rates(summary: List[dict], metrics: List[str]) -> Dict[str, Dict[str, Dic
     every target (the fixed ones and those rate-matched to each level), by bpp."""
     out: Dict[str, Dict[str, float]] = {}
     for metric in (m for m in RATE_DISTORTION_METRICS if m in metrics):
-        for decoder in SODEC_DECODERS:
+        for decoder in DECODERS:
             test = [e for e in summary if e["method"] == f"sodec-{decoder}" and _is_finite(e.get(metric))]
             if len(test) < 2:
                 continue

@@ -1,13 +1,11 @@
 """Hyperprior transforms of SODEC: hyper-analysis H_a and the mean and scale hyper-synthesis P."""
 
-import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .layers import GradientCheckpointingMixin
+from .layers import ThreeConvTransform
 
 
-class HyperAnalysisTransform(GradientCheckpointingMixin, nn.Module):
+class HyperAnalysisTransform(ThreeConvTransform):
     r"""H_a: latent ``y`` (B, C, h, w) → hyper-latent ``z`` (B, N, h/4, w/4).
 
     A 3×3 convolution then two stride-2 5×5 convolutions with ReLU between them (Ballé et al. 2018,
@@ -22,16 +20,8 @@ class HyperAnalysisTransform(GradientCheckpointingMixin, nn.Module):
         self.conv2 = nn.Conv2d(hyper_channels, hyper_channels, 5, stride=2, padding=2, padding_mode=padding_mode)
         self.conv3 = nn.Conv2d(hyper_channels, hyper_channels, 5, stride=2, padding=2, padding_mode=padding_mode)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.checkpointed(self._transform, y)
 
-    def _transform(self, y: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.conv1(y))
-        y = F.relu(self.conv2(y))
-        return self.conv3(y)
-
-
-class HyperSynthesisTransform(GradientCheckpointingMixin, nn.Module):
+class HyperSynthesisTransform(ThreeConvTransform):
     r"""P (one head): hyper-latent ``ẑ`` (B, N, h/4, w/4) → a per-element parameter of ``y`` (B, C, h, w).
 
     SODEC uses two of them, one for the means μ and one for the scales σ of the Gaussian conditional
@@ -45,11 +35,3 @@ class HyperSynthesisTransform(GradientCheckpointingMixin, nn.Module):
         self.conv1 = nn.ConvTranspose2d(hyper_channels, hyper_channels, **kwargs)
         self.conv2 = nn.ConvTranspose2d(hyper_channels, hyper_channels, **kwargs)
         self.conv3 = nn.ConvTranspose2d(hyper_channels, latent_channels, kernel_size=3, stride=1, padding=1)
-
-    def forward(self, z_hat: torch.Tensor) -> torch.Tensor:
-        return self.checkpointed(self._transform, z_hat)
-
-    def _transform(self, z_hat: torch.Tensor) -> torch.Tensor:
-        z_hat = F.relu(self.conv1(z_hat))
-        z_hat = F.relu(self.conv2(z_hat))
-        return self.conv3(z_hat)

@@ -2,12 +2,11 @@
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .layers import GradientCheckpointingMixin, ResidualBlock, make_activation, make_norm
+from .layers import GradientCheckpointingMixin, ResidualBlock, ThreeConvTransform, make_activation, make_norm
 
 
-class LatentSynthesis(GradientCheckpointingMixin, nn.Module):
+class LatentSynthesis(ThreeConvTransform):
     r"""H_s: hyper-latent ``ẑ`` (B, N, H/64, W/64) → side features ``w`` (B, C_w, H/16, W/16).
 
     Two stride-2 transposed convolutions and a 3×3 projection, like a hyper-synthesis head, but
@@ -20,14 +19,6 @@ class LatentSynthesis(GradientCheckpointingMixin, nn.Module):
         self.conv1 = nn.ConvTranspose2d(hyper_channels, hyper_channels, **kwargs)
         self.conv2 = nn.ConvTranspose2d(hyper_channels, out_channels, **kwargs)
         self.conv3 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
-
-    def forward(self, z_hat: torch.Tensor) -> torch.Tensor:
-        return self.checkpointed(self._transform, z_hat)
-
-    def _transform(self, z_hat: torch.Tensor) -> torch.Tensor:
-        z_hat = F.relu(self.conv1(z_hat))
-        z_hat = F.relu(self.conv2(z_hat))
-        return self.conv3(z_hat)
 
 
 class LatentTransform(GradientCheckpointingMixin, nn.Module):

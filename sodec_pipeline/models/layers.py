@@ -2,6 +2,7 @@
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class ChannelNorm2d(nn.Module):
@@ -37,6 +38,19 @@ class GradientCheckpointingMixin:
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return self._gradient_checkpointing_func(block, *inputs)
         return block(*inputs)
+
+
+class ThreeConvTransform(GradientCheckpointingMixin, nn.Module):
+    """``conv1`` → ReLU → ``conv2`` → ReLU → ``conv3``, the hyperprior's layout (Ballé et al. 2018; HiFiC's and
+    CompressAI's ``h_a``/``h_s``): subclasses make the three layers, this runs them (checkpointed as one block)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.checkpointed(self._transform, x)
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.conv3(x)
 
 
 def make_norm(num_channels: int, channel_norm: bool) -> nn.Module:

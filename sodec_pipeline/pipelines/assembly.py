@@ -224,16 +224,7 @@ class FromPretrainedPartsMixin:
         # 3. the codec: loaded, or randomly initialised from the config
         unet_in = int(unet.config.in_channels)
         if codec is None:
-            torch.manual_seed(seed)
-            compression_vae = build_component(
-                CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in}
-            )
-            fidelity_guidance = build_component(
-                FidelityGuidanceEncoder,
-                folder / "fidelity_guidance",
-                dict(guidance_fit, latent_channels=compression_vae.config.latent_channels),
-            )
-            compression_vae.update(force=True)
+            compression_vae, fidelity_guidance = _random_codec(folder, guidance_fit, unet_in, seed)
         else:
             compression_vae, fidelity_guidance = _load_codec(
                 codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub
@@ -344,6 +335,20 @@ def _one_step_scheduler(folder, sd_model, scheduler_subfolder, hub) -> SODECSche
             int(scheduler_config["timestep"]), int(scheduler_config["num_train_timesteps"]) - 1
         )
     return SODECScheduler.from_config(scheduler_config)
+
+
+def _random_codec(folder, guidance_fit, unet_in, seed):
+    """The codec and the fidelity/guidance encoder of the config ``folder``, randomly initialised (``seed``) to fit
+    the UNet's input (``unet_in`` channels) and the ViT (``guidance_fit``)."""
+    torch.manual_seed(seed)
+    compression_vae = build_component(CompressionVAE, folder / "compression_vae", {"out_latent_channels": unet_in})
+    fidelity_guidance = build_component(
+        FidelityGuidanceEncoder,
+        folder / "fidelity_guidance",
+        dict(guidance_fit, latent_channels=compression_vae.config.latent_channels),
+    )
+    compression_vae.update(force=True)
+    return compression_vae, fidelity_guidance
 
 
 def _load_codec(codec, folder, guidance_fit, unet_in, sd_model, vit_name, seed, hub):

@@ -5,6 +5,7 @@ import logging
 import numbers
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 
@@ -54,6 +55,7 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
+#: The decodes of a stream: SODEC's one-step diffusion decode, and the fidelity decoder D_a's x̂_f alone.
 DECODERS = ("diffusion", "fidelity")
 #: The stages of a decode, as :meth:`SODECPipeline.decompress` names them to a ``stage_timer``: parsing
 #: (header, CRC), entropy decoding (ẑ, P, ŷ), H_s/T_s → ŷ_t, D_a → x̂_f, the ViT (with its input
@@ -77,6 +79,34 @@ StageWrapper = Callable[[str], ContextManager]
 
 def _untimed(_stage: str) -> ContextManager:
     return nullcontext()
+
+
+@dataclass
+class DecodeOptions:
+    """What a caller other than :meth:`SODECPipeline.decompress` may hand :meth:`SODECPipeline.decode_latents`:
+    the benchmark's timer, the tensors training has already computed, and per-call overrides.
+
+    Args:
+        stage_timer (`Callable[[str], ContextManager]`, *optional*):
+            Wraps each stage of :data:`DECODE_STAGES` (the benchmark's timer).
+        noisy_latents (`torch.Tensor`, *optional*):
+            ŷ_t when the caller has it already (training: ``CompressionVAE.forward`` computes it), instead of
+            running H_s/T_s again.
+        fidelity_image (`torch.Tensor`, *optional*):
+            x̂_f when the caller has it (training with D_a frozen computes it under ``no_grad``), instead of running
+            D_a again.
+        return_fidelity_image (`bool`, defaults to `True`):
+            ``False``: x̂_f is freed once the guidance is made and ``None`` is returned in its place (a decode then
+            never holds x̂_f and x̂ at once; ``decompress`` does this).
+        colour_correction_block_size (`int`, *optional*):
+            Overrides the pipeline's config value (the diffusion decode's low frequencies taken from x̂_f; 0: none).
+    """
+
+    stage_timer: Optional[StageWrapper] = None
+    noisy_latents: Optional[torch.Tensor] = None
+    fidelity_image: Optional[torch.Tensor] = None
+    return_fidelity_image: bool = True
+    colour_correction_block_size: Optional[int] = None
 
 
 class DecoderScaleError(ValueError):
@@ -435,46 +465,50 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         decoder: str = "diffusion",
         batch_size: int = 1,
         output_type: str = "pt",
-        stage_timer: Optional[StageWrapper] = None,
-        noisy_latents: Optional[torch.Tensor] = None,
-        fidelity_image: Optional[torch.Tensor] = None,
-        return_fidelity_image: bool = True,
-        colour_correction_block_size: Optional[int] = None,
+        options: Optional[DecodeOptions] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The decode: (ŷ, ẑ) → (x̂, x̂_f), both (B, 3, H, W) float32 on the [0, 1] scale (unclamped), every
         large network tile by tile with at most ``batch_size`` tiles per call.
 
         H_s/T_s → ŷ_t; D_a → x̂_f; ViT and F_p → c_g; the UNet step → ŷ_0; the VAE decoder → x̂. With
         ``decoder="fidelity"`` only D_a runs and x̂ is x̂_f; with ``output_type="latent"`` x̂ is ŷ_0
-        (B, 4, H/8, W/8), before the VAE decoder. ``stage_timer`` (see :data:`DECODE_STAGES`) wraps each
-        stage. ``noisy_latents``: ŷ_t when the caller has it already (training: ``CompressionVAE.forward``
-        computes it), instead of running H_s/T_s again; ``fidelity_image``: x̂_f when the caller has it
-        (training with D_a frozen computes it under ``no_grad``), instead of running D_a again.
-        ``return_fidelity_image=False``: x̂_f is freed once the guidance is made and ``None`` is returned in
-        its place (a decode then never holds x̂_f and x̂ at once). ``colour_correction_block_size``: overrides the
-        pipeline's config value (the diffusion decode's low frequencies taken from x̂_f; 0: none).
+        (B, 4, H/8, W/8), before the VAE decoder. ``options`` ([`DecodeOptions`]): a stage timer, ŷ_t or x̂_f
+        computed already, and overrides (training and the benchmark use them). ``decoder``, ``output_type`` and
+        ``batch_size`` are checked as :meth:`decompress` checks them (:func:`check_decode_inputs`).
         Differentiable (no ``no_grad`` here): training runs this decode.
         """
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
-        stage = stage_timer or _untimed
+        check_decode_inputs(decoder, output_type, batch_size)
+        return self._decode_latents(y_hat, z_hat, decoder, batch_size, output_type, options or DecodeOptions())
+
+    def _decode_latents(
+        self,
+        y_hat: torch.Tensor,
+        z_hat: torch.Tensor,
+        decoder: str,
+        batch_size: int,
+        output_type: str,
+        options: DecodeOptions,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`decode_latents` on arguments checked already."""
+        stage = options.stage_timer or _untimed
         if decoder == "fidelity":
             with stage("d_a"):
                 x_f = self.decode_fidelity(y_hat, batch_size)
             return x_f, x_f
+        noisy_latents = options.noisy_latents
         if noisy_latents is None:
             with stage("hs_ts"):
                 noisy_latents = self.synthesize_latents(y_hat, z_hat)
-        x_f = fidelity_image
+        x_f = options.fidelity_image
         if x_f is None:
             with stage("d_a"):
                 x_f = self.decode_fidelity(y_hat, batch_size)
-        guidance = self.encode_guidance(x_f, stage_timer)
+        guidance = self.encode_guidance(x_f, options.stage_timer)
         block_size = self.config.colour_correction_block_size
-        if colour_correction_block_size is not None:
-            block_size = check_colour_correction_block_size(colour_correction_block_size)
+        if options.colour_correction_block_size is not None:
+            block_size = check_colour_correction_block_size(options.colour_correction_block_size)
         reference_means = block_means(x_f, block_size) if block_size and output_type != "latent" else None
-        if not return_fidelity_image:
+        if not options.return_fidelity_image:
             x_f = None
         with stage("unet"):
             latents = self.denoise_tiled(noisy_latents, guidance, batch_size)
@@ -568,9 +602,8 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         z_hat = torch.cat([z for _, z in decoded])
         padded_h, padded_w = padded_size(group[0].height, group[0].width)
         try:
-            result, _ = self.decode_latents(
-                y_hat, z_hat, decoder, batch_size, output_type, stage, return_fidelity_image=False
-            )
+            options = DecodeOptions(stage_timer=stage, return_fidelity_image=False)
+            result, _ = self._decode_latents(y_hat, z_hat, decoder, batch_size, output_type, options)
             made_h, made_w = result.shape[-2:]
         except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
             made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])

@@ -5,7 +5,7 @@
 #   B. picks the codec with the lowest validation Lagrangian J = MSE(x, x̂_f) + λ·bpp (real bytes, held-out images);
 #   C. trains stage 2 twice from that codec and the stage-0 VAE: with the VAE decoder frozen, and trained;
 #   D. exports both pipelines (float16) and checks that streams written on the GPU decode on the CPU to the
-#      encoder's symbols (benchmarks/gpu/cross_device_check.py).
+#      encoder's symbols (benchmarks/cross_device_check.py).
 # Everything it returns goes to $OUT: pilot.json (every run's figures), logs.tar.gz, cross_device.json and the two
 # pipelines as pipelines.tar.part-* (cat them together, then tar -x).
 #
@@ -86,7 +86,7 @@ wait
 for run in s2_vae_frozen s2_vae_trained; do
   [ -f "$WORK/$run/model_index.json" ] && $PY training/export_pipeline.py --pipeline "$WORK/$run" --output "$WORK/export/$run" --weights_dtype float16 >> "$WORK/export.log" 2>&1
 done
-$PY benchmarks/gpu/cross_device_check.py --model "$WORK/export/s2_vae_frozen" --images "$VAL" --device "${CHECK_DEVICE:-cuda}" --out "$OUT/cross_device.json" > "$WORK/cross_device.log" 2>&1
+$PY benchmarks/cross_device_check.py --model "$WORK/export/s2_vae_frozen" --images "$VAL" --device "${CHECK_DEVICE:-cuda}" --out "$OUT/cross_device.json" > "$WORK/cross_device.log" 2>&1
 $PY - "$WORK" "$OUT/pilot.json" <<'EOF'
 import json, sys
 from pathlib import Path

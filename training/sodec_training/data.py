@@ -12,11 +12,9 @@ import PIL.Image
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sodec_pipeline.image_files import IMAGE_EXTENSIONS
 from sodec_pipeline.image_processing import pil_to_rgb_array
 from sodec_pipeline.orientation import upright
-
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def list_images(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> List[Path]:

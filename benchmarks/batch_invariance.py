@@ -1,6 +1,6 @@
 """Why a batched decode is not bit-identical to one image at a time on CPU (benchmarks/README.md, Batching).
 
-    PYTHONPATH=. python benchmarks/scaling/batch_invariance.py
+    PYTHONPATH=. python benchmarks/batch_invariance.py
 
 1. One convolution, batch of 8 against 8 single calls, with PyTorch's oneDNN on (its default) and off (its
    own kernels), and the time of the batched call.
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from sodec_pipeline.pipelines import build_pipeline_from_config
+
 
 SMALL_INPUT = 20480  # PyTorch's ConvParams::use_mkldnn: a single input up to this size runs its own kernel
 
@@ -67,7 +68,11 @@ def first_differing_leaf(model, x):
     outputs, hooks = {}, []
     for name, module in model.named_modules():
         if not list(module.children()):
-            hooks.append(module.register_forward_hook(lambda m, a, o, n=name: outputs.setdefault(n, []).append(o.detach().clone())))
+            hooks.append(
+                module.register_forward_hook(
+                    lambda m, a, o, n=name: outputs.setdefault(n, []).append(o.detach().clone())
+                )
+            )
     with torch.no_grad():
         model(x[:1])
         calls = {name: len(v) for name, v in outputs.items()}
@@ -87,7 +92,10 @@ def networks():
     pipe = build_pipeline_from_config("hub_configs/sodec-tiny", seed=0)
     torch.manual_seed(0)
     inputs = {
-        "D_a": (pipe.fidelity_guidance.fidelity_decoder, torch.randn(4, pipe.fidelity_guidance.config.latent_channels, 16, 16)),
+        "D_a": (
+            pipe.fidelity_guidance.fidelity_decoder,
+            torch.randn(4, pipe.fidelity_guidance.config.latent_channels, 16, 16),
+        ),
         "VAE decoder": (pipe.vae.decoder, torch.randn(4, pipe.vae.config.latent_channels, 32, 32)),
     }
     for name, (model, x) in inputs.items():

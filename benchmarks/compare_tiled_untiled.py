@@ -1,6 +1,6 @@
 """Tiled vs untiled decode of the same stream (and tiled vs untiled E on the same image).
 
-    python benchmarks/tiling/compare_tiled_untiled.py MODEL_OR_CONFIG IMAGE OUT_JSON [OUT_PNG]
+    python benchmarks/compare_tiled_untiled.py MODEL_OR_CONFIG IMAGE OUT_JSON [OUT_PNG]
 
 MODEL_OR_CONFIG: a saved pipeline (a folder with model_index.json, or a shipped name such as sodec-small),
 or a config folder of hub_configs/ (random weights, seed 0). Untiled = the networks on the whole grid (what the pipeline did before tiling). Prints and writes max and
@@ -16,10 +16,10 @@ import PIL.Image
 import torch
 
 from sodec_pipeline import SODECPipeline
-from sodec_pipeline.pipelines import build_pipeline_from_config
-from sodec_pipeline.shipped_models import resolve_model_path
 from sodec_pipeline.image_processing import pad_to_multiple, to_image_tensors
+from sodec_pipeline.pipelines import build_pipeline_from_config
 from sodec_pipeline.pipelines.pipeline_sodec import padded_size
+from sodec_pipeline.shipped_models import resolve_model_path
 
 
 def stats(a, b):

@@ -2,9 +2,9 @@
 # The texture pilot (issue 29): short stage-2/stage-4 fine-tunes of the shipped sodec-small's diffusion path,
 # codec and D_a frozen, one after another on core 0 (one thread), each for the same minutes. Scored afterwards
 # by benchmarks/texture_pilot.py on BSDS500 test photos outside the held-out 20.
-#   DATA="bsds500/train bsds500/val" OUT=/root/ckpt/tp MINUTES=13 bash benchmarks/texture-pilot/run_pilots.sh NAME...
+#   DATA="bsds500/train bsds500/val" OUT=/root/ckpt/tp MINUTES=13 bash benchmarks/texture_pilot_runs.sh NAME...
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 : "${DATA:?}" "${OUT:?}" "${MINUTES:=13}" "${BASE_MODEL:=pretrained/sodec-small}"
 COMMON="--pretrained_model_name_or_path $BASE_MODEL --train_data_dir $DATA --resolution 128 --train_batch_size 8
   --unet_training full --max_train_steps 1000000 --lr_scheduler cosine --report_to jsonl --seed 3

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Issue 11, item 5, as one prepared GPU run: the full-size layout (random weights) trained and decoded.
 
-    PYTHONUNBUFFERED=1 python benchmarks/gpu/full_size_gpu.py --out "$OUT"        # on a CUDA machine
+    PYTHONUNBUFFERED=1 python benchmarks/full_size_gpu.py --out "$OUT"        # on a CUDA machine
 
 1. Training: seconds per optimisation step and peak GPU memory of ``train_sodec.py``'s model in stage 3
    (everything the paper trains: the codec, D_a, F_p and the UNet LoRA + conv_in; the ViT and the SD VAE
@@ -16,7 +16,7 @@ Writes ``training.json`` and ``decode.json`` to ``--out`` as it goes (a run cut 
 measured). The weights are built once (``build_pipeline_from_config``, seed 0). A check on the CPU with
 the tiny layout, before spending GPU time::
 
-    python benchmarks/gpu/full_size_gpu.py --config hub_configs/sodec-tiny --device cpu --resolutions 64 \
+    python benchmarks/full_size_gpu.py --config hub_configs/sodec-tiny --device cpu --resolutions 64 \
         --batch-sizes 2 --train-steps 3 --decode-size 128 --dtypes float32 --batch-speedup 2 --out /tmp/gpu-check
 """
 
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "training"))
 
@@ -43,6 +44,7 @@ from sodec_training.modeling import (  # noqa: E402
     enable_gradient_checkpointing,
     fuse_unet_lora,
 )
+
 
 PAPER_DECODE_MS = 227.9
 LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # train_sodec.py's default
@@ -93,7 +95,9 @@ def measure_training(pipe, args, device, log) -> list:
                 setting = {"gradient_checkpointing": checkpointing, "resolution": resolution, "batch_size": batch_size,
                            "precision": "bf16 autocast", "stage": 3, "unet_training": f"lora rank {args.lora_rank}",
                            "trainable_parameters": trainable}  # fmt: skip
-                x = torch.rand(batch_size, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(device)
+                x = torch.rand(batch_size, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(
+                    device
+                )
                 _reset_peak(device)
                 times = []
                 try:
@@ -131,7 +135,7 @@ def measure_decoding(pipe, args, device, log) -> list:
     results = []
     for dtype_name in args.dtypes:
         pipe.to(dtype=getattr(torch, dtype_name))
-        for compiled in ([False, True] if args.compile else [False]):
+        for compiled in [False, True] if args.compile else [False]:
             if compiled:
                 torch._dynamo.reset()
                 pipe.unet.compile()
@@ -147,7 +151,9 @@ def measure_decoding(pipe, args, device, log) -> list:
                 for module in (pipe.unet, pipe.vae.decoder):
                     module._compiled_call_impl = None  # back to eager for the next dtype
         if args.batch_speedup and dtype_name == args.dtypes[0]:
-            log(f"batching: {args.batch_speedup} images of {args.decode_size}², batch 1 and {args.batch_speedup}, {dtype_name}")
+            log(
+                f"batching: {args.batch_speedup} images of {args.decode_size}², batch 1 and {args.batch_speedup}, {dtype_name}"
+            )
             batching = measure_batching(pipe, args.decode_size, args.decode_size, num_images=args.batch_speedup,
                                         batch_size=args.batch_speedup, rounds=3, log=log)  # fmt: skip
             batching["dtype"] = dtype_name
@@ -162,8 +168,12 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--resolutions", type=_csv(int), default=[256, 512])
     parser.add_argument("--batch-sizes", type=_csv(int), default=[4, 8])
-    parser.add_argument("--checkpointing", type=_csv(lambda v: v == "on"), default=[False, True],
-                        help="comma-separated on/off (default: off,on)")
+    parser.add_argument(
+        "--checkpointing",
+        type=_csv(lambda v: v == "on"),
+        default=[False, True],
+        help="comma-separated on/off (default: off,on)",
+    )
     parser.add_argument("--train-steps", type=int, default=4, help="per setting; the first is not timed")
     parser.add_argument("--lora-rank", type=int, default=4)
     parser.add_argument("--decode-size", type=int, default=512)

@@ -8,7 +8,7 @@ on the GPU and μ comes from P in exact fixed point. It also records whether the
 the same image (E runs in float32 on both devices, so a y near a rounding boundary may be coded differently;
 either stream decodes anywhere) and the PSNR of the CPU's fidelity decode of the GPU's stream.
 
-    python benchmarks/gpu/cross_device_check.py --model sodec-small --images photos/ --out cross_device.json
+    python benchmarks/cross_device_check.py --model sodec-small --images photos/ --out cross_device.json
 """
 
 import argparse
@@ -28,7 +28,11 @@ from sodec_pipeline.metrics import batch_psnr
 def image_files(paths):
     files = []
     for entry in map(Path, paths):
-        files.extend(sorted(p for p in entry.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if entry.is_dir() else [entry])
+        files.extend(
+            sorted(p for p in entry.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+            if entry.is_dir()
+            else [entry]
+        )
     return files
 
 
@@ -63,16 +67,18 @@ def check(model: str, files, device: str) -> dict:
         z_decoded = torch.round(z_hat - medians)
         y_encoded, y_decoded = torch.round(y - means), torch.round(y_hat - means)
         fidelity = cpu.decompress(stream, decoder="fidelity", output_type="pt").images.float()
-        rows.append({
-            "image": path.name,
-            "bytes": len(stream),
-            "z_symbols_equal": bool(torch.equal(z_symbols, z_decoded)),
-            "y_symbols_equal": bool(torch.equal(y_encoded, y_decoded)),
-            "y_symbols": int(y_encoded.numel()),
-            "cpu_writes_same_bytes": stream == cpu_stream,
-            "max_abs_y_difference_gpu_cpu_encoder": float((y - cpu.analyze(image)).abs().max()),
-            "fidelity_psnr_cpu_decode_of_gpu_stream": float(batch_psnr(fidelity, image[None]).item()),
-        })
+        rows.append(
+            {
+                "image": path.name,
+                "bytes": len(stream),
+                "z_symbols_equal": bool(torch.equal(z_symbols, z_decoded)),
+                "y_symbols_equal": bool(torch.equal(y_encoded, y_decoded)),
+                "y_symbols": int(y_encoded.numel()),
+                "cpu_writes_same_bytes": stream == cpu_stream,
+                "max_abs_y_difference_gpu_cpu_encoder": float((y - cpu.analyze(image)).abs().max()),
+                "fidelity_psnr_cpu_decode_of_gpu_stream": float(batch_psnr(fidelity, image[None]).item()),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return {
         "model": model,
@@ -96,8 +102,10 @@ def main(argv=None) -> int:
     result = check(args.model, image_files(args.images), args.device)
     result["seconds"] = round(time.perf_counter() - start, 1)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"all symbols equal: {result['all_symbols_equal']} ({result['images']} images); "
-          f"same bytes from both encoders: {result['same_bytes_on_both']}/{result['images']}")
+    print(
+        f"all symbols equal: {result['all_symbols_equal']} ({result['images']} images); "
+        f"same bytes from both encoders: {result['same_bytes_on_both']}/{result['images']}"
+    )
     return 0 if result["all_symbols_equal"] else 1
 
 
