@@ -56,7 +56,7 @@ def test_training_plan_stages_and_lambda():
     assert [plan.rate_weight(s) for s in range(10)] == pytest.approx(
         [0.01, 0.01, 0, 0, 0.01, 0.055, 0.1, 0.1, 0.1, 0.1]
     )
-    assert plan.total_steps == 10
+    assert sum(steps for _, steps in plan.stages) == 10
     single = build_plan([Stage.JOINT], [5], lambda_rate_start=0.5, lambda_rate_end=0.5)
     assert single.stages == [(Stage.JOINT, 5)] and single.rate_weight(4) == 0.5
     assert TrainingPlan([(0, 3)], 0.1, 0.2).stages == [(Stage.AUTOENCODER, 3)]  # numbers become stages

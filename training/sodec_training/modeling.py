@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sodec_pipeline import SODECPipeline
+from sodec_pipeline.pipelines import DecodeOptions
 from sodec_pipeline.pipelines.pipeline_sodec import check_colour_correction_block_size
 
 from .discriminator import ConditionalPatchDiscriminator
@@ -318,7 +319,10 @@ class SODECTrainingModel(nn.Module):
             with torch.no_grad():
                 x_f = self.pipe.decode_fidelity(coded.y_hat, batch_size)
         x_hat, x_f = self.pipe.decode_latents(
-            coded.y_hat, coded.z_hat, batch_size=batch_size, noisy_latents=noisy_latents, fidelity_image=x_f
+            coded.y_hat,
+            coded.z_hat,
+            batch_size=batch_size,
+            options=DecodeOptions(noisy_latents=noisy_latents, fidelity_image=x_f),
         )
         d = self.distortion(x_hat, x)
         align = F.mse_loss(x_f, x)

@@ -82,10 +82,6 @@ class TrainingPlan:
             raise ValueError("λ must be non-negative")
         self.stages = [(Stage(stage), steps) for stage, steps in self.stages]
 
-    @property
-    def total_steps(self) -> int:
-        return sum(steps for _, steps in self.stages)
-
     def stage_at(self, step: int) -> Tuple[Stage, int, int]:
         """(stage, step within the stage, steps of the stage) of the 0-based optimisation ``step``."""
         begin = 0
