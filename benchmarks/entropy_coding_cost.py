@@ -26,13 +26,16 @@ import numpy as np
 import PIL.Image
 import torch
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sodec_pipeline.bitstream import encode_bitstream  # noqa: E402
-from sodec_pipeline.entropy_coding import decode_symbols, encode_symbols, table_indexes_of_channels  # noqa: E402
+from sodec_pipeline.codec.bitstream import encode_bitstream  # noqa: E402
+from sodec_pipeline.codec.entropy_coding import decode_symbols, encode_symbols, table_indexes_of_channels  # noqa: E402
+from sodec_pipeline.codec.stream_checks import entropy_check  # noqa: E402
 from sodec_pipeline.hub_configs import resolve_hub_config  # noqa: E402
 from sodec_pipeline.image_processing import pad_to_multiple  # noqa: E402
 from sodec_pipeline.models.compression_vae import PADDING_MULTIPLE, CompressionVAE  # noqa: E402
+
 
 V1_OVERHEAD_BYTES = 11  # magic 2, version 1, fingerprint 4, checksum 4 (+ the three varints, added below)
 
@@ -66,10 +69,10 @@ def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -
     x = pad_to_multiple(x, PADDING_MULTIPLE)
     y = model.encode(x)
     z = model.hyper_analysis(y)
-    medians = model._z_medians()
+    medians = model.entropy_model.z_medians()
     z_symbols = torch.round(z - medians)
     z_hat = z_symbols + medians
-    state = model._coding_state()
+    state = model.entropy_model.coding_state()
     gc, eb = model.gaussian_conditional, model.entropy_bottleneck
 
     p_float_ms, (means_f, scales_f) = timed(lambda: model.hyper_synthesis(z_hat), repeats)
@@ -81,7 +84,9 @@ def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -
         return eb.compress(z), gc.compress(y, indexes_f, means=means_f)
 
     encode_v1_ms, (z_v1, y_v1) = timed(encode_v1, repeats)
-    decode_v1_ms, _ = timed(lambda: (eb.decompress(z_v1, z.shape[-2:]), gc.decompress(y_v1, indexes_f, means=means_f)), repeats)
+    decode_v1_ms, _ = timed(
+        lambda: (eb.decompress(z_v1, z.shape[-2:]), gc.decompress(y_v1, indexes_f, means=means_f)), repeats
+    )
     payload_v1 = len(z_v1[0]) + len(y_v1[0])
     bytes_v1 = V1_OVERHEAD_BYTES + _varint_size(height) + _varint_size(width) + _varint_size(len(z_v1[0])) + payload_v1
 
@@ -95,18 +100,27 @@ def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -
 
     encode_v2_ms, (z_v2, y_v2) = timed(lambda: encode_v2(means_x, indexes_x), repeats)
     decode_v2_ms, _ = timed(
-        lambda: (decode_symbols(z_v2, z_tables_of, state["z_tables"]), decode_symbols(y_v2, indexes_x, state["y_tables"])), repeats
+        lambda: (
+            decode_symbols(z_v2, z_tables_of, state["z_tables"]),
+            decode_symbols(y_v2, indexes_x, state["y_tables"]),
+        ),
+        repeats,
     )
-    check = model.entropy_check(indexes_x, means_x)
+    check = entropy_check(indexes_x, means_x)
     bytes_v2 = len(encode_bitstream(b"\0" * 4, height, width, z_v2, y_v2, check))
     z_f, y_f = encode_v2(means_f, indexes_f)
     bytes_v2_float_p = len(encode_bitstream(b"\0" * 4, height, width, z_f, y_f, check))
     return {
         "size": f"{width}x{height}",
-        "p_float_ms": p_float_ms, "p_fixed_ms": p_fixed_ms,
-        "encode_v1_ms": encode_v1_ms, "decode_v1_ms": decode_v1_ms,
-        "encode_v2_ms": encode_v2_ms, "decode_v2_ms": decode_v2_ms,
-        "bytes_v1": bytes_v1, "bytes_v2": bytes_v2, "bytes_v2_float_p": bytes_v2_float_p,
+        "p_float_ms": p_float_ms,
+        "p_fixed_ms": p_fixed_ms,
+        "encode_v1_ms": encode_v1_ms,
+        "decode_v1_ms": decode_v1_ms,
+        "encode_v2_ms": encode_v2_ms,
+        "decode_v2_ms": decode_v2_ms,
+        "bytes_v1": bytes_v1,
+        "bytes_v2": bytes_v2,
+        "bytes_v2_float_p": bytes_v2_float_p,
         "indexes_differing_fixed_vs_float": int((indexes_f != indexes_x).sum()),
         "indexes_used": int(indexes_x.unique().numel()),
         "symbols": int(y.numel() + z.numel()),
@@ -118,8 +132,13 @@ def main() -> int:
     parser.add_argument("--config", default="sodec-sd21-base")
     parser.add_argument("--images", required=True, help="folder of images (Kodak)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale-bias-init", type=float, nargs=2, default=(0.11, 256.0),
-                        help="σ bias range of the random-init P_scale (default 0.11 256: σ spans the scale table)")
+    parser.add_argument(
+        "--scale-bias-init",
+        type=float,
+        nargs=2,
+        default=(0.11, 256.0),
+        help="σ bias range of the random-init P_scale (default 0.11 256: σ spans the scale table)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
@@ -127,7 +146,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model = build_codec(args.config, args.seed, args.scale_bias_init)
     started = time.perf_counter()
-    model._coding_state()
+    model.entropy_model.coding_state()
     setup_ms = 1000 * (time.perf_counter() - started)
     paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     rows = []
@@ -136,12 +155,21 @@ def main() -> int:
         row["image"] = path.name
         rows.append(row)
         print(json.dumps(row), flush=True)
-    keys = [k for k in rows[0] if k.endswith("_ms") or k.startswith("bytes") or k == "indexes_differing_fixed_vs_float"]
+    keys = [
+        k for k in rows[0] if k.endswith("_ms") or k.startswith("bytes") or k == "indexes_differing_fixed_vs_float"
+    ]
     summary = {k: statistics.mean(r[k] for r in rows) for k in keys}
     report = {
-        "config": args.config, "seed": args.seed, "scale_bias_init": list(args.scale_bias_init),
-        "threads": args.threads, "repeats": args.repeats, "images": len(rows),
-        "torch": torch.__version__, "coding_state_setup_ms": setup_ms, "mean": summary, "per_image": rows,
+        "config": args.config,
+        "seed": args.seed,
+        "scale_bias_init": list(args.scale_bias_init),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "images": len(rows),
+        "torch": torch.__version__,
+        "coding_state_setup_ms": setup_ms,
+        "mean": summary,
+        "per_image": rows,
     }
     print(json.dumps({"coding_state_setup_ms": setup_ms, "mean": summary}, indent=2))
     if args.out:

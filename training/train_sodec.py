@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sodec_pipeline import SODECPipeline  # noqa: E402
-from sodec_pipeline.bitstream import bits_per_pixel  # noqa: E402
+from sodec_pipeline.codec.bitstream import bits_per_pixel  # noqa: E402
 from sodec_pipeline.metrics import (  # noqa: E402
     MetricWeightsError,
     batch_ms_ssim,

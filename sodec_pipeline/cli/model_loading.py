@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..codec.quality_levels import quality_levels_of_config
 from ..hardware import DTYPE_CHOICES, resolve_dtype_name
 from ..model_folder_checks import WEIGHT_SUFFIXES
-from ..quality_levels import quality_levels_of_config
 from .errors import CLIError, first_line
 
 

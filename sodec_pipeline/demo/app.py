@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 
-from ..bitstream import BitstreamError
+from ..codec.errors import BitstreamError
 from ..evaluation.evaluate import EvaluationInputError, load_image
 from ..orientation import upright_size
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
