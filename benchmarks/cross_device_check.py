@@ -43,7 +43,7 @@ def encoder_symbols(pipe: SODECPipeline, image: torch.Tensor):
     y = pipe.analyze(image.to(pipe._execution_device)).float()
     with torch.autocast(device_type=y.device.type, enabled=False):
         z = codec.hyper_analysis(y)
-        medians = codec._z_medians().to(z.device)
+        medians = codec.entropy_model.z_medians().to(z.device)
         return torch.round(z - medians).cpu(), y.cpu()
 
 
@@ -61,9 +61,9 @@ def check(model: str, files, device: str) -> dict:
         cpu_stream = cpu.compress(pil)[0]
         (parsed,) = cpu.parse_bitstreams(stream)
         y_hat, z_hat = cpu.entropy_decode(parsed)  # raises if the entropy check fails
-        means, _ = cpu.compression_vae.entropy_parameters(z_hat)
+        means, _ = cpu.compression_vae.entropy_model.entropy_parameters(z_hat)
         z_symbols, y = encoder_symbols(gpu, image)
-        medians = cpu.compression_vae._z_medians()
+        medians = cpu.compression_vae.entropy_model.z_medians()
         z_decoded = torch.round(z_hat - medians)
         y_encoded, y_decoded = torch.round(y - means), torch.round(y_hat - means)
         fidelity = cpu.decompress(stream, decoder="fidelity", output_type="pt").images.float()

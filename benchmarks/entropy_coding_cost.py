@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sodec_pipeline.bitstream import encode_bitstream  # noqa: E402
-from sodec_pipeline.entropy_coding import decode_symbols, encode_symbols, table_indexes_of_channels  # noqa: E402
+from sodec_pipeline.codec.bitstream import encode_bitstream  # noqa: E402
+from sodec_pipeline.codec.entropy_coding import decode_symbols, encode_symbols, table_indexes_of_channels  # noqa: E402
+from sodec_pipeline.codec.stream_checks import entropy_check  # noqa: E402
 from sodec_pipeline.hub_configs import resolve_hub_config  # noqa: E402
 from sodec_pipeline.image_processing import pad_to_multiple  # noqa: E402
 from sodec_pipeline.models.compression_vae import PADDING_MULTIPLE, CompressionVAE  # noqa: E402
@@ -68,10 +69,10 @@ def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -
     x = pad_to_multiple(x, PADDING_MULTIPLE)
     y = model.encode(x)
     z = model.hyper_analysis(y)
-    medians = model._z_medians()
+    medians = model.entropy_model.z_medians()
     z_symbols = torch.round(z - medians)
     z_hat = z_symbols + medians
-    state = model._coding_state()
+    state = model.entropy_model.coding_state()
     gc, eb = model.gaussian_conditional, model.entropy_bottleneck
 
     p_float_ms, (means_f, scales_f) = timed(lambda: model.hyper_synthesis(z_hat), repeats)
@@ -105,7 +106,7 @@ def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -
         ),
         repeats,
     )
-    check = model.entropy_check(indexes_x, means_x)
+    check = entropy_check(indexes_x, means_x)
     bytes_v2 = len(encode_bitstream(b"\0" * 4, height, width, z_v2, y_v2, check))
     z_f, y_f = encode_v2(means_f, indexes_f)
     bytes_v2_float_p = len(encode_bitstream(b"\0" * 4, height, width, z_f, y_f, check))
@@ -145,7 +146,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model = build_codec(args.config, args.seed, args.scale_bias_init)
     started = time.perf_counter()
-    model._coding_state()
+    model.entropy_model.coding_state()
     setup_ms = 1000 * (time.perf_counter() - started)
     paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     rows = []

@@ -23,7 +23,7 @@ import PIL.Image
 import torch
 
 from sodec_pipeline import SODECPipeline
-from sodec_pipeline.entropy_coding import encode_symbols, table_indexes_of_channels
+from sodec_pipeline.codec.entropy_coding import encode_symbols, table_indexes_of_channels
 from sodec_pipeline.evaluation import baselines
 from sodec_pipeline.evaluation.evaluate import find_images, load_image
 from sodec_pipeline.metrics import colour_psnr, psnr
@@ -39,17 +39,17 @@ def code_at_steps(pipe, reference: np.ndarray, steps):
     """{Δ: (bytes, fidelity uint8, diffusion uint8)} for one image."""
     height, width = reference.shape[:2]
     vae = pipe.compression_vae
-    state = vae._coding_state()
+    state = vae.entropy_model.coding_state()
     x = torch.from_numpy(reference).permute(2, 0, 1).float() / 255.0
     y = pipe.analyze(x).float()
     z = vae.hyper_analysis(y)
-    medians = vae._z_medians()
+    medians = vae.entropy_model.z_medians()
     z_symbols = torch.round(z - medians)
     z_hat = z_symbols + medians
     z_string = encode_symbols(
         z_symbols.to(torch.int64), table_indexes_of_channels(z.shape[1], z.shape[-2:]), state["z_tables"]
     )
-    means, scales = vae.entropy_parameters(z_hat)
+    means, scales = vae.entropy_model.entropy_parameters(z_hat)
     (stream,) = pipe.compress(PIL.Image.fromarray(reference))
     results = {}
     for step in steps:

@@ -17,17 +17,15 @@ from .lazy_exports import lazy_exports
 __version__ = "0.1.0"
 
 _import_structure = {
-    ".bitstream": [
+    ".codec.bitstream": [
         "DEFAULT_MAX_PIXELS",
         "MAX_IMAGE_PIXELS",
         "MAX_IMAGE_SIDE",
-        "BitstreamError",
-        "PixelBudgetError",
         "SODECBitstream",
-        "SizeBudgetError",
         "decode_bitstream",
         "encode_bitstream",
     ],
+    ".codec.errors": ["BitstreamError", "PixelBudgetError", "SizeBudgetError"],
     ".models": ["CompressionVAE", "CompressionVAEOutput", "FidelityGuidanceEncoder"],
     ".pipelines": ["SODECPipeline", "SODECPipelineOutput"],
     ".schedulers": ["SODECScheduler", "SODECSchedulerOutput"],
@@ -37,10 +35,9 @@ _import_structure = {
 }
 _submodules = (
     "benchmarking",
-    "bitstream",
     "cli",
+    "codec",
     "conversion",
-    "entropy_coding",
     "evaluation",
     "hardware",
     "hub_configs",
@@ -49,7 +46,6 @@ _submodules = (
     "models",
     "orientation",
     "pipelines",
-    "quality_levels",
     "schedulers",
     "shipped_models",
 )
@@ -59,17 +55,15 @@ __all__ = sorted(name for module, names in _import_structure.items() if module !
 if TYPE_CHECKING:
     from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
-    from .bitstream import (  # noqa: F401
+    from .codec.bitstream import (  # noqa: F401
         DEFAULT_MAX_PIXELS,
         MAX_IMAGE_PIXELS,
         MAX_IMAGE_SIDE,
-        BitstreamError,
-        PixelBudgetError,
-        SizeBudgetError,
         SODECBitstream,
         decode_bitstream,
         encode_bitstream,
     )
+    from .codec.errors import BitstreamError, PixelBudgetError, SizeBudgetError  # noqa: F401
     from .models import CompressionVAE, CompressionVAEOutput, FidelityGuidanceEncoder  # noqa: F401
     from .pipelines import SODECPipeline, SODECPipelineOutput  # noqa: F401
     from .schedulers import SODECScheduler, SODECSchedulerOutput  # noqa: F401

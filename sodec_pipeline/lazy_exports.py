@@ -19,7 +19,7 @@ def lazy_exports(
     Args:
         package: the package's ``__name__``.
         import_structure: module → the names it exports; a module starting with ``.`` is relative to
-            ``package`` (``{".bitstream": ["BitstreamError"], "diffusers": ["ModelMixin"]}``).
+            ``package`` (``{".codec.errors": ["BitstreamError"], "diffusers": ["ModelMixin"]}``).
         submodules: subpackages or modules of ``package`` that are importable as attributes too
             (``sodec_pipeline.models`` without ``import sodec_pipeline.models``).
     """

@@ -12,7 +12,7 @@ from sodec_pipeline import (
     decode_bitstream,
     encode_bitstream,
 )
-from sodec_pipeline.bitstream import MAGIC, _write_varint, bits_per_pixel
+from sodec_pipeline.codec.bitstream import MAGIC, _write_varint, bits_per_pixel
 
 
 FP = b"\x01\x02\x03\x04"

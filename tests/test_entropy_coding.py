@@ -1,4 +1,4 @@
-"""sodec_pipeline.entropy_coding: constriction's ANS coder driven by compressai-style CDF tables."""
+"""sodec_pipeline.codec.entropy_coding: constriction's ANS coder driven by compressai-style CDF tables."""
 
 import hashlib
 import time
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sodec_pipeline import BitstreamError
-from sodec_pipeline.entropy_coding import ESCAPE_BITS, CategoricalTables, decode_symbols, encode_symbols
+from sodec_pipeline.codec.entropy_coding import ESCAPE_BITS, CategoricalTables, decode_symbols, encode_symbols
 
 
 def integer_tables(num_tables: int = 5) -> CategoricalTables:

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from sodec_pipeline import BitstreamError, CompressionVAE
-from sodec_pipeline.models.fixed_point_hyper_synthesis import FixedPointHyperSynthesis
+from sodec_pipeline.codec.fixed_point_hyper_synthesis import FixedPointHyperSynthesis
 
 
 LEVELS = 64
@@ -50,9 +50,9 @@ def images():
 def indexes_of(model, images):
     y = model.encode(images)
     z = model.hyper_analysis(y)
-    medians = model._z_medians()
+    medians = model.entropy_model.z_medians()
     z_hat = torch.round(z - medians) + medians
-    return model.gaussian_conditional.build_indexes(model.entropy_parameters(z_hat)[1])
+    return model.gaussian_conditional.build_indexes(model.entropy_model.entropy_parameters(z_hat)[1])
 
 
 def test_fixture_indexes_span_the_scale_table(realistic, images):
@@ -181,7 +181,8 @@ def _exact_reference(head, z_hat, fixed: FixedPointHyperSynthesis) -> torch.Tens
 def test_fixed_point_is_exact_integer_arithmetic(realistic, images):
     y = realistic.encode(images)
     z = realistic.hyper_analysis(y)
-    z_hat = torch.round(z - realistic._z_medians()) + realistic._z_medians()
+    medians = realistic.entropy_model.z_medians()
+    z_hat = torch.round(z - medians) + medians
     for head in (realistic.hyper_synthesis_mean, realistic.hyper_synthesis_scale):
         fixed = FixedPointHyperSynthesis(head)
         assert all(layer.weight_shift > 0 for layer in fixed.layers)
@@ -193,7 +194,7 @@ def test_fixed_point_is_exact_integer_arithmetic(realistic, images):
 def test_fixed_point_in_bands_gives_the_same_bits(realistic, monkeypatch):
     """P runs on bands of ẑ rows (bounded memory for any image size); exact arithmetic makes the banded
     result bit-identical to the whole one, whatever the band height (down to one row of ẑ)."""
-    import sodec_pipeline.models.fixed_point_hyper_synthesis as fixed_point
+    import sodec_pipeline.codec.fixed_point_hyper_synthesis as fixed_point
 
     torch.manual_seed(2)
     z_hat = torch.round(torch.randn(2, CONFIG["hyper_channels"], 23, 7) * 3)

@@ -4,7 +4,7 @@ Only a BitstreamError or an image of the announced size may come out: no signal,
 import pytest
 from fuzz_decoder import _Worker, fuzz, join_stream, split_stream
 
-from sodec_pipeline.bitstream import DEFAULT_MAX_PIXELS
+from sodec_pipeline.codec.bitstream import DEFAULT_MAX_PIXELS
 
 
 FUZZ_STREAMS = 2500

@@ -128,6 +128,26 @@ def test_fingerprint_tracks_weights(tmp_path):
     assert model.fingerprint() != first
 
 
+def test_the_entropy_model_codes_with_its_own_codecs_modules_after_a_deep_copy(vae):
+    """``entropy_model`` is not a registered module (the state-dict names and the fingerprint stay the codec's):
+    it refers to the codec's modules, and a deep copy's entropy model to the copy's. A codec that has coded
+    (its coding cache holds constriction's models, which do not pickle) copies and pickles."""
+    import copy
+    import pickle
+
+    assert not any("entropy_model" in name for name in vae.state_dict())
+    vae.compress(torch.rand(1, 3, 64, 64))
+    assert pickle.loads(pickle.dumps(vae)).fingerprint() == vae.fingerprint()
+    twin = copy.deepcopy(vae)
+    for name in ("hyper_analysis", "hyper_synthesis_mean", "hyper_synthesis_scale", "entropy_bottleneck"):
+        assert getattr(twin.entropy_model, name) is getattr(twin, name) is not getattr(vae, name)
+    x = torch.rand(1, 3, 64, 64)
+    assert twin.compress(x)["strings"] == vae.compress(x)["strings"] and twin.fingerprint() == vae.fingerprint()
+    with torch.no_grad():
+        twin.hyper_synthesis_mean.conv3.bias.add_(0.5)
+    assert twin.compress(x)["entropy_checks"] != vae.compress(x)["entropy_checks"]
+
+
 def test_compress_without_tables_and_bad_shapes_are_clear():
     model = CompressionVAE.from_config(_config("compression_vae"))
     with pytest.raises(RuntimeError, match="update"):
@@ -183,7 +203,7 @@ def test_gdn_layout_codes_and_decodes_at_stride_16(tmp_path):
     assert y.shape == (1, cfg["latent_channels"], 4, 8)
     coded = codec.compress(x)
     decoded = codec.decompress(coded["strings"], coded["shape"], entropy_checks=coded["entropy_checks"])
-    means, _ = codec.entropy_parameters(decoded["z_hat"])
+    means, _ = codec.entropy_model.entropy_parameters(decoded["z_hat"])
     torch.testing.assert_close(decoded["y_hat"], torch.round(y - means) + means)
     codec.save_pretrained(tmp_path / "codec")
     reloaded = CompressionVAE.from_pretrained(tmp_path / "codec")
@@ -205,9 +225,9 @@ def test_gdn_layout_codes_and_decodes_at_stride_16(tmp_path):
 
 
 def test_library_internals_still_work(vae, tmp_path):
-    """The private torch, diffusers and compressai functions of ``models/library_internals.py`` still behave as
+    """The private torch, diffusers and compressai functions of ``library_internals.py`` still behave as
     the codec relies on; an upgrade that changes one fails here."""
-    from sodec_pipeline.models import library_internals as internals
+    from sodec_pipeline import library_internals as internals
 
     parse = internals.parse_module_to_arguments
     assert parse("cpu") == (torch.device("cpu"), None, False, None)

@@ -13,7 +13,7 @@ import torch
 
 import sodec_pipeline
 from sodec_pipeline import BitstreamError, SODECPipeline, SODECPipelineOutput
-from sodec_pipeline.bitstream import MAX_IMAGE_SIDE, _write_varint, decode_bitstream
+from sodec_pipeline.codec.bitstream import MAX_IMAGE_SIDE, _write_varint, decode_bitstream
 from sodec_pipeline.image_processing import _to_uint8
 
 

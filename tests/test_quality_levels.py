@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from sodec_pipeline import CompressionVAE, SizeBudgetError, SODECPipeline, decode_bitstream
-from sodec_pipeline.bitstream import BitstreamError, encode_bitstream
 from sodec_pipeline.cli import main
+from sodec_pipeline.codec.bitstream import encode_bitstream
+from sodec_pipeline.codec.errors import BitstreamError
+from sodec_pipeline.codec.quality_levels import check_quantization_steps, resolve_default_quality
 from sodec_pipeline.evaluation.bd_rate import bd_rate
 from sodec_pipeline.hub_configs import resolve_hub_config
-from sodec_pipeline.quality_levels import check_quantization_steps, resolve_default_quality
 
 
 TINY = resolve_hub_config("sodec-tiny")
@@ -44,7 +45,7 @@ def test_levels_code_finer_with_the_level_and_decode_to_the_step_grid(codec):
         assert coded["quality"] == quality
         sizes.append(len(coded["strings"][0][0]))
         decoded = codec.decompress(coded["strings"], coded["shape"], coded["entropy_checks"], quality=quality)
-        means, _ = codec.entropy_parameters(decoded["z_hat"])
+        means, _ = codec.entropy_model.entropy_parameters(decoded["z_hat"])
         expected = torch.round((y - means) / step) * step + means
         torch.testing.assert_close(decoded["y_hat"], expected, atol=1e-4, rtol=0)
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]

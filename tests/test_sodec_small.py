@@ -85,7 +85,7 @@ def test_quality_levels_grow_the_stream_and_the_fidelity(pipe, card_check):
 def test_a_stream_of_a_replaced_model_is_refused_with_a_clear_message(pipe, tmp_path, capsys, version):
     """The earlier sodec-smalls' streams carry their fingerprints: the model that replaced them refuses them, in
     the API and on the command line, before decoding anything."""
-    from sodec_pipeline.bitstream import BitstreamError
+    from sodec_pipeline.codec.errors import BitstreamError
 
     old = ASSETS / f"sodec-small-{version}_bsds_crop0_96x64.sodec"
     with pytest.raises(BitstreamError, match="fingerprint|another model"):

@@ -36,7 +36,7 @@ class Batch:
     def item(self, path: str, final: bool = True):
         """Runs one file's work; its failure is reported and counted instead of ending the batch.
         ``final=False`` for an up-front check: success there does not count the file as done."""
-        from ..bitstream import BitstreamError
+        from ..codec.errors import BitstreamError
 
         try:
             yield

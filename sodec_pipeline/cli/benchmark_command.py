@@ -16,7 +16,7 @@ from .model_loading import DTYPES, check_device, load_pipeline, torch_dtype
 def parse_size(text: str):
     """``WxH``, width first as Pillow and the rest of the CLI write sizes (or one number for a square)
     → (H, W)."""
-    from ..bitstream import check_image_size
+    from ..codec.bitstream import check_image_size
 
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text or "")
     if not match:

@@ -7,7 +7,8 @@ quality level (against the model's config) are checked before the model is loade
 not fit the size budget, is reported and skipped, the others are still compressed (:mod:`.batch`).
 """
 
-from ..bitstream import SizeBudgetError, decode_bitstream
+from ..codec.bitstream import decode_bitstream
+from ..codec.errors import SizeBudgetError
 from .batch import Batch
 from .errors import CLIError
 from .files import (

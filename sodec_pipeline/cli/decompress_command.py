@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--max-pixels", type=int, default=None,
         help="decode budget: refuse streams announcing more pixels (default 16777216 = 4096×4096; "
-        "sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS)",
+        "sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS)",
     )  # fmt: skip
 
 

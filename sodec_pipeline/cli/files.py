@@ -102,7 +102,7 @@ def open_image(path: str, data: Optional[bytes] = None):
     header; no pixel is decoded yet. The caller closes it (or uses it as a context manager)."""
     import PIL.Image
 
-    from ..bitstream import check_image_size
+    from ..codec.bitstream import check_image_size
     from ..image_files import PILLOW_READ_ERRORS, UnreadableImageError
 
     name = input_name(path)
@@ -156,7 +156,8 @@ def load_image(path: str, data: Optional[bytes] = None):
 def read_stream(path: str, max_pixels: Optional[int] = None):
     """A ``.sodec`` file's bytes (standard input's for ``-``) and parsed header (checksum, version, size limits
     and the decode budget ``max_pixels`` verified; the model's fingerprint is checked when decoding)."""
-    from ..bitstream import BitstreamError, decode_bitstream
+    from ..codec.bitstream import decode_bitstream
+    from ..codec.errors import BitstreamError
 
     if path == STDIO:
         data = read_standard_input("a .sodec stream", "photo.sodec")

@@ -11,11 +11,11 @@ import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..codec.quality_levels import quality_levels_of_config
 from ..hardware import DTYPE_CHOICES, dtype_help, resolve_dtype_name
 from ..hub_configs import HUB_CONFIGS
 from ..messages import first_line
 from ..model_folder_checks import WEIGHT_SUFFIXES
-from ..quality_levels import quality_levels_of_config
 from ..shipped_models import SHIPPED_MODELS
 from .errors import CLIError
 

@@ -57,9 +57,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from ..hub_configs import resolve_hub_config
+from ..library_internals import entropy_bottleneck_logits_cumulative
 from ..models.compression_vae import CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
-from ..models.library_internals import entropy_bottleneck_logits_cumulative
 
 
 HIFIC_REPOSITORY = "Justin-Tan/high-fidelity-generative-compression"

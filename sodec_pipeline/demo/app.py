@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 
-from ..bitstream import BitstreamError
+from ..codec.errors import BitstreamError
 from ..evaluation.evaluate import load_image
 from ..image_files import UnreadableImageError
 from ..messages import first_line

@@ -1,13 +1,6 @@
 """SODEC's own networks (E, H_a, P, H_s, T_s, D_a, F_p) as diffusers models."""
 
-import warnings as _warnings
-
-
-with _warnings.catch_warnings():
-    # compressai 1.2.8 scripts a function with torch.jit at import time, which torch ≥ 2.10 deprecates.
-    _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    import compressai as _compressai  # noqa: F401
-
+from .. import library_internals as _library_internals  # noqa: F401  (first: it imports compressai quietly)
 from .analysis_transform import AnalysisTransform
 from .compression_vae import CompressionVAE, CompressionVAEOutput
 from .fidelity_decoder import FidelityDecoder

@@ -1,20 +1,14 @@
 """CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models) and its diffusion-path
-transforms (H_s, T_s), as a diffusers model."""
+transforms (H_s, T_s), as a diffusers model. The coding itself is in ``sodec_pipeline/codec/``."""
 
-import hashlib
 import math
-import operator
 import os
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.base import CompressionModel, get_scale_table
-from compressai.models.utils import update_registered_buffers
-from compressai.ops import quantize_ste
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
@@ -22,30 +16,24 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from safetensors.torch import load_file
 from torch import nn
 
-from ..bitstream import ENTROPY_CHECK_SIZE, BitstreamError
-from ..entropy_coding import CategoricalTables, decode_symbols, encode_symbols, table_indexes_of_channels
+from ..codec.entropy_models import HyperpriorEntropyModel, resize_table_buffers
+from ..codec.errors import BitstreamError
+from ..codec.quality_levels import QualityLevels
+from ..codec.stream_checks import ModelFingerprint
 from ..hub_download_options import pop_hub_kwargs
-from ..quality_levels import check_quantization_steps, resolve_default_quality
+from ..library_internals import model_weights_file
 from .analysis_transform import AnalysisTransform
-from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
+from .float32_lock import Float32Lock
 from .gdn_transforms import GDNAnalysisTransform
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
 from .latent_transforms import LatentSynthesis, LatentTransform
-from .library_internals import entropy_bottleneck_medians, model_weights_file, parse_module_to_arguments
 
-
-# The entropy-model buffers whose shapes are only known after ``update()``.
-_DYNAMIC_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 # Stride of the hyper-latent z relative to the image: inputs must be a multiple of it.
 PADDING_MULTIPLE = 64
 # Stride of ŷ_t = T_s(ŷ, H_s(ẑ)), the UNet's latent (E's 16, halved by T_s): the VAE must decode it ×8.
 LATENT_STRIDE = 8
 
-#: How the coder computes the entropy parameters (μ, σ) from ẑ: "fixed_point" (exact, the same bits on
-#: every machine; models/fixed_point_hyper_synthesis.py) or "float32" (P's float output as it is: fast to
-#: reason about, but another machine can derive other CDF indexes; streams then fail the entropy check).
-ENTROPY_PARAMETER_ARITHMETIC = ("fixed_point", "float32")
 #: E's architecture: "hific" (HiFiC's encoder: 7×7 stem, four strided convolutions with channel norm; five
 #: ``block_out_channels``) or "gdn" (Ballé et al.'s: four strided 5×5 convolutions with GDN; three).
 ANALYSIS_TYPES = ("hific", "gdn")
@@ -72,7 +60,7 @@ class CompressionVAEOutput(BaseOutput):
     bpp: torch.Tensor
 
 
-class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
+class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
     r"""SODEC's learned codec, modelled on HiFiC (Mentzer et al. 2020) and Ballé's mean-scale hyperprior.
 
     Submodules (paper symbol → attribute):
@@ -87,17 +75,22 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
     - T_s → ``latent_transform``: (ŷ, w) → ŷ_t, the UNet's noisy latent at stride 8.
 
     Images are (B, 3, H, W) tensors in [0, 1] whose sides are multiples of 64 (the pipeline pads).
-    The entropy models stay in float32 whatever dtype the module is moved to, and the CDF tables
-    built by :meth:`update` are saved and restored byte for byte. compressai's ``CompressionModel``
-    provides :meth:`update` (with the config's scale table here) and ``aux_loss``.
+    The codec stays in float32 whatever dtype it is moved to (``models/float32_lock.py`` says why), and the
+    CDF tables built by :meth:`update` are saved and restored byte for byte. compressai's ``CompressionModel``
+    provides ``aux_loss``.
 
-    :meth:`compress`/:meth:`decompress` code the symbols with constriction's ANS coder using those tables
-    (``sodec_pipeline.entropy_coding``), with (μ, σ) from P in exact fixed point
-    (``entropy_parameter_arithmetic="fixed_point"``, ``models/fixed_point_hyper_synthesis.py``) so that every
+    The networks are here; the coding is ``entropy_model``'s (``codec/entropy_models.py``: a
+    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models): :meth:`forward`'s quantisation and
+    likelihoods, :meth:`update`'s tables, and :meth:`compress`/:meth:`decompress`, which code the symbols with
+    constriction's ANS coder (``codec/entropy_coding.py``) with (μ, σ) from P in exact fixed point
+    (``entropy_parameter_arithmetic="fixed_point"``, ``codec/fixed_point_hyper_synthesis.py``) so that every
     machine derives the same CDF indexes; ``"float32"`` uses P's float output instead (not portable).
-    Training (:meth:`forward`) always uses the float P. ``scale_bias_init=(low, high)`` initialises P_scale's
-    output bias log-spaced over [low, high] across channels, so that a randomly initialised model's scales
-    span the scale table (the tiny test layout uses it); loaded weights replace it.
+    Training (:meth:`forward`) always uses the float P. The quality levels are a ``QualityLevels``
+    (``codec/quality_levels.py``), the fingerprint ``codec/stream_checks.py``'s.
+
+    ``scale_bias_init=(low, high)`` initialises P_scale's output bias log-spaced over [low, high] across
+    channels, so that a randomly initialised model's scales span the scale table (the tiny test layout uses
+    it); loaded weights replace it.
 
     Args:
         in_channels (`int`, *optional*, defaults to 3):
@@ -175,12 +168,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         default_quality: Optional[int] = None,
     ):
         super().__init__()
-        self._quantization_steps = check_quantization_steps(quantization_steps)
-        self._default_quality = resolve_default_quality(self._quantization_steps, default_quality)
-        if entropy_parameter_arithmetic not in ENTROPY_PARAMETER_ARITHMETIC:
-            raise ValueError(
-                f"entropy_parameter_arithmetic must be one of {ENTROPY_PARAMETER_ARITHMETIC}, got {entropy_parameter_arithmetic!r}"
-            )
+        self.quality_levels = QualityLevels(quantization_steps, default_quality)
         if analysis_type not in ANALYSIS_TYPES:
             raise ValueError(f"analysis_type must be one of {ANALYSIS_TYPES}, got {analysis_type!r}")
         if analysis_type == "gdn":
@@ -211,39 +199,35 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             with torch.no_grad():
                 bias = self.hyper_synthesis_scale.conv3.bias
                 bias.copy_(torch.exp(torch.linspace(math.log(low), math.log(high), bias.numel())))
-        self._fingerprint_cache: Optional[Tuple[tuple, bytes]] = None
-        self._coding_cache: Optional[Tuple[tuple, dict]] = None
+        self.entropy_model = HyperpriorEntropyModel(
+            self.hyper_analysis,
+            self.hyper_synthesis_mean,
+            self.hyper_synthesis_scale,
+            self.entropy_bottleneck,
+            self.gaussian_conditional,
+            entropy_parameter_arithmetic,
+        )
+        self._fingerprint = ModelFingerprint()
 
     # ------------------------------------------------------------------ quality levels
     @property
     def num_qualities(self) -> int:
         """Number of quality levels (1 for a single-rate codec)."""
-        return len(self._quantization_steps)
+        return len(self.quality_levels)
 
     @property
     def default_quality(self) -> int:
         """The level :meth:`compress` uses when none is given (1-based)."""
-        return self._default_quality
+        return self.quality_levels.default
 
     def quantization_step(self, quality: Optional[int] = None) -> float:
         """Δ of a quality level (1-based; ``None``: :attr:`default_quality`). Raises ``ValueError`` for a level
         outside 1 … :attr:`num_qualities`."""
-        quality = self.check_quality(quality)
-        return self._quantization_steps[quality - 1]
+        return self.quality_levels.step(self.check_quality(quality))
 
     def check_quality(self, quality: Optional[int]) -> int:
         """The level as an int, :attr:`default_quality` for ``None``; ``ValueError`` saying the range otherwise."""
-        if quality is None:
-            return self._default_quality
-        try:
-            level = operator.index(quality)
-        except TypeError:
-            level = None
-        if level is None or isinstance(quality, bool):
-            raise ValueError(f"quality must be an integer level from 1 to {self.num_qualities}, got {quality!r}")
-        if not 1 <= level <= self.num_qualities:
-            raise ValueError(f"quality must be a level from 1 to {self.num_qualities}, got {level}")
-        return level
+        return self.quality_levels.check(quality)
 
     def with_quality_levels(
         self, quantization_steps: Optional[Sequence[float]] = None, default_quality: Optional[int] = None
@@ -261,28 +245,6 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         model.load_state_dict(self.state_dict())
         return model.to(self.device).train(self.training)
 
-    # ------------------------------------------------------------------ dtype: entropy models stay fp32
-    def to(self, *args, **kwargs):
-        """``nn.Module.to`` (device, ``non_blocking``, ``memory_format``) except that a dtype is ignored: the
-        codec stays in float32 so that the entropy coding is the same whatever dtype the pipeline runs in
-        (``pipe.to(torch.float16)`` casts every other component)."""
-        device, _dtype, non_blocking, memory_format = parse_module_to_arguments(*args, **kwargs)
-        if device is None and memory_format is None:
-            return self
-        return super().to(device=device, non_blocking=non_blocking, memory_format=memory_format)
-
-    def half(self):
-        """Returns the codec unchanged, in float32: as :meth:`to`, a dtype is ignored."""
-        return self.to(torch.float16)
-
-    def bfloat16(self):
-        """Returns the codec unchanged, in float32: as :meth:`to`, a dtype is ignored."""
-        return self.to(torch.bfloat16)
-
-    def type(self, dst_type):
-        """Returns the codec unchanged, in float32: as :meth:`to`, a dtype is ignored."""
-        return self
-
     # ------------------------------------------------------------------ the transforms
     @apply_forward_hook
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,8 +253,8 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         return self.analysis_transform(x.float())
 
     def hyper_synthesis(self, z_hat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """P: ẑ → (μ, σ) of the Gaussian conditional over y."""
-        return self.hyper_synthesis_mean(z_hat), self.hyper_synthesis_scale(z_hat)
+        """P in float: ẑ → (μ, σ) of the Gaussian conditional over y."""
+        return self.entropy_model.hyper_synthesis(z_hat)
 
     @apply_forward_hook
     def synthesize_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
@@ -312,20 +274,9 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         the likelihoods are those of (y − μ) / Δ under N(0, σ / Δ), as :meth:`compress` codes a level with that
         Δ. ``None``: Δ = 1."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self.encode(x)
-            z = self.hyper_analysis(y)
-            _, z_likelihoods = self.entropy_bottleneck(z)
-            z_offset = entropy_bottleneck_medians(self.entropy_bottleneck)
-            z_hat = quantize_ste(z - z_offset) + z_offset
-            means, scales = self.hyper_synthesis(z_hat)
-            if quantization_step is None:
-                _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-                y_hat = quantize_ste(y - means) + means
-            else:
-                step = torch.as_tensor(quantization_step, dtype=y.dtype, device=y.device).reshape(-1, 1, 1, 1)
-                residual = (y - means) / step
-                _, y_likelihoods = self.gaussian_conditional(residual, scales / step)
-                y_hat = quantize_ste(residual) * step + means
+            coded = self.entropy_model(self.encode(x), quantization_step)
+            y_hat, z_hat = coded["y_hat"], coded["z_hat"]
+            y_likelihoods, z_likelihoods = coded["likelihoods"]["y"], coded["likelihoods"]["z"]
             latents = self.synthesize_latents(y_hat, z_hat)
             num_pixels = x.shape[-2] * x.shape[-1]
             bits = -(torch.log2(y_likelihoods).flatten(1).sum(1) + torch.log2(z_likelihoods).flatten(1).sum(1))
@@ -334,7 +285,7 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             return (y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
         return CompressionVAEOutput(y_hat, z_hat, latents, y_likelihoods, z_likelihoods, bpp)
 
-    # ------------------------------------------------------------------ entropy coding
+    # ------------------------------------------------------------------ entropy coding (``entropy_model``)
     def update(
         self, scale_table: Optional[torch.Tensor] = None, force: bool = False, update_quantiles: bool = False
     ) -> bool:
@@ -343,61 +294,11 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         if scale_table is None:
             cfg = self.config
             scale_table = get_scale_table(cfg.scale_table_min, cfg.scale_table_max, cfg.scale_table_levels)
-        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+        return self.entropy_model.update(scale_table, force=force, update_quantiles=update_quantiles)
 
     @property
     def is_updated(self) -> bool:
-        return (
-            self.entropy_bottleneck._quantized_cdf.numel() > 0 and self.gaussian_conditional._quantized_cdf.numel() > 0
-        )
-
-    def _require_tables(self):
-        if not self.is_updated:
-            raise RuntimeError(
-                "the entropy models have no CDF tables: call `compression_vae.update()` after training or "
-                "initialising the model, before compressing"
-            )
-
-    def _coding_state(self) -> dict:
-        """The constriction tables of both entropy models and the fixed-point P, rebuilt when weights change."""
-        modules = (
-            self.entropy_bottleneck,
-            self.gaussian_conditional,
-            self.hyper_synthesis_mean,
-            self.hyper_synthesis_scale,
-        )
-        key = weights_key(modules)
-        if self._coding_cache is None or self._coding_cache[0] != key:
-            state = {
-                "z_tables": CategoricalTables.from_entropy_model(self.entropy_bottleneck),
-                "y_tables": CategoricalTables.from_entropy_model(self.gaussian_conditional),
-            }
-            if self.config.entropy_parameter_arithmetic == "fixed_point":
-                state["mean"] = FixedPointHyperSynthesis(self.hyper_synthesis_mean)
-                state["scale"] = FixedPointHyperSynthesis(self.hyper_synthesis_scale)
-            self._coding_cache = (key, state)
-        return self._coding_cache[1]
-
-    def entropy_parameters(self, z_hat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(μ, σ) of the Gaussian conditional as the entropy coder uses them: P evaluated in exact fixed
-        point (the same bits on every machine), or P's float32 output with
-        ``entropy_parameter_arithmetic="float32"``."""
-        if self.config.entropy_parameter_arithmetic == "float32":
-            return self.hyper_synthesis(z_hat)
-        state = self._coding_state()
-        return state["mean"](z_hat), state["scale"](z_hat)
-
-    @staticmethod
-    def entropy_check(indexes: torch.Tensor, means: torch.Tensor) -> bytes:
-        """A short check value of one image's entropy parameters (the CDF indexes and μ): the low
-        ``ENTROPY_CHECK_SIZE`` bytes of the CRC-32 of their little-endian bytes. Written in the stream, so
-        that a decoder deriving other parameters than the encoder raises instead of decoding garbage."""
-        crc = zlib.crc32(indexes.detach().to("cpu", torch.int32).numpy().astype("<i4").tobytes())
-        crc = zlib.crc32(means.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes(), crc)
-        return (crc & ((1 << (8 * ENTROPY_CHECK_SIZE)) - 1)).to_bytes(ENTROPY_CHECK_SIZE, "little")
-
-    def _z_medians(self) -> torch.Tensor:
-        return entropy_bottleneck_medians(self.entropy_bottleneck).detach().reshape(1, -1, 1, 1).float()
+        return self.entropy_model.is_updated
 
     @apply_forward_hook
     @torch.no_grad()
@@ -406,43 +307,22 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         level (``None``: :attr:`default_quality`).
 
         Returns ``{"strings": [y_strings, z_strings], "shape": z_shape, "entropy_checks": checks, "quality":
-        level}``: per image the y and z strings (``sodec_pipeline.entropy_coding``, constriction's ANS coder
-        with the entropy models' tables) and the :meth:`entropy_check` of its entropy parameters.
+        level}``: per image the y and z strings (constriction's ANS coder with the entropy models' tables) and
+        the entropy check of its entropy parameters (``codec/stream_checks.py``).
         """
-        self._require_tables()
-        quality = self.check_quality(quality)
+        level = self.check_quality(quality)
         with torch.autocast(device_type=x.device.type, enabled=False):  # bit-exact fp32 under any autocast
-            return self.compress_latent(self.encode(x), quality)
+            return self._compress_latent(self.encode(x), level)
 
     @apply_forward_hook
     @torch.no_grad()
     def compress_latent(self, y: torch.Tensor, quality: Optional[int] = None) -> Dict[str, object]:
         """:meth:`compress` from E's output y (the pipeline runs E tile by tile)."""
-        self._require_tables()
-        quality = self.check_quality(quality)
-        step = self._quantization_steps[quality - 1]
-        state = self._coding_state()
-        y_strings, z_strings, checks = [], [], []
-        with torch.autocast(device_type=y.device.type, enabled=False):  # bit-exact fp32 under any autocast
-            y = y.float()
-            z = self.hyper_analysis(y)
-            medians = self._z_medians().to(z.device)
-            for i in range(y.shape[0]):
-                z_symbols = torch.round(z[i : i + 1] - medians)
-                z_hat = z_symbols + medians
-                z_tables_of = table_indexes_of_channels(z.shape[1], z.shape[-2:])
-                z_strings.append(encode_symbols(z_symbols.to(torch.int64), z_tables_of, state["z_tables"]))
-                means, scales = self.entropy_parameters(z_hat)
-                indexes = self.gaussian_conditional.build_indexes(_divide(scales, step))
-                y_symbols = torch.round(_divide(y[i : i + 1] - means, step))
-                y_strings.append(encode_symbols(y_symbols.to(torch.int64), indexes, state["y_tables"]))
-                checks.append(self.entropy_check(indexes, means))
-        return {
-            "strings": [y_strings, z_strings],
-            "shape": tuple(z.shape[-2:]),
-            "entropy_checks": checks,
-            "quality": quality,
-        }
+        return self._compress_latent(y, self.check_quality(quality))
+
+    def _compress_latent(self, y: torch.Tensor, level: int) -> Dict[str, object]:
+        coded = self.entropy_model.compress(y, self.quality_levels.step(level))
+        return {**coded, "quality": level}
 
     @apply_forward_hook
     @torch.no_grad()
@@ -460,75 +340,25 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
         parameters are verified before its y string is decoded. Raises ``BitstreamError`` for a string
         that does not decode, parameters other than the encoder's, or a level this model does not have.
         """
-        self._require_tables()
         try:
             step = self.quantization_step(quality)
         except ValueError as e:
             raise BitstreamError(f"stream asks for a quality level this model does not have: {e}") from None
-        state = self._coding_state()
-        y_strings, z_strings = strings
-        if len(y_strings) != len(z_strings) or (entropy_checks is not None and len(entropy_checks) != len(y_strings)):
-            raise ValueError("decompress needs as many y strings, z strings (and entropy checks) as images")
-        shape = tuple(int(v) for v in shape)
-        device = self.entropy_bottleneck.quantiles.device
-        channels = self.config.hyper_channels
-        medians = self._z_medians().to(device)
-        y_hats, z_hats = [], []
-        with torch.autocast(device_type=device.type, enabled=False):  # bit-exact fp32 under any autocast
-            for i, (y_string, z_string) in enumerate(zip(y_strings, z_strings)):
-                z_symbols = decode_symbols(z_string, table_indexes_of_channels(channels, shape), state["z_tables"])
-                z_hat = torch.from_numpy(z_symbols).to(device=device, dtype=torch.float32).reshape(1, channels, *shape)
-                z_hat = z_hat + medians
-                means, scales = self.entropy_parameters(z_hat)
-                indexes = self.gaussian_conditional.build_indexes(_divide(scales, step))
-                if entropy_checks is not None and self.entropy_check(indexes, means) != bytes(entropy_checks[i]):
-                    raise BitstreamError(
-                        "this decoder derives other entropy parameters from the stream than its encoder did "
-                        f"(entropy check {self.entropy_check(indexes, means).hex()}, stream says "
-                        f"{bytes(entropy_checks[i]).hex()}): the stream is damaged, or was written with "
-                        "another entropy-parameter arithmetic (a float32-P model on another machine)"
-                    )
-                y_symbols = decode_symbols(y_string, indexes, state["y_tables"])
-                y_symbols = torch.from_numpy(y_symbols).to(device=device, dtype=torch.float32).reshape(means.shape)
-                if step != 1.0:
-                    y_symbols = y_symbols * torch.tensor(step, dtype=torch.float32, device=device)
-                y_hats.append(y_symbols + means)
-                z_hats.append(z_hat)
-        return {"y_hat": torch.cat(y_hats), "z_hat": torch.cat(z_hats)}
+        return self.entropy_model.decompress(strings, shape, step, entropy_checks)
 
     # ------------------------------------------------------------------ identity of the model
     def fingerprint(self) -> bytes:
-        """4 bytes identifying this model's weights and entropy tables (the first bytes of a SHA-256 over
-        every parameter and buffer). Written in each bitstream so that a stream is only decoded by the
-        model that made it."""
-        tensors = sorted(list(self.named_parameters()) + list(self.named_buffers()), key=lambda kv: kv[0])
-        key = tuple((name, id(t), t.data_ptr(), t._version) for name, t in tensors) + (self._quantization_steps,)
-        if self._fingerprint_cache is not None and self._fingerprint_cache[0] == key:
-            return self._fingerprint_cache[1]
-        digest = hashlib.sha256()
-        for name, t in tensors:
-            t = t.detach().to("cpu").contiguous()
-            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        if self.config.quantization_steps is not None:  # the levels are part of what a stream means
-            digest.update(b"quantization_steps:" + struct.pack(f"<{self.num_qualities}d", *self._quantization_steps))
-        value = digest.digest()[:4]
-        self._fingerprint_cache = (key, value)
-        return value
+        """4 bytes identifying this model's weights, entropy tables and quality levels (``codec/stream_checks.py``).
+        Written in each bitstream so that a stream is only decoded by the model that made it."""
+        steps = self.config.quantization_steps
+        return self._fingerprint(self, None if steps is None else self.quality_levels.steps)
 
     # ------------------------------------------------------------------ loading with dynamic buffers
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict`` after giving the CDF-table buffers the shapes they have in
         ``state_dict`` (compressai's ``update_registered_buffers``). Unlike ``CompressionModel``'s, it also
         resizes tables that are already built (resuming training into an updated model)."""
-        for name, module in self.named_modules():
-            if isinstance(module, (EntropyBottleneck, GaussianConditional)):
-                buffers = [
-                    b
-                    for b, _ in module.named_buffers(recurse=False)
-                    if f"{name}.{b}" in state_dict and b in _DYNAMIC_BUFFERS
-                ]
-                update_registered_buffers(module, name, buffers, state_dict, policy="resize")
+        resize_table_buffers(self, state_dict)
         return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
 
     @classmethod
@@ -554,13 +384,6 @@ class CompressionVAE(CompressionModel, ModelMixin, ConfigMixin):
             model.to(device)
         model.eval()
         return model
-
-
-def _divide(values: torch.Tensor, step: float) -> torch.Tensor:
-    """values / Δ in float32 (one IEEE division: the same bits on every machine); Δ = 1 returns values."""
-    if step == 1.0:
-        return values
-    return values / torch.tensor(step, dtype=torch.float32, device=values.device)
 
 
 def _check_image_tensor(x: torch.Tensor) -> None:

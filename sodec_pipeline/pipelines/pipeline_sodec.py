@@ -14,14 +14,8 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedModel
 
-from ..bitstream import (
-    SizeBudgetError,
-    SODECBitstream,
-    bits_per_pixel,
-    check_image_size,
-    decode_bitstream,
-    encode_bitstream,
-)
+from ..codec.bitstream import SODECBitstream, bits_per_pixel, check_image_size, decode_bitstream, encode_bitstream
+from ..codec.errors import SizeBudgetError
 from ..hardware import auto_dtype_name
 from ..image_processing import ImageInput, pad_to_multiple, postprocess, to_image_tensors
 from ..model_folder_checks import check_model_folder
@@ -369,7 +363,7 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         self, bitstreams: Union[bytes, Sequence[bytes]], max_pixels: Optional[int] = None
     ) -> List[SODECBitstream]:
         """Verifies streams against this model and the pixel budget ``max_pixels`` (``None``:
-        ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS``); raises ``BitstreamError`` on any problem."""
+        ``sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS``); raises ``BitstreamError`` on any problem."""
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         fingerprint = self.compression_vae.fingerprint()
@@ -550,7 +544,7 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
                 up to this many tiles.
             max_pixels (`int`, *optional*):
                 The decode budget: a stream announcing more pixels raises `PixelBudgetError` before anything is
-                decoded (`None`: `sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS`, 4096 × 4096).
+                decoded (`None`: `sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS`, 4096 × 4096).
             stage_timer (`Callable[[str], ContextManager]`, *optional*):
                 ``stage_timer(name)`` gives a context manager wrapped around each stage of
                 :data:`DECODE_STAGES` (the benchmark's timer).

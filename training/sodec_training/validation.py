@@ -9,7 +9,7 @@ import PIL.Image
 import torch
 from accelerate.logging import get_logger
 
-from sodec_pipeline.bitstream import bits_per_pixel
+from sodec_pipeline.codec.bitstream import bits_per_pixel
 from sodec_pipeline.metrics import batch_ms_ssim, batch_psnr, batch_texture_statistics, finite_mean
 
 from .data import list_images

@@ -32,7 +32,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 
-from .bitstream import BitstreamError
+from .errors import BitstreamError
 
 
 ESCAPE_BITS = 16

@@ -4,8 +4,8 @@ Layout (version 3)::
 
     magic            2 bytes   b"S\\xdc"
     version          1 byte    3
-    fingerprint      4 bytes   CompressionVAE.fingerprint() of the model that wrote it
-    entropy check    2 bytes   CompressionVAE.entropy_check() of the image's entropy parameters
+    fingerprint      4 bytes   CompressionVAE.fingerprint() of the model that wrote it (stream_checks.py)
+    entropy check    2 bytes   the entropy check of the image's entropy parameters (stream_checks.py)
     quality          1 byte    the quality level the image was coded at, 1 … 255 (the model's
                                quantization_steps[quality - 1] is Δ)
     height           varint    original image height, 1 … MAX_IMAGE_SIDE
@@ -25,13 +25,14 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
+from .errors import BitstreamError, PixelBudgetError
+from .stream_checks import ENTROPY_CHECK_SIZE, FINGERPRINT_SIZE
+
 
 MAGIC = b"S\xdc"
 FORMAT_VERSION = 3
 #: Versions this package reads: 2 (sodec-pipeline 0.2, single-rate models; read as quality 1) and 3.
 READABLE_VERSIONS = (2, 3)
-FINGERPRINT_SIZE = 4
-ENTROPY_CHECK_SIZE = 2
 CHECKSUM_SIZE = 4
 #: Words of the entropy coder: every z and y string is a whole number of them.
 WORD_SIZE = 4
@@ -41,7 +42,7 @@ MAX_IMAGE_SIDE = 16384
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 #: Default decode budget (like Pillow's ``Image.MAX_IMAGE_PIXELS``): streams announcing more pixels are
 #: refused before any network runs unless the caller raises ``max_pixels`` (API) / ``--max-pixels`` (CLI).
-#: 4096 × 4096. Read at call time, so ``sodec_pipeline.bitstream.DEFAULT_MAX_PIXELS = n`` changes it.
+#: 4096 × 4096. Read at call time, so ``sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS = n`` changes it.
 DEFAULT_MAX_PIXELS = 1 << 24
 _MAX_VARINT_BYTES = 5
 QUALITY_SIZE = 1
@@ -50,20 +51,6 @@ _OLD_VERSIONS = {
     1: "version 1 streams (sodec-pipeline 0.1) were coded with compressai's rANS coder and float entropy "
     "parameters that other machines cannot reproduce; re-encode the image with this version",
 }
-
-
-class BitstreamError(ValueError):
-    """A SODEC bitstream is malformed, truncated, corrupted, from another model, or announces an image
-    beyond the documented limits."""
-
-
-class PixelBudgetError(BitstreamError):
-    """A stream announces more pixels than the decoder's budget (``max_pixels``) allows."""
-
-
-class SizeBudgetError(ValueError):
-    """An image's smallest stream (quality 1) is larger than the size budget (``max_bytes``, ``target_bpp``) it
-    was asked to fit in."""
 
 
 @dataclass(frozen=True)

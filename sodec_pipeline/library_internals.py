@@ -3,20 +3,30 @@ function here, so that an upgrade that breaks one fails its test (``tests/test_m
 test_library_internals_still_work``) instead of the codec. No public API does what these do:
 
 - ``torch._C._nn._parse_to``: the argument parsing of ``nn.Module.to`` (device, dtype, tensor, ``non_blocking``,
-  ``memory_format``; positional or keyword), which ``CompressionVAE.to`` needs in order to drop the dtype.
+  ``memory_format``; positional or keyword), which the codec's dtype lock (``models/float32_lock.py``) needs in
+  order to drop the dtype.
 - ``diffusers.utils.hub_utils._get_model_file`` and ``_add_variant``: the weights file of a saved model (local
   folder or Hub, ``subfolder``, ``variant``) as ``ModelMixin.from_pretrained`` finds it; ``CompressionVAE``
   loads without ``ModelMixin``'s meta-device initialisation (its CDF tables change shape).
 - ``EntropyBottleneck._get_medians`` and ``_logits_cumulative``: the factorized prior's medians (ẑ's offsets,
-  as compressai's own ``compress`` uses them) and its cumulative logits (the HiFiC conversion).
+  as compressai's own ``compress`` uses them; ``codec/entropy_models.py``) and its cumulative logits (the HiFiC
+  conversion).
 """
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
-from compressai.entropy_models import EntropyBottleneck
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from diffusers.utils.hub_utils import _add_variant, _get_model_file
+
+
+with warnings.catch_warnings():
+    # compressai 1.2.8 scripts a function with torch.jit at import time, which torch ≥ 2.10 deprecates. The
+    # package imports compressai here first: models/__init__.py imports this module before anything else (a
+    # direct import of sodec_pipeline.codec.entropy_models alone shows the warning once).
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck
 
 
 def parse_module_to_arguments(

@@ -1,10 +1,11 @@
 """Quality levels of a codec: its quantisation steps Δ, one per level, and its default level.
 
 Pure Python (no torch), so that the command line can check ``--quality`` against a model's config before it
-loads anything; ``CompressionVAE`` uses the same functions.
+loads anything; ``CompressionVAE`` holds a :class:`QualityLevels` built by the same functions.
 """
 
 import math
+import operator
 from typing import Optional, Sequence, Tuple
 
 
@@ -41,3 +42,33 @@ def quality_levels_of_config(config: dict) -> Tuple[int, int]:
     """(number of levels, default level) of a ``CompressionVAE`` config (a dict, as in its config.json)."""
     steps = check_quantization_steps(config.get("quantization_steps"))
     return len(steps), resolve_default_quality(steps, config.get("default_quality"))
+
+
+class QualityLevels:
+    """The levels of one codec: ``steps[q - 1]`` is Δ of level q (1-based), ``default`` the level used when none
+    is asked for. ``steps=None`` is one level, Δ = 1 (the single-rate codec)."""
+
+    def __init__(self, steps: Optional[Sequence[float]] = None, default: Optional[int] = None):
+        self.steps = check_quantization_steps(steps)
+        self.default = resolve_default_quality(self.steps, default)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def check(self, quality: Optional[int]) -> int:
+        """The level as an int, :attr:`default` for ``None``; ``ValueError`` saying the range otherwise."""
+        if quality is None:
+            return self.default
+        try:
+            level = operator.index(quality)
+        except TypeError:
+            level = None
+        if level is None or isinstance(quality, bool):
+            raise ValueError(f"quality must be an integer level from 1 to {len(self)}, got {quality!r}")
+        if not 1 <= level <= len(self):
+            raise ValueError(f"quality must be a level from 1 to {len(self)}, got {level}")
+        return level
+
+    def step(self, level: int) -> float:
+        """Δ of a level that :meth:`check` returned."""
+        return self.steps[level - 1]
