@@ -18,15 +18,12 @@ from typing import Dict, List, Optional
 
 import gradio as gr
 import numpy as np
-import PIL.Image
 
 from ..codec.errors import BitstreamError
-from ..evaluation.evaluate import load_image
 from ..image_files import UnreadableImageError
 from ..messages import first_line
-from ..orientation import upright_size
 from ..pipelines.pipeline_sodec import DECODERS
-from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
+from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, compare, read_photo
 
 
 logger = logging.getLogger(__name__)
@@ -52,17 +49,6 @@ def _uploaded_path(upload) -> str:
     if upload is None:
         raise DemoInputError("no file uploaded")
     return upload if isinstance(upload, str) else upload.name
-
-
-def _check_size_from_header(path: str, max_pixels: int) -> None:
-    """Refuses a photo above the budget from its header, before its pixels are decoded (an unreadable file
-    is left to :func:`load_image`, which says why). The size is the photo's as seen, the right way up."""
-    try:
-        with PIL.Image.open(path) as image:
-            size = upright_size(image)
-    except Exception:  # noqa: BLE001
-        return
-    check_photo_size(*size, max_pixels)
 
 
 def _stream_file(stream: bytes, photo_path: str) -> str:
@@ -105,8 +91,7 @@ class DemoHandlers:
                     quality = self.pipe.compression_vae.check_quality(int(quality))
                 except ValueError as e:
                     raise DemoInputError(str(e)) from None
-            _check_size_from_header(path, self.max_pixels)
-            reference = load_image(Path(path))
+            reference = read_photo(path, self.max_pixels)
             comparison = compare(
                 self.pipe,
                 reference,
