@@ -6,8 +6,10 @@ Two tabs:
   out, with their figures (:mod:`.comparison`) and a before/after slider.
 - **Decode**: a ``.sodec`` file in; both decodes and the header facts (size, fingerprint, level, bytes) out.
 
-The pipeline is loaded once by the caller and shared by every request; requests queue one at a time. A bad
-upload raises :class:`gradio.Error`, which the page shows as a message; the server keeps serving.
+The pipeline is loaded once by the caller and shared by every request; requests queue one at a time, and at most
+:data:`DEMO_MAX_QUEUE` wait: the next one is turned away at once (the page says "This application is currently
+busy. Please try again.", ``gradio_client`` raises ``QueueError``). A bad upload raises :class:`gradio.Error`, which
+the page shows as a message; the server keeps serving (tests/test_demo.py loads it with 20 clients at once).
 """
 
 import logging
@@ -35,6 +37,9 @@ INTRO = (
     "fidelity decoder ([Chen et al., AAAI 2026](https://arxiv.org/abs/2508.04979))."
 )
 METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS-alex ↓", "dists": "DISTS ↓"}
+#: The most requests that wait for their turn: a photo takes seconds on a CPU Space (sodec-small, with the
+#: baselines), so the last of 32 would wait minutes; one more is told that the page is busy instead of waiting.
+DEMO_MAX_QUEUE = 32
 
 
 def _user_error(error: BaseException) -> gr.Error:
@@ -161,9 +166,11 @@ def build_demo(
     card: Optional[str] = None,
     notes: List[str] = (),
     max_pixels: int = DEMO_MAX_PIXELS,
+    max_queue: int = DEMO_MAX_QUEUE,
 ) -> gr.Blocks:
     """The page around a loaded pipeline. ``card`` is the model card's Markdown (shown when the model is not a
-    Hub id); ``notes`` are shown under the intro (e.g. a metric left out)."""
+    Hub id); ``notes`` are shown under the intro (e.g. a metric left out); ``max_queue``: the most requests that
+    wait."""
     handlers = DemoHandlers(pipe, perceptual, max_pixels)
     with gr.Blocks(title="SODEC demo") as demo:
         gr.Markdown(f"# SODEC\n{INTRO}")
@@ -205,5 +212,5 @@ def build_demo(
             header = gr.Markdown(elem_id="header")
             decoded = gr.Gallery(label="Decodes", columns=2, height=420, elem_id="decoded")
             decode_button.click(handlers.decode, inputs=upload, outputs=[decoded, header], api_name="decode")
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1, max_size=max_queue)
     return demo
