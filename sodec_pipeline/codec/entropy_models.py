@@ -4,18 +4,26 @@ A :class:`LatentEntropyModel` is everything between E's output y and the decoder
 (quantisation and likelihoods), the CDF tables, the coding of the symbols (ANS, ``entropy_coding.py``) and the
 entropy check. ``CompressionVAE`` (``models/compression_vae.py``) holds the networks and delegates its
 ``forward``, ``compress_latent``, ``decompress`` and ``update`` to its ``entropy_model``, so that another entropy
-model (a context or channel-autoregressive one) is another subclass here plus a stream version in
-``bitstream.py`` (``FORMAT_VERSION``, ``READABLE_VERSIONS``), without touching the model class.
+model is another subclass here plus a stream version in ``bitstream.py`` (``stream_version``,
+``readable_stream_versions``; ``READABLE_VERSIONS``, ``WRITABLE_VERSIONS``) and a value of the codec's config key
+``entropy_model_type`` (:data:`ENTROPY_MODEL_TYPES`).
 
 :class:`HyperpriorEntropyModel` is SODEC's: Ballé et al.'s mean-scale hyperprior (CompressAI's
 ``MeanScaleHyperprior``/``HyperpriorLatentCodec``), z = H_a(y) coded with compressai's factorized prior
 (``EntropyBottleneck``), y with the Gaussian conditional (``GaussianConditional``) whose (μ, σ) = P(ẑ) come from
-P in exact fixed point (``fixed_point_hyper_synthesis.py``), at a quality level's quantisation step Δ.
+P in exact fixed point (``fixed_point_hyper_synthesis.py``), at a quality level's quantisation step Δ; streams of
+version 3.
+
+:class:`CheckerboardEntropyModel` is He et al.'s checkerboard context model over it (CompressAI's
+``CheckerboardLatentCodec``): the anchors coded as the hyperprior codes them, the other half with parameters from the
+decoded anchors (g_cm, g_ep; their second pass in exact fixed point, ``fixed_point_context.py``); streams of
+version 4 (docs/bitstream.md).
 
 An entropy model is not an ``nn.Module`` of its own: it works with modules the codec registers under its own
 names (``hyper_analysis``, ``hyper_synthesis_mean``/``_scale``, ``entropy_bottleneck``,
 ``gaussian_conditional``), so that checkpoints, state-dict keys and so the model's fingerprint stay what they are.
-A new entropy model with networks of its own has the codec register them under new names.
+A new entropy model with networks of its own has the codec register them under new names (the checkerboard's:
+``context_prediction``, ``entropy_parameters``, only in codecs that use it).
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union

@@ -1,5 +1,6 @@
-"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models) and its diffusion-path
-transforms (H_s, T_s), as a diffusers model. The coding itself is in ``sodec_pipeline/codec/``."""
+"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models; optionally a checkerboard context model)
+and its diffusion-path transforms (H_s, T_s), as a diffusers model. The coding itself is in
+``sodec_pipeline/codec/``."""
 
 import math
 import os
@@ -77,6 +78,8 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
     - P → ``hyper_synthesis_mean`` and ``hyper_synthesis_scale``: ẑ → (μ, σ) of y.
     - ``entropy_bottleneck``: compressai ``EntropyBottleneck`` (factorized prior) for z.
     - ``gaussian_conditional``: compressai mean-scale ``GaussianConditional`` for y.
+    - With ``entropy_model_type="checkerboard"`` only: g_cm → ``context_prediction`` (anchors' ŷ → context) and
+      g_ep → ``entropy_parameters`` ((μ_P, σ_P, context) → the other half's (Δμ, Δσ)).
     - H_s → ``latent_synthesis``: ẑ → w, stride 16.
     - T_s → ``latent_transform``: (ŷ, w) → ŷ_t, the UNet's noisy latent at stride 8.
 
@@ -86,7 +89,8 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
     provides ``aux_loss``.
 
     The networks are here; the coding is ``entropy_model``'s (``codec/entropy_models.py``: a
-    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models): :meth:`forward`'s quantisation and
+    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models, or a ``CheckerboardEntropyModel`` over those
+    and g_cm, g_ep, as the config's ``entropy_model_type`` says): :meth:`forward`'s quantisation and
     likelihoods, :meth:`update`'s tables, and :meth:`compress`/:meth:`decompress`, which code the symbols with
     constriction's ANS coder (``codec/entropy_coding.py``) with (μ, σ) from P in exact fixed point
     (``entropy_parameter_arithmetic="fixed_point"``, ``codec/fixed_point_hyper_synthesis.py``) so that every
