@@ -1,6 +1,7 @@
 """The codec: everything between E's latent and the bytes of a stream, apart from the networks.
 
-- ``bitstream.py``: the container, one image per stream (docs/bitstream.md).
+- ``bitstream.py``: the container, one image per stream (docs/bitstream.md); ``stream_versions.py``: its versions,
+  one per entropy model.
 - ``errors.py``: the errors of coding and decoding a stream (``BitstreamError``, ``PixelBudgetError``,
   ``SizeBudgetError``); ``models/`` imports them from here, never the container.
 - ``stream_checks.py``: the two check values a stream carries, the model's fingerprint and the entropy check.

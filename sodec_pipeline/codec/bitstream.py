@@ -30,23 +30,16 @@ from typing import Optional, Sequence, Tuple, Union
 
 from .errors import BitstreamError, PixelBudgetError
 from .stream_checks import ENTROPY_CHECK_SIZE, FINGERPRINT_SIZE
+from .stream_versions import (  # noqa: F401  (FORMAT_VERSION and CHECKERBOARD_FORMAT_VERSION are read from here too)
+    CHECKERBOARD_FORMAT_VERSION,
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    VERSION_ENTROPY_MODELS,
+    WRITABLE_VERSIONS,
+)
 
 
 MAGIC = b"S\xdc"
-#: The version of the mean-scale hyperprior's streams (every model before the context models).
-FORMAT_VERSION = 3
-#: The version of the checkerboard context model's streams: version 3's layout, the y string holding two passes.
-CHECKERBOARD_FORMAT_VERSION = 4
-#: Versions this package reads: 2 (sodec-pipeline 0.2, single-rate models; read as quality 1), 3 and 4.
-READABLE_VERSIONS = (2, 3, 4)
-#: Versions this package writes (one per entropy model).
-WRITABLE_VERSIONS = (FORMAT_VERSION, CHECKERBOARD_FORMAT_VERSION)
-#: The entropy model whose strings each readable version holds (``entropy_models.py``), for messages.
-VERSION_ENTROPY_MODELS = {
-    2: "the mean-scale hyperprior",
-    3: "the mean-scale hyperprior",
-    4: "the checkerboard context model",
-}
 CHECKSUM_SIZE = 4
 #: Words of the entropy coder: every z and y string is a whole number of them.
 WORD_SIZE = 4

@@ -4,9 +4,9 @@ A :class:`LatentEntropyModel` is everything between E's output y and the decoder
 (quantisation and likelihoods), the CDF tables, the coding of the symbols (ANS, ``entropy_coding.py``) and the
 entropy check. ``CompressionVAE`` (``models/compression_vae.py``) holds the networks and delegates its
 ``forward``, ``compress_latent``, ``decompress`` and ``update`` to its ``entropy_model``, so that another entropy
-model is another subclass here plus a stream version in ``bitstream.py`` (``stream_version``,
-``readable_stream_versions``; ``READABLE_VERSIONS``, ``WRITABLE_VERSIONS``) and a value of the codec's config key
-``entropy_model_type`` (:data:`ENTROPY_MODEL_TYPES`).
+model is another subclass here plus a stream version in ``stream_versions.py`` (the class's ``stream_version``
+and ``readable_stream_versions``; the container's ``READABLE_VERSIONS``, ``WRITABLE_VERSIONS``) and a value of the
+codec's config key ``entropy_model_type`` (:data:`ENTROPY_MODEL_TYPES`).
 
 :class:`HyperpriorEntropyModel` is SODEC's: Ballé et al.'s mean-scale hyperprior (CompressAI's
 ``MeanScaleHyperprior``/``HyperpriorLatentCodec``), z = H_a(y) coded with compressai's factorized prior
@@ -35,7 +35,6 @@ from compressai.ops import quantize_ste
 from torch import nn
 
 from ..library_internals import entropy_bottleneck_medians
-from .bitstream import CHECKERBOARD_FORMAT_VERSION, FORMAT_VERSION
 from .entropy_coding import (
     CategoricalTables,
     SymbolDecoder,
@@ -49,6 +48,7 @@ from .errors import BitstreamError
 from .fixed_point_context import FixedPointCheckerboardContext, anchor_mask
 from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
 from .stream_checks import entropy_check
+from .stream_versions import CHECKERBOARD_FORMAT_VERSION, FORMAT_VERSION
 
 
 #: How the coder computes the entropy parameters (μ, σ) from ẑ: "fixed_point" (exact, the same bits on
