@@ -9,7 +9,7 @@ ANS decoding) and the whole fidelity decode (``decompress(decoder="fidelity")``:
 The image is a photo resized to ``--size`` (bicubic), so that the rate is a photo's.
 
     python benchmarks/context_model_decode_cost.py --model pretrained/sodec-small --size 768x512 --threads 1 \\
-        --out benchmarks/results/context-model-decode-cost/sodec-small_768x512.json
+        --out benchmarks/results/context-model-decode-cost/sodec-small_768x512_1thread.json
 """
 
 import argparse
