@@ -114,6 +114,22 @@ def test_a_damaged_avif_is_a_one_line_refusal_in_the_cli_and_the_demo(tmp_path, 
         read_photo(bad)
 
 
+def test_a_png_turned_by_a_late_exif_chunk_is_reported_at_the_size_it_is_compressed_at(tiny_pipeline_dir, tmp_path,
+                                                                                        capsys):  # fmt: skip
+    """A PNG (16×8) whose eXIf chunk (orientation 6) follows its pixels: Pillow reads the chunk only with the
+    pixels, so its header gives 16×8 and its pixels are 8×16. `sodec compress` compressed the 8×16 image and said
+    16×8 in its result line; the line now gives the size of what was compressed."""
+    from sodec_pipeline.cli import main
+    from sodec_pipeline.codec.bitstream import decode_bitstream
+
+    photo = tmp_path / "late.png"
+    photo.write_bytes((REGRESSIONS / "image" / "png_exif_after_pixels.png").read_bytes())
+    assert main(["compress", str(photo), "--model", str(tiny_pipeline_dir), "--quiet"]) == 0
+    assert "\t8×16\t" in capsys.readouterr().out
+    stream = decode_bitstream((tmp_path / "late.sodec").read_bytes())
+    assert (stream.width, stream.height) == (8, 16)
+
+
 def test_the_rules_fail_for_an_exception_that_is_no_refusal(monkeypatch):
     """A harness lets an exception other than the package's refusals through (libFuzzer records a crash), and
     holds a refusal to one line."""

@@ -7,7 +7,8 @@ An input is an image file. The rules:
 
 - ``sodec compress``: a ``CLIError`` in one line, or a header size within the format's limits (16384 per side),
   then (for a size within :data:`DECODE_LIMIT`, the pixels this harness decodes) a ``CLIError`` in one line or
-  an image of exactly the header's size, whose RGB array has that size;
+  an image of exactly the header's size (or, for a PNG whose eXIf chunk follows its pixels, that size turned a
+  quarter: Pillow reads such a chunk only with the pixels), whose RGB array has that size;
 - the demo: a ``DemoInputError`` or ``UnreadableImageError`` in one line, or an RGB array within the demo's
   budget (here :data:`DECODE_LIMIT`): what the page's memory is bounded by.
 
@@ -67,7 +68,8 @@ def load():
         except CLIError as e:
             check_message(e)
             return "refused"
-        rule(image.size == (width, height), f"the header said {width}×{height}, the pixels are {image.size}")
+        turned = data.startswith(b"\x89PNG") and image.size == (height, width)  # an eXIf chunk after the pixels
+        rule(image.size == (width, height) or turned, f"the header said {width}×{height}, the pixels are {image.size}")
         array = pil_to_rgb_array(image)
         rule(array.shape == (height, width, 3) and array.dtype == np.uint8, f"an RGB array of {array.shape}")
         return "read"
