@@ -1,5 +1,6 @@
-"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models) and its diffusion-path
-transforms (H_s, T_s), as a diffusers model. The coding itself is in ``sodec_pipeline/codec/``."""
+"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models; optionally a checkerboard context model)
+and its diffusion-path transforms (H_s, T_s), as a diffusers model. The coding itself is in
+``sodec_pipeline/codec/``."""
 
 import math
 import os
@@ -16,13 +17,19 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from safetensors.torch import load_file
 from torch import nn
 
-from ..codec.entropy_models import HyperpriorEntropyModel, resize_table_buffers
+from ..codec.entropy_models import (
+    ENTROPY_MODEL_TYPES,
+    CheckerboardEntropyModel,
+    HyperpriorEntropyModel,
+    resize_table_buffers,
+)
 from ..codec.errors import BitstreamError
 from ..codec.quality_levels import QualityLevels
 from ..codec.stream_checks import ModelFingerprint
 from ..hub_download_options import pop_hub_kwargs
 from ..library_internals import model_weights_file
 from .analysis_transform import AnalysisTransform
+from .context_transforms import CheckerboardContextPrediction, EntropyParametersTransform
 from .float32_lock import Float32Lock
 from .gdn_transforms import GDNAnalysisTransform
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
@@ -71,6 +78,8 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
     - P → ``hyper_synthesis_mean`` and ``hyper_synthesis_scale``: ẑ → (μ, σ) of y.
     - ``entropy_bottleneck``: compressai ``EntropyBottleneck`` (factorized prior) for z.
     - ``gaussian_conditional``: compressai mean-scale ``GaussianConditional`` for y.
+    - With ``entropy_model_type="checkerboard"`` only: g_cm → ``context_prediction`` (anchors' ŷ → context) and
+      g_ep → ``entropy_parameters`` ((μ_P, σ_P, context) → the other half's (Δμ, Δσ)).
     - H_s → ``latent_synthesis``: ẑ → w, stride 16.
     - T_s → ``latent_transform``: (ŷ, w) → ŷ_t, the UNet's noisy latent at stride 8.
 
@@ -80,7 +89,8 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
     provides ``aux_loss``.
 
     The networks are here; the coding is ``entropy_model``'s (``codec/entropy_models.py``: a
-    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models): :meth:`forward`'s quantisation and
+    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models, or a ``CheckerboardEntropyModel`` over those
+    and g_cm, g_ep, as the config's ``entropy_model_type`` says): :meth:`forward`'s quantisation and
     likelihoods, :meth:`update`'s tables, and :meth:`compress`/:meth:`decompress`, which code the symbols with
     constriction's ANS coder (``codec/entropy_coding.py``) with (μ, σ) from P in exact fixed point
     (``entropy_parameter_arithmetic="fixed_point"``, ``codec/fixed_point_hyper_synthesis.py``) so that every
@@ -139,6 +149,14 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
             codec).
         default_quality (`int`, *optional*):
             The level used when none is asked for (1-based; `None`: the level whose Δ is 1, else the middle one).
+        entropy_model_type (`str`, *optional*, defaults to `"hyperprior"`):
+            How ŷ is coded: `"hyperprior"` (the mean-scale hyperprior, streams of version 3) or `"checkerboard"`
+            (He et al.'s checkerboard context model over it, streams of version 4: adds `context_prediction`, g_cm,
+            and `entropy_parameters`, g_ep; `codec/entropy_models.py`). `with_entropy_model` converts a codec.
+        context_channels (`int`, *optional*):
+            Checkerboard only: output channels of g_cm (default: `latent_channels`).
+        entropy_parameters_channels (`int`, *optional*):
+            Checkerboard only: hidden channels of g_ep (default: `latent_channels`).
     """
 
     _supports_gradient_checkpointing = True
@@ -166,9 +184,16 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
         analysis_type: str = "hific",
         quantization_steps: Optional[Sequence[float]] = None,
         default_quality: Optional[int] = None,
+        entropy_model_type: str = "hyperprior",
+        context_channels: Optional[int] = None,
+        entropy_parameters_channels: Optional[int] = None,
     ):
         super().__init__()
         self.quality_levels = QualityLevels(quantization_steps, default_quality)
+        if entropy_model_type not in ENTROPY_MODEL_TYPES:
+            raise ValueError(
+                f"entropy_model_type must be one of {tuple(ENTROPY_MODEL_TYPES)}, got {entropy_model_type!r}"
+            )
         if analysis_type not in ANALYSIS_TYPES:
             raise ValueError(f"analysis_type must be one of {ANALYSIS_TYPES}, got {analysis_type!r}")
         if analysis_type == "gdn":
@@ -199,14 +224,24 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
             with torch.no_grad():
                 bias = self.hyper_synthesis_scale.conv3.bias
                 bias.copy_(torch.exp(torch.linspace(math.log(low), math.log(high), bias.numel())))
-        self.entropy_model = HyperpriorEntropyModel(
+        hyperprior = (
             self.hyper_analysis,
             self.hyper_synthesis_mean,
             self.hyper_synthesis_scale,
             self.entropy_bottleneck,
             self.gaussian_conditional,
-            entropy_parameter_arithmetic,
         )
+        if entropy_model_type == "checkerboard":
+            context_channels = context_channels or latent_channels
+            self.context_prediction = CheckerboardContextPrediction(latent_channels, context_channels)
+            self.entropy_parameters = EntropyParametersTransform(
+                latent_channels, context_channels, entropy_parameters_channels or latent_channels
+            )
+            self.entropy_model = CheckerboardEntropyModel(
+                *hyperprior, self.context_prediction, self.entropy_parameters, entropy_parameter_arithmetic
+            )
+        else:
+            self.entropy_model = HyperpriorEntropyModel(*hyperprior, entropy_parameter_arithmetic)
         self._fingerprint = ModelFingerprint()
 
     # ------------------------------------------------------------------ quality levels
@@ -244,6 +279,45 @@ class CompressionVAE(Float32Lock, CompressionModel, ModelMixin, ConfigMixin):
         model = type(self).from_config(config)
         model.load_state_dict(self.state_dict())
         return model.to(self.device).train(self.training)
+
+    def with_entropy_model(
+        self,
+        entropy_model_type: str,
+        context_channels: Optional[int] = None,
+        entropy_parameters_channels: Optional[int] = None,
+    ) -> "CompressionVAE":
+        """A copy of this codec that codes with another entropy model (config ``entropy_model_type``): every weight
+        and table of this one but the context model's networks, which are freshly initialised (g_ep's last layer at
+        zero: a hyperprior codec converted to ``"checkerboard"`` writes other streams, of version 4, but estimates
+        and codes the same rate until it trains) or left behind (``"hyperprior"``). The start of training a context
+        model from a trained codec (``train_sodec.py --entropy_model``)."""
+        config = {k: v for k, v in self.config.items() if k != "_use_default_values"}
+        config.update(
+            entropy_model_type=entropy_model_type,
+            context_channels=context_channels,
+            entropy_parameters_channels=entropy_parameters_channels,
+        )
+        model = type(self).from_config(config)
+        own = ("context_prediction.", "entropy_parameters.")  # the context model's networks: always new
+        new_state = model.state_dict()
+        carried = {k: v for k, v in self.state_dict().items() if k in new_state and not k.startswith(own)}
+        resize_table_buffers(model, carried)
+        missing, _ = nn.Module.load_state_dict(model, carried, strict=False)
+        if any(not key.startswith(own) for key in missing):
+            raise RuntimeError(
+                f"converting the codec left weights unset: {[k for k in missing if not k.startswith(own)]}"
+            )
+        return model.to(self.device).train(self.training)
+
+    @property
+    def stream_version(self) -> int:
+        """The container version of this codec's streams (its entropy model's; docs/bitstream.md)."""
+        return self.entropy_model.stream_version
+
+    @property
+    def readable_stream_versions(self) -> Tuple[int, ...]:
+        """The container versions this codec decodes (its entropy model's)."""
+        return self.entropy_model.readable_stream_versions
 
     # ------------------------------------------------------------------ the transforms
     @apply_forward_hook
