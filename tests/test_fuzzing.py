@@ -2,8 +2,8 @@
 replayed (tests/assets/fuzz-regressions/), and that their rules can fail.
 
 Each short run is ``SODEC_FUZZ_SECONDS`` (default 20) seconds of fuzzing in a child process, plus its start
-(importing torch and Pillow's plugins instrumented, building the tiny pipeline, replaying the seeds: 1 s for the
-container harness, 16 to 24 s for the others on the development machine's one core). The four took 141 s
+(importing torch and Pillow's plugins instrumented, building the tiny pipelines, replaying the seeds: 1 s for the
+container harness, 13 to 19 s for the others on the development machine's one core). The four took 130 s
 together there; the issue's 30 s each would add 40 s to every run of the suite, for coverage that the campaigns
 (benchmarks/results/fuzzing/) show levelling off long before. Long campaigns: tests/fuzz/README.md.
 """
