@@ -35,6 +35,7 @@ def corpus():
 def load():
     """Imports the parser and returns ``check(data) -> outcome``."""
     from sodec_pipeline.codec.bitstream import (
+        FORMAT_VERSION,
         MAX_IMAGE_PIXELS,
         MAX_IMAGE_SIDE,
         READABLE_VERSIONS,
@@ -57,19 +58,20 @@ def load():
         rule(1 <= stream.height <= MAX_IMAGE_SIDE and 1 <= stream.width <= MAX_IMAGE_SIDE, "a size out of limits")
         rule(stream.num_pixels <= min(budget, MAX_IMAGE_PIXELS), "a stream above the pixel budget was accepted")
         rule(stream.version in READABLE_VERSIONS and 1 <= stream.quality <= 255, "an unknown version or level")
-        rule(stream.version == 3 or stream.quality == 1, "a version 2 stream with a quality level")
+        rule(stream.version != 2 or stream.quality == 1, "a version 2 stream with a quality level")
         rule(len(stream.z_string) > 0 and len(stream.z_string) % WORD_SIZE == 0, "a z string of partial words")
         rule(len(stream.y_string) % WORD_SIZE == 0, "a y string of partial words")
         rule(expected_fingerprint is None or stream.fingerprint == expected_fingerprint, "a foreign fingerprint")
         packed = encode_bitstream(
             stream.fingerprint, stream.height, stream.width, stream.z_string, stream.y_string,
-            stream.entropy_check, stream.quality,
+            stream.entropy_check, stream.quality, version=stream.version if stream.version > 2 else FORMAT_VERSION,
         )  # fmt: skip
         again = decode_bitstream(packed, max_pixels=max_pixels)
         rule(
             (again.fingerprint, again.height, again.width, again.z_string, again.y_string, again.entropy_check)
             == (stream.fingerprint, stream.height, stream.width, stream.z_string, stream.y_string,
-                stream.entropy_check) and again.quality == stream.quality,
+                stream.entropy_check) and again.quality == stream.quality
+            and again.version == (stream.version if stream.version > 2 else FORMAT_VERSION),
             "the parsed fields do not pack back into the same stream",
         )  # fmt: skip
         return "parsed"
