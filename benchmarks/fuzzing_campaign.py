@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     stat = dict(re.findall(r"stat::(\w+):\s*(\d+)", log))
     outcomes = re.findall(r"#(\d+)\toutcomes: (\{.*\})", log)
     artifacts = sorted(p.name for p in args.artifacts.glob(f"{args.harness}-*"))
-    first, last = stats[0], stats[-1]
+    first, last = (stats[0], stats[-1]) if stats else ((0, "", 0, 0, 0, "0b"),) * 2  # a crash among the seeds
     figures = {
         "harness": f"tests/fuzz/fuzz_{args.harness}.py",
         "command": " ".join(command[1:]).replace(str(REPO) + "/", ""),
