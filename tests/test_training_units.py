@@ -121,6 +121,26 @@ def test_crops_depend_only_on_seed_epoch_and_index(train_dir):
         ImageFolderCrops(train_dir, 100)
 
 
+def test_random_scale_resizes_each_image_by_a_drawn_factor(train_dir):
+    from sodec_training.data import ImageFolderCrops
+
+    plain = ImageFolderCrops(train_dir, 64, random_flip=False, center_crop=True, seed=3)
+    halved = ImageFolderCrops(train_dir, 64, random_flip=False, center_crop=True, seed=3, random_scale=(0.5, 0.5))
+    doubled = ImageFolderCrops(train_dir, 64, random_flip=False, center_crop=True, seed=3, random_scale=(2.0, 2.0))
+    a, h, d = plain[0]["pixel_values"], halved[0]["pixel_values"], doubled[0]["pixel_values"]
+    assert a.shape == h.shape == d.shape == (3, 64, 64)
+
+    def energy(x):  # mean absolute horizontal gradient: more detail per pixel when scaled down
+        return (x[..., 1:] - x[..., :-1]).abs().mean().item()
+
+    assert energy(d) < energy(a) < energy(h)
+    drawn = ImageFolderCrops(train_dir, 64, random_flip=False, seed=3, random_scale=(0.5, 2.0))
+    assert torch.equal(drawn[4]["pixel_values"], drawn[4]["pixel_values"])  # the factor depends on (seed, key)
+    assert len({drawn[k]["pixel_values"].sum().item() for k in range(0, 30, 3)}) > 1
+    with pytest.raises(ValueError, match="random_scale"):
+        ImageFolderCrops(train_dir, 64, random_scale=(2.0, 0.5))
+
+
 @pytest.fixture(scope="module")
 def imagefolder_dataset(tmp_path_factory):
     return make_imagefolder(tmp_path_factory.mktemp("imagefolder"))

@@ -205,6 +205,15 @@ def add_data_arguments(group) -> None:
     )
     group.add_argument("--center_crop", action="store_true", help="Centre crops instead of random crops.")
     group.add_argument(
+        "--random_scale",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="Resize each image by a factor drawn log-uniformly from [LOW, HIGH] before cropping (scale "
+        "augmentation: e.g. 0.5 2 puts larger, smoother photos than the folder's in the training data).",
+    )
+    group.add_argument(
         "--random_flip",
         action=argparse.BooleanOptionalAction,
         default=True,

@@ -3,9 +3,10 @@
 
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
-from typing import Iterator, List, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import PIL.Image
@@ -45,13 +46,25 @@ class ImageCrops(Dataset):
     code for every source. Items are addressed by a *key* ``epoch * len(self) + index`` (what
     :class:`EpochShuffleSampler` yields): the crop and the flip are drawn from a generator seeded with
     ``(seed, key)``, never from the global RNG, so they are the same whichever process or DataLoader worker
-    loads them and whether or not the run was resumed. Images whose shorter side is below ``resolution`` are
-    first scaled up (bicubic) to that side; larger images are cropped, never scaled.
+    loads them and whether or not the run was resumed. With ``random_scale=(low, high)`` each image is first
+    resized by a factor drawn log-uniformly from that range (Lanczos), so that larger, smoother photos than the
+    folder's (factors above 1) and denser ones (below 1) are in the training distribution. Images whose shorter
+    side is then below ``resolution`` are scaled up (bicubic) to that side; larger images are cropped.
     """
 
-    def __init__(self, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        resolution: int,
+        random_flip: bool = True,
+        center_crop: bool = False,
+        seed: int = 0,
+        random_scale: Optional[Tuple[float, float]] = None,
+    ):
         if resolution % 64:
             raise ValueError(f"--resolution must be a multiple of 64 (the codec's stride); got {resolution}")
+        if random_scale is not None and not 0 < random_scale[0] <= random_scale[1]:
+            raise ValueError(f"--random_scale needs 0 < LOW <= HIGH; got {random_scale[0]} {random_scale[1]}")
+        self.random_scale = random_scale
         self.resolution = resolution
         self.random_flip = random_flip
         self.center_crop = center_crop
@@ -70,6 +83,11 @@ class ImageCrops(Dataset):
             image = upright(file)  # crops of the photo as seen: its EXIF orientation applied
             width, height = image.size
             size = self.resolution
+            if self.random_scale is not None:
+                low, high = (math.log(bound) for bound in self.random_scale)
+                factor = math.exp(low + (high - low) * float(torch.rand((), generator=generator)))
+                width, height = max(1, round(width * factor)), max(1, round(height * factor))
+                image = image.convert("RGB").resize((width, height), PIL.Image.LANCZOS)
             if min(width, height) < size:
                 scale = size / min(width, height)
                 width, height = max(size, round(width * scale)), max(size, round(height * scale))
@@ -89,8 +107,10 @@ class ImageCrops(Dataset):
 class ImageFolderCrops(ImageCrops):
     """:class:`ImageCrops` of the images in folders (searched recursively, sorted) or image files."""
 
-    def __init__(self, root, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0):
-        super().__init__(resolution, random_flip=random_flip, center_crop=center_crop, seed=seed)
+    def __init__(self, root, resolution: int, random_flip: bool = True, center_crop: bool = False, seed: int = 0,
+                 random_scale: Optional[Tuple[float, float]] = None):  # fmt: skip
+        super().__init__(resolution, random_flip=random_flip, center_crop=center_crop, seed=seed,
+                         random_scale=random_scale)  # fmt: skip
         self.files = list_images(root)
         if not self.files:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
@@ -114,8 +134,10 @@ class DatasetCrops(ImageCrops):
         random_flip: bool = True,
         center_crop: bool = False,
         seed: int = 0,
+        random_scale: Optional[Tuple[float, float]] = None,
     ):
-        super().__init__(resolution, random_flip=random_flip, center_crop=center_crop, seed=seed)
+        super().__init__(resolution, random_flip=random_flip, center_crop=center_crop, seed=seed,
+                         random_scale=random_scale)  # fmt: skip
         if image_column not in dataset.column_names:
             raise ValueError(
                 f"--image_column '{image_column}' is not a column of the dataset; its columns: "
@@ -206,10 +228,12 @@ def build_train_dataset(args, seed: int) -> ImageCrops:
             random_flip=args.random_flip,
             center_crop=args.center_crop,
             seed=seed,
+            random_scale=args.random_scale,
         )
     return ImageFolderCrops(
-        args.train_data_dir, args.resolution, random_flip=args.random_flip, center_crop=args.center_crop, seed=seed
-    )
+        args.train_data_dir, args.resolution, random_flip=args.random_flip, center_crop=args.center_crop, seed=seed,
+        random_scale=args.random_scale,
+    )  # fmt: skip
 
 
 def build_train_dataloader(dataset: ImageCrops, args, seed: int) -> DataLoader:
