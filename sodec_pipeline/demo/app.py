@@ -25,7 +25,7 @@ from ..evaluation.evaluate import load_image
 from ..image_files import UnreadableImageError
 from ..messages import first_line
 from ..orientation import upright_size
-from ..pipelines.pipeline_sodec import DECODERS
+from ..pipelines.coding import DECODERS
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 
 from ..evaluation import baselines as baselines_lib
-from ..pipelines.pipeline_sodec import DECODERS
+from ..pipelines.coding import DECODERS
 
 
 #: The classical codecs the demo shows beside SODEC.
