@@ -65,7 +65,9 @@ setup(
     extras_require={
         "demo": DEMO_REQUIRES,
         "jpegxl": JPEGXL_REQUIRES,
-        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6"]
+        # atheris: the coverage-guided fuzzers of tests/fuzz/ (their short runs are part of the suite); 3.0.0, the
+        # newest on the package index, installs from a manylinux wheel (no clang build)
+        "test": ["pytest>=7", "pytest-timeout", "lpips", "tensorboard", "ruff==0.17.6", "atheris==3.0.0"]
         + TEST_ORACLE_REQUIRES
         + DATASETS_REQUIRES
         + DEMO_REQUIRES

@@ -22,6 +22,7 @@ for name in "$@"; do
     gan-asym) extra="$GAN --mse_weight 5 --texture_weight 0.002 --texture_excess_factor 8" ;; # one-sided-heavy energy loss
     asym-dists) extra="$GAN --mse_weight 5 --dists_weight 0.05 --texture_weight 0.005 --texture_excess_factor 8" ;; # + a little DISTS
     asym-dists2) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 8" ;; # more of both
+    asym-gan3) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 8 --adversarial_weight 0.03" ;;
     *) echo "unknown pilot $name" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086

@@ -17,8 +17,17 @@ from .orientation import upright
 
 #: The file name extensions (lower case) of the images a folder is searched for.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-#: What Pillow raises for a file it cannot read as an image (its plugins raise many kinds).
-PILLOW_READ_ERRORS = (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, ValueError, SyntaxError)
+#: What Pillow raises for a file it cannot read as an image: its plugins raise many kinds for a damaged file
+#: (``OSError``, ``ValueError``, ``SyntaxError``; the AVIF decoder a ``RuntimeError``, found by tests/fuzz/fuzz_image.py:
+#: tests/assets/fuzz-regressions/image/), and Pillow's own fuzzers accept any, so any ``Exception`` but
+#: ``MemoryError`` (:func:`is_read_error`).
+PILLOW_READ_ERRORS = (Exception,)
+
+
+def is_read_error(error: BaseException) -> bool:
+    """Whether ``error``, raised by Pillow while it opened or decoded a file, means that the file is no readable
+    image (:data:`PILLOW_READ_ERRORS`); running out of memory is not."""
+    return isinstance(error, PILLOW_READ_ERRORS) and not isinstance(error, MemoryError)
 
 
 class UnreadableImageError(ValueError):
@@ -40,4 +49,6 @@ def read_image(file: Union[str, os.PathLike, PIL.Image.Image], name: Optional[st
         with PIL.Image.open(file) as image:
             return upright(image)
     except PILLOW_READ_ERRORS as e:
+        if not is_read_error(e):
+            raise
         raise UnreadableImageError(name or str(file), e) from e

@@ -145,3 +145,27 @@ def test_pixel_budget_is_checked_from_the_header():
     with pytest.raises(PixelBudgetError):
         decode_bitstream(big)
     assert decode_bitstream(big, max_pixels=MAX_IMAGE_PIXELS).width == 4096
+
+
+def test_version_4_is_the_context_models_and_a_model_refuses_the_others():
+    from sodec_pipeline.codec.bitstream import CHECKERBOARD_FORMAT_VERSION, FORMAT_VERSION
+
+    s4 = encode_bitstream(FP, 321, 481, b"zzzz", b"y" * 40, CHECK, quality=3, version=CHECKERBOARD_FORMAT_VERSION)
+    parsed = decode_bitstream(s4, expected_fingerprint=FP, model_versions=(4,))
+    assert s4[2] == 4 and (parsed.version, parsed.quality, parsed.y_string) == (4, 3, b"y" * 40)
+    assert len(s4) == len(_stream())  # version 3's layout
+    s3 = _stream()
+    assert decode_bitstream(s3, model_versions=(2, FORMAT_VERSION)).version == 3
+    with pytest.raises(BitstreamError, match="version 4 holds strings of the checkerboard context model"):
+        decode_bitstream(s4, expected_fingerprint=FP, model_versions=(2, 3))
+    with pytest.raises(BitstreamError, match="version 3 holds strings of the mean-scale hyperprior"):
+        decode_bitstream(s3, expected_fingerprint=FP, model_versions=(4,))
+    v2 = _with_crc(
+        MAGIC + V2 + FP + CHECK + _write_varint(8) + _write_varint(8) + _write_varint(4) + b"zzzz" + b"yyyy"
+    )
+    with pytest.raises(BitstreamError, match="version 2 holds strings of the mean-scale hyperprior"):
+        decode_bitstream(v2, model_versions=(4,))
+    with pytest.raises(BitstreamError, match="checksum"):  # the checksum is checked first, as for every field
+        decode_bitstream(s4[:-1] + bytes([s4[-1] ^ 1]), model_versions=(2, 3))
+    with pytest.raises(ValueError, match="version"):
+        encode_bitstream(FP, 1, 1, b"zzzz", b"yyyy", CHECK, version=2)

@@ -176,3 +176,169 @@ def test_sodec_demo_says_in_one_line_why_it_cannot_serve(tiny_pipeline_dir, monk
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == f"sodec demo: error: cannot serve on 127.0.0.1:{argv[-1]}: OSError"
+
+
+# ---------------------------------------------------------------------- under load
+#: 20 clients at once, 3 requests each; the last 2 clients send bad files only.
+LOAD_CLIENTS = 20
+LOAD_REQUESTS = 3
+BAD_CLIENTS = 2
+#: The most the server's peak RSS may grow over its warm RSS during the load (MiB): a decoded 8000×8000 bomb would
+#: take 183 MiB as RGB alone.
+LOAD_MAX_RSS_GROWTH_MIB = 150
+
+
+def _memory_mib(pid: int, field: str) -> float:
+    """VmRSS or VmHWM (the peak) of a process, from /proc, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tiny_pipeline_dir, tmp_path_factory):
+    """`sodec demo` of the tests' tiny pipeline in its own process (whose memory is measured), on a free port, with
+    as many threads as this process uses (so that its streams are this process's, bit for bit)."""
+    import torch
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("tiny-demo") / "server.log"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), GRADIO_ANALYTICS_ENABLED="False",
+               OMP_NUM_THREADS=str(torch.get_num_threads()))  # fmt: skip
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "sodec_pipeline", "demo", "--model", str(tiny_pipeline_dir), "--port", str(port),
+             "--no-perceptual", "-q"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    break
+            except OSError:
+                assert time.time() < deadline, "no page within 3 minutes"
+                time.sleep(0.5)
+        yield server, url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def load_files(tiny_pipeline, tmp_path_factory):
+    """Three real photos (96×64) and their streams as this process writes them; a text file, a decompression bomb
+    (an 8000×8000 PNG of 62 kB: 64 Mpx, under Pillow's own guard of 89 Mpx) and a truncated stream."""
+    folder = tmp_path_factory.mktemp("load-files")
+    with PIL.Image.open(PHOTO) as opened:
+        photos = [PIL.Image.open(ASSETS / f"bsds_crop{i}_96x64.png").convert("RGB") for i in (0, 1)]
+        photos.append(opened.convert("RGB").crop((200, 120, 296, 184)))
+    good = []
+    for i, photo in enumerate(photos):
+        path = folder / f"photo{i}.png"
+        photo.save(path)
+        (stream,) = tiny_pipeline.compress(photo)
+        (folder / f"photo{i}.sodec").write_bytes(stream)
+        good.append((path, folder / f"photo{i}.sodec", stream))
+    text = folder / "notes.png"
+    text.write_bytes(b"not an image at all\n")
+    bomb = folder / "bomb.png"
+    PIL.Image.new("L", (8000, 8000)).save(bomb, optimize=True)
+    truncated = folder / "truncated.sodec"
+    truncated.write_bytes(good[0][2][: len(good[0][2]) // 2])
+    return {"good": good, "text": text, "bomb": bomb, "truncated": truncated, "fingerprint":
+            tiny_pipeline.compression_vae.fingerprint().hex()}  # fmt: skip
+
+
+def _good_requests(client, files, index: int):
+    """A client's three requests: two photos compressed, a stream decoded; what came back, checked."""
+    from gradio_client import handle_file
+
+    good = files["good"]
+    for k in range(2):
+        photo, _, stream = good[(index + k) % len(good)]
+        _, figures, _, stream_path, *_ = client.predict(handle_file(str(photo)), api_name="/compress")
+        assert Path(stream_path).read_bytes() == stream, f"client {index}: another stream for {photo.name}"
+        assert figures["data"][0][:2] == ["SODEC diffusion", len(stream)]
+    _, stream_file, stream = good[(index + 2) % len(good)]
+    decodes, header = client.predict(handle_file(str(stream_file)), api_name="/decode")
+    assert (
+        len(decodes) == 2 and "96×64" in header and files["fingerprint"] in header and f"| {len(stream)} |" in header
+    )
+    for item in decodes:
+        with PIL.Image.open(item["image"]) as image:
+            assert image.size == (96, 64)
+
+
+def _bad_requests(client, files, index: int):
+    """A client's three bad files: each refused with a message, none decoded."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    for path, api, message in [
+        (files["text"], "/compress", "not a readable image"),
+        (files["bomb"], "/compress", r"8000×8000 \(64\.0 Mpx\); this demo takes photos up to 2\.1 Mpx"),
+        (files["truncated"], "/decode", "truncated|checksum"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(path)), api_name=api)
+
+
+def test_the_demo_under_load_answers_every_good_request_and_refuses_every_bad_one(tiny_demo, load_files, tmp_path):
+    """Issue 33: 20 gradio_client clients at once on 127.0.0.1, 3 requests each; 2 of them send a text file, a
+    decompression bomb and a truncated stream. Every good request gets the bytes this process writes for its photo,
+    every bad one a message; the server answers afterwards, and its peak RSS stays within bounds.
+    ``SODEC_DEMO_LOAD_RESULTS=FILE`` writes the figures (benchmarks/results/demo-load/)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    server, url = tiny_demo
+
+    def client(index: int):
+        return Client(url, verbose=False, download_files=str(tmp_path / f"client{index}"), analytics_enabled=False)
+
+    _good_requests(client(-1), load_files, 0)  # warm: every stage has run once
+    warm_rss = _memory_mib(server.pid, "VmRSS")
+    Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+
+    def one_client(index: int):
+        session = client(index)
+        started = time.perf_counter()
+        (_bad_requests if index >= LOAD_CLIENTS - BAD_CLIENTS else _good_requests)(session, load_files, index)
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+        client_seconds = list(pool.map(one_client, range(LOAD_CLIENTS)))  # re-raises the first failure
+    wall = time.perf_counter() - started
+    peak_rss = _memory_mib(server.pid, "VmHWM")
+
+    assert server.poll() is None
+    _good_requests(client(LOAD_CLIENTS), load_files, 1)  # still serving, still right
+    assert peak_rss - warm_rss < LOAD_MAX_RSS_GROWTH_MIB, (warm_rss, peak_rss)
+    figures = {
+        "clients": LOAD_CLIENTS, "requests_per_client": LOAD_REQUESTS, "bad_clients": BAD_CLIENTS,
+        "good_requests_answered": (LOAD_CLIENTS - BAD_CLIENTS) * LOAD_REQUESTS,
+        "bad_requests_refused": BAD_CLIENTS * LOAD_REQUESTS, "wall_seconds": round(wall, 2),
+        "slowest_client_seconds": round(max(client_seconds), 2), "server_warm_rss_mib": round(warm_rss, 1),
+        "server_peak_rss_during_load_mib": round(peak_rss, 1),
+    }  # fmt: skip
+    if os.environ.get("SODEC_DEMO_LOAD_RESULTS"):
+        import json
+
+        Path(os.environ["SODEC_DEMO_LOAD_RESULTS"]).write_text(json.dumps(figures, indent=2) + "\n")
+    print(figures)
+
+
+def test_the_demo_queue_has_a_limit(tiny_pipeline):
+    """At most DEMO_MAX_QUEUE requests wait; the load test's 20 clients stay within it."""
+    from sodec_pipeline.demo.app import DEMO_MAX_QUEUE, build_demo
+
+    assert LOAD_CLIENTS < DEMO_MAX_QUEUE
+    assert build_demo(tiny_pipeline, "tiny")._queue.max_size == DEMO_MAX_QUEUE
+    assert build_demo(tiny_pipeline, "tiny", max_queue=3)._queue.max_size == 3

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from sodec_pipeline import BitstreamError
-from sodec_pipeline.codec.entropy_coding import ESCAPE_BITS, CategoricalTables, decode_symbols, encode_symbols
+from sodec_pipeline.codec.entropy_coding import (
+    ESCAPE_BITS,
+    CategoricalTables,
+    SymbolDecoder,
+    codable_symbols,
+    decode_symbols,
+    encode_symbol_groups,
+    encode_symbols,
+)
 
 
 def integer_tables(num_tables: int = 5) -> CategoricalTables:
@@ -103,3 +111,44 @@ def test_tables_are_checked():
     tables = integer_tables()
     with pytest.raises(ValueError, match="table indexes"):
         encode_symbols(np.zeros(3, dtype=np.int64), np.array([0, 1, len(tables)]), tables)
+
+
+def test_groups_decode_one_after_the_other_and_one_group_is_encode_symbols():
+    """encode_symbol_groups: the checkerboard's two passes in one string; the decoder reads the first group before it
+    knows the second's tables."""
+    tables = integer_tables()
+    rng = np.random.default_rng(2)
+    first_indexes, second_indexes = rng.integers(0, len(tables), 700), rng.integers(0, len(tables), 500)
+    first = np.round(rng.normal(0, 2 + first_indexes)).astype(np.int64)
+    second = np.round(rng.normal(0, 2 + second_indexes)).astype(np.int64)
+    first[:2], second[:2] = [300, -300], [5000, -5000]  # escapes in both groups
+    data = encode_symbol_groups([(first, first_indexes), (second, second_indexes)], tables)
+    decoder = SymbolDecoder(data)
+    np.testing.assert_array_equal(decoder.decode(first_indexes, tables), first)
+    np.testing.assert_array_equal(decoder.decode(second_indexes, tables), second)
+    decoder.finish()
+    assert encode_symbol_groups([(first, first_indexes)], tables) == encode_symbols(first, first_indexes, tables)
+    assert (
+        abs(
+            len(data)
+            - len(encode_symbols(first, first_indexes, tables))
+            - len(encode_symbols(second, second_indexes, tables))
+        )
+        <= 4
+    )  # one string: no more than a word apart from two
+    decoder = SymbolDecoder(data)
+    decoder.decode(first_indexes, tables)
+    with pytest.raises(BitstreamError, match="exactly the announced symbols"):
+        decoder.finish()  # the second group is left
+    with pytest.raises(BitstreamError, match="whole number"):
+        SymbolDecoder(data[:-1])
+
+
+def test_codable_symbols_are_what_the_decoder_gets_back():
+    tables = integer_tables(3)
+    indexes = np.array([0, 1, 2, 2, 0, 1], dtype=np.int64)
+    symbols = np.array([10**7, -(10**7), 3, -40000, 40000, 0], dtype=np.int64)
+    decoded = decode_symbols(encode_symbols(symbols, indexes, tables), indexes, tables)
+    clamped = codable_symbols(torch.from_numpy(symbols), torch.from_numpy(indexes), tables)
+    np.testing.assert_array_equal(clamped.numpy(), decoded)
+    assert clamped[2] == 3 and clamped[5] == 0 and clamped[0] < 10**7 and clamped[3] > -40000

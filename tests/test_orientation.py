@@ -106,13 +106,12 @@ def test_sodec_eval_loads_photos_upright(orientation, small_photo, tmp_path):
 
 
 def test_the_demo_checks_the_size_the_photo_is_seen_at(small_photo, tmp_path):
-    from sodec_pipeline.demo.app import _check_size_from_header
-    from sodec_pipeline.demo.comparison import DemoInputError
+    from sodec_pipeline.demo.comparison import DemoInputError, check_photo_size_from_header
 
     path = _stored_turned(small_photo, 8, tmp_path / "photo.jpg", quality=95)
     with pytest.raises(DemoInputError, match="the photo is 96×64"):
-        _check_size_from_header(str(path), max_pixels=1000)
-    _check_size_from_header(str(path), max_pixels=96 * 64)  # within the budget
+        check_photo_size_from_header(str(path), max_pixels=1000)
+    check_photo_size_from_header(str(path), max_pixels=96 * 64)  # within the budget
 
 
 def test_training_crops_come_from_the_upright_photo(photos, tmp_path):

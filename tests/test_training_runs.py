@@ -370,6 +370,42 @@ def test_quality_level_fine_tune_trains_d_a_alone_and_writes_the_levels(tiny_pip
     assert changed and all(k.startswith("fidelity_decoder.") for k in changed)
 
 
+def test_entropy_model_flag_trains_a_context_model_from_a_hyperprior_codec(
+    tiny_pipeline_dir, train_dir, tmp_path, small_photo
+):
+    """--entropy_model checkerboard converts the loaded hyperprior codec (its weights kept, the context networks
+    new) and stage 1 trains the context networks through the rate (each image at its own Δ, λ·Δ²); the release and
+    an export of a checkpoint onto the hyperprior base are context-model codecs writing version-4 streams; a resumed
+    run converts the base again and loads the checkpoint's context networks."""
+    import export_pipeline
+
+    from sodec_pipeline import SODECPipeline
+
+    output_dir = tmp_path / "context"
+    flags = dict(
+        stage=1, train_batch_size=2, entropy_model="checkerboard", context_channels=4, checkpointing_steps=2,
+        quantization_step_range=(0.5, 2), lambda_step_exponent=2, learning_rate=1e-3,
+    )  # fmt: skip
+    train(tiny_pipeline_dir, train_dir, output_dir, max_train_steps=2, **flags)
+    base = SODECPipeline.from_pretrained(tiny_pipeline_dir).compression_vae
+    codec = SODECPipeline.from_pretrained(output_dir).compression_vae
+    assert codec.config.entropy_model_type == "checkerboard" and codec.context_prediction.out_channels == 4
+    assert codec.entropy_parameters.conv3.weight.abs().sum() > 0  # g_ep's last layer left zero: it trained
+    assert changed_keys(base.state_dict(), codec.state_dict()) >= {"hyper_synthesis_scale.conv3.weight"}
+    export_pipeline.main(
+        ["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(output_dir / "checkpoint-2"), "--output",
+         str(tmp_path / "exported")]
+    )  # fmt: skip
+    exported = SODECPipeline.from_pretrained(tmp_path / "exported")
+    exported.set_progress_bar_config(disable=True)
+    assert not changed_keys(exported.compression_vae.state_dict(), codec.state_dict())
+    (stream,) = exported.compress(small_photo)
+    assert stream[2] == 4 and exported.decompress(stream).images[0].size == small_photo.size
+    train(tiny_pipeline_dir, train_dir, output_dir, max_train_steps=3, resume_from_checkpoint="latest", **flags)
+    records, _ = train_records(output_dir)
+    assert sorted(records) == [1, 2, 3]
+
+
 def test_stage_0_trains_the_latent_autoencoder_and_stage_2_starts_from_it(tiny_pipeline_dir, train_dir, tmp_path):
     """--stage 0 trains the VAE's encoder and decoder alone (codec untouched; MSE and KL logged); a stage-2 run
     with --pretrained_vae_model_name_or_path takes that VAE, logs the colour term and the ŷ_t regression to the

@@ -89,6 +89,18 @@ def test_stage_flags_give_the_stages_and_the_logged_configuration(train_sodec):
             train_sodec.parse_args(argv)
 
 
+def test_entropy_model_flags_are_checked(train_sodec):
+    """--entropy_model is one of the codec's entropy models (default: the loaded codec's config decides); the sizes of
+    a converted context model go with --entropy_model checkerboard only."""
+    args = train_sodec.parse_args(train_argv("base", "data", "out", stage=1))
+    assert args.entropy_model is None
+    args = train_sodec.parse_args(train_argv("base", "data", "out", stage=1, entropy_model="checkerboard"))
+    assert args.entropy_model == "checkerboard" and args.context_channels is None
+    for flags in ({"entropy_model": "autoregressive"}, {"context_channels": 8}, {"entropy_parameters_channels": 8}):
+        with pytest.raises(SystemExit):
+            train_sodec.parse_args(train_argv("base", "data", "out", stage=1, **flags))
+
+
 # ---------------------------------------------------------------------------------------------- data
 def test_crops_depend_only_on_seed_epoch_and_index(train_dir):
     from sodec_training.data import EpochShuffleSampler, ImageFolderCrops

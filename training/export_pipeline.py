@@ -7,7 +7,8 @@
 
 - ``--checkpoint``: a ``checkpoint-N`` folder of ``train_sodec.py``; its trained networks (codec, fidelity/
   guidance encoder, and the UNet, VAE and image encoder where it holds them in full) replace the base
-  pipeline's. A LoRA checkpoint is not handled here (the end of a training run fuses it).
+  pipeline's (the codec converted first to the checkpoint's entropy model, for a run with ``--entropy_model``).
+  A LoRA checkpoint is not handled here (the end of a training run fuses it).
 - ``--take MODULE=PIPELINE`` (repeatable, applied after ``--checkpoint``): the weights of a component
   (``unet``) or of one of its submodules (``compression_vae.latent_transform``, ``fidelity_guidance.
   guidance_projection``) from another saved pipeline of the same shapes, e.g. to start a new codec's diffusion
@@ -68,6 +69,7 @@ def parse_args(argv=None):
 def load_checkpoint_into(pipe, checkpoint: Path) -> list:
     """Copies the networks a training checkpoint holds into ``pipe``; returns their names."""
     loaded = []
+    convert_entropy_model(pipe, checkpoint / "compression_vae" / "config.json")
     for name in COMPONENTS:
         path = checkpoint / name / SAFETENSORS_WEIGHTS_NAME
         if path.is_file():
@@ -82,6 +84,18 @@ def load_checkpoint_into(pipe, checkpoint: Path) -> list:
             f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr
         )
     return loaded
+
+
+def convert_entropy_model(pipe, config_path: Path) -> None:
+    """Gives ``pipe``'s codec the entropy model of a checkpoint's codec config (a run with ``--entropy_model``
+    trained another one than the base pipeline's), so that the checkpoint's weights load."""
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    entropy_model = config.get("entropy_model_type", "hyperprior")
+    if entropy_model != pipe.compression_vae.config.entropy_model_type:
+        channels = (config.get("context_channels"), config.get("entropy_parameters_channels"))
+        pipe.register_modules(compression_vae=pipe.compression_vae.with_entropy_model(entropy_model, *channels))
 
 
 def take_modules(pipe, takes) -> list:

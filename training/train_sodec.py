@@ -47,6 +47,7 @@ from sodec_training.discriminator import ConditionalPatchDiscriminator  # noqa: 
 from sodec_training.losses import LPIPS_NET_CHOICES, build_distortion_loss  # noqa: E402
 from sodec_training.model_card import add_card_arguments  # noqa: E402
 from sodec_training.modeling import (  # noqa: E402
+    ENTROPY_MODEL_CHOICES,
     UNET_TRAINING_MODES,
     build_training_model,
     load_base_pipeline,
@@ -139,6 +140,30 @@ def add_model_arguments(group) -> None:
         default=None,
         help="Replace the base pipeline's VAE with this one: a saved SODEC pipeline (its vae/ subfolder) "
         "or a VAE folder, e.g. the output of a --stage 0 run.",
+    )
+    group.add_argument(
+        "--entropy_model",
+        type=str,
+        default=None,
+        choices=ENTROPY_MODEL_CHOICES,
+        help="The codec's entropy model (CompressionVAE `entropy_model_type`). Default: the loaded codec's, as its "
+        "config says. Another one converts the loaded codec (CompressionVAE.with_entropy_model): its trained "
+        "weights kept, the new model's networks initialised so that it starts at the loaded codec's rate (e.g. "
+        "checkerboard from the shipped sodec-small's transforms).",
+    )
+    group.add_argument(
+        "--context_channels",
+        type=int,
+        default=None,
+        help="With --entropy_model checkerboard converting a codec: output channels of the context prediction g_cm "
+        "(default: the latent channels).",
+    )
+    group.add_argument(
+        "--entropy_parameters_channels",
+        type=int,
+        default=None,
+        help="With --entropy_model checkerboard converting a codec: hidden channels of g_ep (default: the latent "
+        "channels).",
     )
     group.add_argument("--revision", type=str, default=None)
     group.add_argument("--variant", type=str, default=None)
@@ -479,6 +504,8 @@ def check_arguments(parser, args) -> None:
             parser.error(f"--max_train_samples must be positive; got {args.max_train_samples}")
     if args.resolution % 64:
         parser.error(f"--resolution must be a multiple of 64; got {args.resolution}")
+    if (args.context_channels or args.entropy_parameters_channels) and args.entropy_model != "checkerboard":
+        parser.error("--context_channels and --entropy_parameters_channels go with --entropy_model checkerboard")
     if args.stage == ALL_STAGES:
         if args.stage_steps is None:
             parser.error("--stage all needs --stage_steps N1,N2,N3[,N4]")

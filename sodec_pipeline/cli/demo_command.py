@@ -1,7 +1,8 @@
 """``sodec demo [--model MODEL] [--host 127.0.0.1] [--port 7860]``: the Gradio demo page in a browser.
 
 :mod:`sodec_pipeline.cli.dispatch` lists this module as the ``demo`` subcommand. The pipeline and the metrics
-load once, before the server starts; requests queue one at a time. The page listens on 127.0.0.1 unless
+load once, before the server starts; requests queue one at a time, at most 32 waiting
+(:data:`sodec_pipeline.demo.app.DEMO_MAX_QUEUE`). The page listens on 127.0.0.1 unless
 ``--host 0.0.0.0`` is given (every machine that can reach this one can then use it).
 """
 

@@ -103,7 +103,7 @@ def open_image(path: str, data: Optional[bytes] = None):
     import PIL.Image
 
     from ..codec.bitstream import check_image_size
-    from ..image_files import PILLOW_READ_ERRORS, UnreadableImageError
+    from ..image_files import PILLOW_READ_ERRORS, UnreadableImageError, is_read_error
 
     name = input_name(path)
     if data is None:
@@ -114,6 +114,8 @@ def open_image(path: str, data: Optional[bytes] = None):
     except PIL.Image.DecompressionBombError as e:  # only if a plugin checks on its own; same one line
         raise CLIError(f"{name}: image too large for SODEC ({e}); crop or downscale it first") from None
     except PILLOW_READ_ERRORS as e:
+        if not is_read_error(e):
+            raise
         raise CLIError(str(UnreadableImageError(name, e))) from None
     width, height = image.size
     try:
@@ -128,14 +130,16 @@ def read_image_size(path: str, data: Optional[bytes] = None) -> Tuple[int, int]:
     """(width, height) of an image file (or of ``data``, as :func:`open_image`) from its header, the right way
     up, checked against the format's limits; the file's structure is verified where Pillow can do so without
     decoding pixels (PNG chunk checksums, so a truncated PNG is caught before the model loads)."""
-    from ..image_files import UnreadableImageError
+    from ..image_files import PILLOW_READ_ERRORS, UnreadableImageError, is_read_error
     from ..orientation import upright_size
 
     with open_image(path, data) as image:
         try:
             size = upright_size(image)
             image.verify()
-        except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds for a damaged file
+        except PILLOW_READ_ERRORS as e:
+            if not is_read_error(e):
+                raise
             raise CLIError(str(UnreadableImageError(input_name(path), e))) from None
     return size
 

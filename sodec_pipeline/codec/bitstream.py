@@ -1,9 +1,9 @@
 """The SODEC bitstream: one image per stream, specified in docs/bitstream.md.
 
-Layout (version 3)::
+Layout (versions 3 and 4)::
 
     magic            2 bytes   b"S\\xdc"
-    version          1 byte    3
+    version          1 byte    3 (mean-scale hyperprior) or 4 (checkerboard context model)
     fingerprint      4 bytes   CompressionVAE.fingerprint() of the model that wrote it (stream_checks.py)
     entropy check    2 bytes   the entropy check of the image's entropy parameters (stream_checks.py)
     quality          1 byte    the quality level the image was coded at, 1 … 255 (the model's
@@ -15,24 +15,31 @@ Layout (version 3)::
     y string         the bytes up to the checksum (a whole number of 32-bit words)
     crc32            4 bytes   CRC-32 (zlib) of every byte before it, little-endian
 
-Version 2 (no quality byte) is still read, as quality 1. Every check happens before anything proportional to
-the announced image size is allocated, and
-:func:`decode_bitstream` refuses images above the caller's pixel budget (``max_pixels``).
+The version says how the strings are coded, i.e. which entropy model wrote them (``entropy_models.py``): 3 the
+mean-scale hyperprior, 4 the checkerboard context model, whose y string holds its two passes (anchors, then the
+other half). Version 2 (no quality byte, hyperprior) is still read, as quality 1. Every check happens before
+anything proportional to the announced image size is allocated, and :func:`decode_bitstream` refuses images above
+the caller's pixel budget (``max_pixels``) and, given the versions the decoding model reads, streams of another
+entropy model.
 """
 
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from .errors import BitstreamError, PixelBudgetError
 from .stream_checks import ENTROPY_CHECK_SIZE, FINGERPRINT_SIZE
+from .stream_versions import (  # noqa: F401  (FORMAT_VERSION and CHECKERBOARD_FORMAT_VERSION are read from here too)
+    CHECKERBOARD_FORMAT_VERSION,
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    VERSION_ENTROPY_MODELS,
+    WRITABLE_VERSIONS,
+)
 
 
 MAGIC = b"S\xdc"
-FORMAT_VERSION = 3
-#: Versions this package reads: 2 (sodec-pipeline 0.2, single-rate models; read as quality 1) and 3.
-READABLE_VERSIONS = (2, 3)
 CHECKSUM_SIZE = 4
 #: Words of the entropy coder: every z and y string is a whole number of them.
 WORD_SIZE = 4
@@ -129,8 +136,10 @@ def encode_bitstream(
     y_string: bytes,
     entropy_check: bytes,
     quality: int = 1,
+    version: int = FORMAT_VERSION,
 ) -> bytes:
-    """Packs one image's strings, coded at quality level ``quality`` (1 … 255), into a stream."""
+    """Packs one image's strings, coded at quality level ``quality`` (1 … 255) by the entropy model whose streams
+    are ``version`` (:data:`WRITABLE_VERSIONS`; the codec's ``stream_version``), into a stream."""
     if len(fingerprint) != FINGERPRINT_SIZE:
         raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes")
     if len(entropy_check) != ENTROPY_CHECK_SIZE:
@@ -139,11 +148,13 @@ def encode_bitstream(
         raise ValueError(f"z and y strings must be whole numbers of {WORD_SIZE}-byte words (z non-empty)")
     if not 1 <= int(quality) <= 255:
         raise ValueError(f"quality must be a level from 1 to 255, got {quality}")
+    if version not in WRITABLE_VERSIONS:
+        raise ValueError(f"version must be one of {WRITABLE_VERSIONS}, got {version}")
     check_image_size(height, width)
     body = b"".join(
         [
             MAGIC,
-            bytes([FORMAT_VERSION]),
+            bytes([version]),
             fingerprint,
             entropy_check,
             bytes([int(quality)]),
@@ -161,9 +172,12 @@ def decode_bitstream(
     data: Union[bytes, bytearray, memoryview],
     expected_fingerprint: Optional[bytes] = None,
     max_pixels: Optional[int] = None,
+    model_versions: Optional[Sequence[int]] = None,
 ) -> SODECBitstream:
     """Parses and verifies a stream. Raises :class:`BitstreamError` saying what is wrong, and
-    :class:`PixelBudgetError` for an image above ``max_pixels`` (``None``: :data:`DEFAULT_MAX_PIXELS`)."""
+    :class:`PixelBudgetError` for an image above ``max_pixels`` (``None``: :data:`DEFAULT_MAX_PIXELS`).
+    ``model_versions``: the versions the decoding model's entropy model reads (its ``readable_stream_versions``);
+    a stream of another version was written by another entropy model and is refused saying which."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"a bitstream must be bytes, got {type(data).__name__}")
     data = memoryview(bytes(data))
@@ -212,6 +226,12 @@ def decode_bitstream(
         raise BitstreamError(
             f"header is inconsistent: the z string ({z_length} bytes) and the y string ({end - pos - z_length} "
             f"bytes) must be whole numbers of {WORD_SIZE}-byte words"
+        )
+    if model_versions is not None and version not in model_versions:
+        raise BitstreamError(
+            f"stream version {version} holds strings of {VERSION_ENTROPY_MODELS[version]}, and this model codes "
+            f"with {VERSION_ENTROPY_MODELS[max(model_versions)]} (versions {', '.join(map(str, model_versions))}): "
+            "decode it with the model that wrote it"
         )
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
         raise BitstreamError(

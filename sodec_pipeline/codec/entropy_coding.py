@@ -27,6 +27,7 @@ ends empty); the stream's entropy check and the pixel budget are what stand betw
 the networks.
 """
 
+from contextlib import contextmanager
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -104,6 +105,24 @@ def encode_symbols(symbols, table_indexes, tables: CategoricalTables) -> bytes:
 
     Keeps few arrays of the symbols' size (int64 bins and table indexes, the grouping order, int32 coded
     bins) and computes the escapes for the escaped symbols only (benchmarks/README.md: 41 bytes per symbol)."""
+    return encode_symbol_groups([(symbols, table_indexes)], tables)
+
+
+def encode_symbol_groups(groups: Sequence[Tuple[object, object]], tables: CategoricalTables) -> bytes:
+    """Codes several groups of symbols, each ``(symbols, table_indexes)`` as :func:`encode_symbols` codes one,
+    into one string that a :class:`SymbolDecoder` reads group by group, in the order given: a decoder can compute
+    the table indexes of a group from the symbols of the groups before it (the checkerboard's two passes). One
+    group gives exactly the bytes of :func:`encode_symbols`."""
+    constriction = _constriction()
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, table_indexes in reversed(list(groups)):  # a stack: the last group coded is decoded first
+        _encode_group(coder, symbols, table_indexes, tables)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def _encode_group(coder, symbols, table_indexes, tables: CategoricalTables) -> None:
+    """Pushes one group onto ``coder``: its escapes first, then its bins table by table (last table first), so that
+    a decoder pops the bins of table 0 first and the escapes last."""
     constriction = _constriction()
     indexes = _as_int64(table_indexes)
     bins = _as_int64(symbols)
@@ -127,14 +146,54 @@ def encode_symbols(symbols, table_indexes, tables: CategoricalTables) -> bytes:
     del bins
     grouped = grouped[order]
 
-    coder = constriction.stream.stack.AnsCoder()
     if escape_values.size:
         coder.encode_reverse(escape_values, constriction.stream.model.Uniform(_ESCAPE_SIZE))
     ends = np.cumsum(counts)
     for table in range(len(tables) - 1, -1, -1):
         if counts[table]:
             coder.encode_reverse(grouped[ends[table] - counts[table] : ends[table]], tables.models[table])
-    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def codable_symbols(symbols: torch.Tensor, table_indexes: torch.Tensor, tables: CategoricalTables) -> torch.Tensor:
+    """The symbols a decoder gets back for ``symbols`` coded with ``table_indexes``: values farther beyond their
+    table than an escape reaches are clamped, on their side, as :func:`encode_symbols` clamps them (an int64 tensor
+    of the same shape; every other value unchanged). An encoder whose later symbols depend on earlier ones (a
+    context model) computes the context from these."""
+    indexes = table_indexes.to("cpu", torch.int64)
+    offset = torch.from_numpy(tables.offset)[indexes]
+    top = torch.from_numpy(tables.num_bins)[indexes] - 1  # the escape bin
+    low = offset - (_ESCAPE_SIZE // 2)  # e = -2·bin - 1 ≤ 2^16 - 1
+    high = offset + top + (_ESCAPE_SIZE // 2 - 1)  # e = 2·(bin - top) ≤ 2^16 - 2
+    return torch.minimum(torch.maximum(symbols.to("cpu", torch.int64), low), high).to(symbols.device)
+
+
+class SymbolDecoder:
+    """Reads a string of :func:`encode_symbol_groups` group by group: :meth:`decode` for each group in the order
+    they were coded, then :meth:`finish`. Raises :class:`BitstreamError` when ``data`` is not such a string (its
+    length is not whole words, the coder fails, or it does not end exactly empty)."""
+
+    def __init__(self, data: bytes):
+        if len(data) % 4:
+            raise BitstreamError(
+                f"an entropy-coded string is {len(data)} bytes long, not a whole number of 32-bit words"
+            )
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        with _decoding_errors():
+            self.coder = _constriction().stream.stack.AnsCoder(words)
+
+    def decode(self, table_indexes, tables: CategoricalTables) -> np.ndarray:
+        """The next group: int64 symbols in the order of ``table_indexes`` (flattened)."""
+        indexes = _as_int64(table_indexes)
+        order, counts = _group_order(indexes, len(tables))
+        with _decoding_errors():
+            return _decode_group(self.coder, indexes, order, counts, tables)
+
+    def finish(self) -> None:
+        """Raises :class:`BitstreamError` unless every word of the string was used."""
+        with _decoding_errors():
+            exhausted = self.coder.is_empty()
+        if not exhausted:
+            raise BitstreamError("an entropy-coded string does not decode to exactly the announced symbols")
 
 
 def decode_symbols(data: bytes, table_indexes, tables: CategoricalTables) -> np.ndarray:
@@ -143,41 +202,44 @@ def decode_symbols(data: bytes, table_indexes, tables: CategoricalTables) -> np.
     Raises :class:`BitstreamError` when ``data`` is not a string that :func:`encode_symbols` wrote for
     these tables and indexes (its length is not whole words, or the coder does not end exactly empty).
     """
-    constriction = _constriction()
-    indexes = _as_int64(table_indexes)
-    if len(data) % 4:
-        raise BitstreamError(f"an entropy-coded string is {len(data)} bytes long, not a whole number of 32-bit words")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    order, counts = _group_order(indexes, len(tables))
+    decoder = SymbolDecoder(data)
+    symbols = decoder.decode(table_indexes, tables)
+    decoder.finish()
+    return symbols
+
+
+@contextmanager
+def _decoding_errors():
+    """constriction reports bad input as ``ValueError``, or as a Rust panic: both become :class:`BitstreamError`."""
     try:
-        coder = constriction.stream.stack.AnsCoder(words)
-        grouped = np.empty(indexes.size, dtype=np.int32)
-        start = 0
-        for table, count in enumerate(counts):
-            if count:
-                grouped[start : start + count] = coder.decode(tables.models[table], int(count))
-                start += count
-        symbols = tables.offset[indexes]  # int64: the result, the bins added below
-        bins = np.empty_like(grouped)
-        bins[order] = grouped
-        del grouped
-        escape_bin = tables.num_bins.astype(np.int32)[indexes]
-        escape_bin -= 1
-        escaped = bins == escape_bin
-        in_order = order[escaped[order]]  # the escaped symbols, in coding order
-        if in_order.size:
-            escapes = coder.decode(constriction.stream.model.Uniform(_ESCAPE_SIZE), int(in_order.size)).astype(
-                np.int64
-            )
-            high = escape_bin[in_order].astype(np.int64)
-            symbols[in_order] += np.where(escapes % 2 == 1, -(escapes + 1) // 2, escapes // 2 + high)
-        exhausted = coder.is_empty()
-    except BaseException as e:  # noqa: BLE001 - constriction reports bad input as ValueError, or as a Rust panic
+        yield
+    except BaseException as e:  # noqa: BLE001
         if not isinstance(e, (ValueError, RuntimeError, OverflowError)) and type(e).__name__ != "PanicException":
             raise
         raise BitstreamError(f"an entropy-coded string is malformed ({e})") from None
-    if not exhausted:
-        raise BitstreamError("an entropy-coded string does not decode to exactly the announced symbols")
+
+
+def _decode_group(coder, indexes: np.ndarray, order: np.ndarray, counts: np.ndarray, tables) -> np.ndarray:
+    """Pops one group's bins (table 0 first) and then its escapes from ``coder``."""
+    constriction = _constriction()
+    grouped = np.empty(indexes.size, dtype=np.int32)
+    start = 0
+    for table, count in enumerate(counts):
+        if count:
+            grouped[start : start + count] = coder.decode(tables.models[table], int(count))
+            start += count
+    symbols = tables.offset[indexes]  # int64: the result, the bins added below
+    bins = np.empty_like(grouped)
+    bins[order] = grouped
+    del grouped
+    escape_bin = tables.num_bins.astype(np.int32)[indexes]
+    escape_bin -= 1
+    escaped = bins == escape_bin
+    in_order = order[escaped[order]]  # the escaped symbols, in coding order
+    if in_order.size:
+        escapes = coder.decode(constriction.stream.model.Uniform(_ESCAPE_SIZE), int(in_order.size)).astype(np.int64)
+        high = escape_bin[in_order].astype(np.int64)
+        symbols[in_order] += np.where(escapes % 2 == 1, -(escapes + 1) // 2, escapes // 2 + high)
     bins[escaped] = 0  # escaped symbols are complete already
     symbols += bins
     return symbols
@@ -189,4 +251,13 @@ def table_indexes_of_channels(num_channels: int, spatial: Sequence[int]) -> np.n
     return np.repeat(np.arange(num_channels, dtype=np.int64), size)
 
 
-__all__ = ["CategoricalTables", "ESCAPE_BITS", "decode_symbols", "encode_symbols", "table_indexes_of_channels"]
+__all__ = [
+    "CategoricalTables",
+    "ESCAPE_BITS",
+    "SymbolDecoder",
+    "codable_symbols",
+    "decode_symbols",
+    "encode_symbol_groups",
+    "encode_symbols",
+    "table_indexes_of_channels",
+]

@@ -45,24 +45,34 @@ _ACCUMULATOR_BITS = 51  # |products summed| ≤ 2^51 and |bias| ≤ 2^51, so eve
 BAND_ELEMENTS = 1 << 22
 
 
+def quantise_weights(
+    weight: torch.Tensor, bias, fraction_bits: int, what: str = "P"
+) -> Tuple[torch.Tensor, object, int]:
+    """A layer's weights as ``WEIGHT_BITS``-bit integers (float64) with a power-of-two scale 2^G taken from its
+    largest weight, and its bias (or ``None``) at the accumulator's scale 2^(F+G): ``(weight, bias, G)``.
+    ``ValueError`` for a bias too large to be exact (``what`` names the network in the message)."""
+    weight = weight.detach().to("cpu", torch.float64)
+    largest = float(weight.abs().max()) if weight.numel() else 0.0
+    exponent = math.frexp(largest)[1] if largest > 0 else 0  # largest < 2^exponent
+    shift = (WEIGHT_BITS - 1) - exponent
+    weight = torch.round(torch.ldexp(weight, torch.tensor(shift, dtype=torch.float64)))
+    if bias is not None:
+        scale = torch.tensor(fraction_bits + shift, dtype=torch.float64)
+        float_bias = bias.detach().to("cpu", torch.float64)
+        bias = torch.round(torch.ldexp(float_bias, scale))
+        if bias.numel() and float(bias.abs().max()) > 2.0**_ACCUMULATOR_BITS:
+            raise ValueError(
+                f"a bias of {what} is too large for exact fixed-point evaluation "
+                f"(|b| = {float(float_bias.abs().max()):.3g} at scale 2^{fraction_bits + shift})"
+            )
+    return weight, bias, shift
+
+
 class _FixedPointLayer:
     def __init__(self, conv: nn.ConvTranspose2d, fraction_bits: int, input_bits: int):
         if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
             raise ValueError("fixed-point P supports plain transposed convolutions (groups=1, dilation=1)")
-        weight = conv.weight.detach().to("cpu", torch.float64)
-        largest = float(weight.abs().max()) if weight.numel() else 0.0
-        exponent = math.frexp(largest)[1] if largest > 0 else 0  # largest < 2^exponent
-        self.weight_shift = (WEIGHT_BITS - 1) - exponent
-        self.weight = torch.round(torch.ldexp(weight, torch.tensor(self.weight_shift, dtype=torch.float64)))
-        self.bias = None
-        if conv.bias is not None:
-            scale = torch.tensor(fraction_bits + self.weight_shift, dtype=torch.float64)
-            self.bias = torch.round(torch.ldexp(conv.bias.detach().to("cpu", torch.float64), scale))
-            if self.bias.numel() and float(self.bias.abs().max()) > 2.0**_ACCUMULATOR_BITS:
-                raise ValueError(
-                    "a bias of P is too large for exact fixed-point evaluation "
-                    f"(|b| = {float(conv.bias.abs().max()):.3g} at scale 2^{fraction_bits + self.weight_shift})"
-                )
+        self.weight, self.bias, self.weight_shift = quantise_weights(conv.weight, conv.bias, fraction_bits)
         self.input_bits = input_bits
         self.stride, self.padding, self.output_padding = conv.stride, conv.padding, conv.output_padding
 
@@ -73,7 +83,12 @@ class _FixedPointLayer:
 
 
 def _layer_input_bits(conv: nn.ConvTranspose2d) -> int:
-    products = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    return input_bits_for(conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1])
+
+
+def input_bits_for(products: int) -> int:
+    """A: the bits of a layer's integer inputs that keep ``products`` products per output, and the bias, below
+    2^52 in all (the module docstring's bound)."""
     return _ACCUMULATOR_BITS - math.ceil(math.log2(max(products, 1))) - (WEIGHT_BITS - 1)
 
 

@@ -6,8 +6,10 @@ Two tabs:
   out, with their figures (:mod:`.comparison`) and a before/after slider.
 - **Decode**: a ``.sodec`` file in; both decodes and the header facts (size, fingerprint, level, bytes) out.
 
-The pipeline is loaded once by the caller and shared by every request; requests queue one at a time. A bad
-upload raises :class:`gradio.Error`, which the page shows as a message; the server keeps serving.
+The pipeline is loaded once by the caller and shared by every request; requests queue one at a time, and at most
+:data:`DEMO_MAX_QUEUE` wait: the next one is turned away at once (the page says "This application is currently
+busy. Please try again.", ``gradio_client`` raises ``QueueError``). A bad upload raises :class:`gradio.Error`, which
+the page shows as a message; the server keeps serving (tests/test_demo.py loads it with 20 clients at once).
 """
 
 import logging
@@ -18,15 +20,12 @@ from typing import Dict, List, Optional
 
 import gradio as gr
 import numpy as np
-import PIL.Image
 
 from ..codec.errors import BitstreamError
-from ..evaluation.evaluate import load_image
 from ..image_files import UnreadableImageError
 from ..messages import first_line
-from ..orientation import upright_size
 from ..pipelines.coding import DECODERS
-from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, check_photo_size, compare
+from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, compare, read_photo
 
 
 logger = logging.getLogger(__name__)
@@ -38,6 +37,9 @@ INTRO = (
     "fidelity decoder ([Chen et al., AAAI 2026](https://arxiv.org/abs/2508.04979))."
 )
 METRIC_LABELS = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS-alex ↓", "dists": "DISTS ↓"}
+#: The most requests that wait for their turn: a photo takes seconds on a CPU Space (sodec-small, with the
+#: baselines), so the last of 32 would wait minutes; one more is told that the page is busy instead of waiting.
+DEMO_MAX_QUEUE = 32
 
 
 def _user_error(error: BaseException) -> gr.Error:
@@ -52,17 +54,6 @@ def _uploaded_path(upload) -> str:
     if upload is None:
         raise DemoInputError("no file uploaded")
     return upload if isinstance(upload, str) else upload.name
-
-
-def _check_size_from_header(path: str, max_pixels: int) -> None:
-    """Refuses a photo above the budget from its header, before its pixels are decoded (an unreadable file
-    is left to :func:`load_image`, which says why). The size is the photo's as seen, the right way up."""
-    try:
-        with PIL.Image.open(path) as image:
-            size = upright_size(image)
-    except Exception:  # noqa: BLE001
-        return
-    check_photo_size(*size, max_pixels)
 
 
 def _stream_file(stream: bytes, photo_path: str) -> str:
@@ -105,8 +96,7 @@ class DemoHandlers:
                     quality = self.pipe.compression_vae.check_quality(int(quality))
                 except ValueError as e:
                     raise DemoInputError(str(e)) from None
-            _check_size_from_header(path, self.max_pixels)
-            reference = load_image(Path(path))
+            reference = read_photo(path, self.max_pixels)
             comparison = compare(
                 self.pipe,
                 reference,
@@ -176,9 +166,11 @@ def build_demo(
     card: Optional[str] = None,
     notes: List[str] = (),
     max_pixels: int = DEMO_MAX_PIXELS,
+    max_queue: int = DEMO_MAX_QUEUE,
 ) -> gr.Blocks:
     """The page around a loaded pipeline. ``card`` is the model card's Markdown (shown when the model is not a
-    Hub id); ``notes`` are shown under the intro (e.g. a metric left out)."""
+    Hub id); ``notes`` are shown under the intro (e.g. a metric left out); ``max_queue``: the most requests that
+    wait."""
     handlers = DemoHandlers(pipe, perceptual, max_pixels)
     with gr.Blocks(title="SODEC demo") as demo:
         gr.Markdown(f"# SODEC\n{INTRO}")
@@ -220,5 +212,5 @@ def build_demo(
             header = gr.Markdown(elem_id="header")
             decoded = gr.Gallery(label="Decodes", columns=2, height=420, elem_id="decoded")
             decode_button.click(handlers.decode, inputs=upload, outputs=[decoded, header], api_name="decode")
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1, max_size=max_queue)
     return demo

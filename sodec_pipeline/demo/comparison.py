@@ -6,12 +6,14 @@ quality setting × downscale factor × upscale filter, the highest PSNR at ≤ t
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import PIL.Image
 
 from ..evaluation import baselines as baselines_lib
+from ..orientation import upright_size
 from ..pipelines.coding import DECODERS
 
 
@@ -66,6 +68,27 @@ def check_photo_size(width: int, height: int, max_pixels: int = DEMO_MAX_PIXELS)
             f"the photo is {width}×{height} ({width * height / 1e6:.1f} Mpx); this demo takes photos up to "
             f"{max_pixels / 1e6:.1f} Mpx (sodec compress has no such limit)"
         )
+
+
+def check_photo_size_from_header(path: Union[str, Path], max_pixels: int = DEMO_MAX_PIXELS) -> None:
+    """Refuses a photo above the budget from its header, before its pixels are decoded (an unreadable file
+    is left to :func:`read_photo`, which says why). The size is the photo's as seen, the right way up."""
+    try:
+        with PIL.Image.open(path) as image:
+            size = upright_size(image)
+    except Exception:  # noqa: BLE001
+        return
+    check_photo_size(*size, max_pixels)
+
+
+def read_photo(path: Union[str, Path], max_pixels: int = DEMO_MAX_PIXELS) -> np.ndarray:
+    """An uploaded photo's pixels, uint8 RGB (H, W, 3), the right way up, read as ``sodec eval`` reads images;
+    :class:`DemoInputError` for a photo above ``max_pixels`` (from its header first), and
+    :class:`~sodec_pipeline.image_files.UnreadableImageError` for a file that is no readable image."""
+    from ..evaluation.evaluate import load_image
+
+    check_photo_size_from_header(path, max_pixels)
+    return load_image(Path(path))
 
 
 def figures(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict[str, Callable]) -> Dict[str, float]:

@@ -1,4 +1,4 @@
-"""SODEC's own networks (E, H_a, P, H_s, T_s, D_a, F_p) as diffusers models.
+"""SODEC's own networks (E, H_a, P, g_cm and g_ep, H_s, T_s, D_a, F_p) as diffusers models.
 
 Lazy (:mod:`sodec_pipeline.lazy_exports`): a name is imported when it is first used, so that
 ``sodec_pipeline.models.hyperprior_codec`` (the codec without diffusers, which ``sodec compress`` loads) is
@@ -13,6 +13,7 @@ from ..lazy_exports import lazy_exports
 _import_structure = {
     ".analysis_transform": ["AnalysisTransform"],
     ".compression_vae": ["CompressionVAE", "CompressionVAEOutput"],
+    ".context_transforms": ["CheckerboardContextPrediction", "EntropyParametersTransform"],
     ".fidelity_decoder": ["FidelityDecoder"],
     ".fidelity_guidance_encoder": ["FidelityGuidanceEncoder"],
     ".guidance_projection": ["GuidanceProjection"],
@@ -27,6 +28,7 @@ __all__ = sorted(name for names in _import_structure.values() for name in names)
 if TYPE_CHECKING:
     from .analysis_transform import AnalysisTransform  # noqa: F401
     from .compression_vae import CompressionVAE, CompressionVAEOutput  # noqa: F401
+    from .context_transforms import CheckerboardContextPrediction, EntropyParametersTransform  # noqa: F401
     from .fidelity_decoder import FidelityDecoder  # noqa: F401
     from .fidelity_guidance_encoder import FidelityGuidanceEncoder  # noqa: F401
     from .guidance_projection import GuidanceProjection  # noqa: F401

@@ -1,5 +1,5 @@
-"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models) and its diffusion-path
-transforms (H_s, T_s), as a diffusers model. The networks and methods are ``HyperpriorCodec``'s
+"""CompressionVAE: SODEC's hyperprior codec (E, H_a, P, entropy models; optionally a checkerboard context model)
+and its diffusion-path transforms (H_s, T_s), as a diffusers model. The networks and methods are ``HyperpriorCodec``'s
 (``hyperprior_codec.py``, no diffusers); the coding itself is in ``sodec_pipeline/codec/``."""
 
 import os
@@ -11,7 +11,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
+from torch import nn
 
+from ..codec.entropy_models import resize_table_buffers
 from ..hub_download_options import pop_hub_kwargs
 from ..library_internals import model_weights_file
 from .hyperprior_codec import (  # noqa: F401  (PADDING_MULTIPLE, LATENT_STRIDE, ANALYSIS_TYPES: re-exported)
@@ -55,6 +57,8 @@ class CompressionVAE(HyperpriorCodec, ModelMixin, ConfigMixin):
     - P → ``hyper_synthesis_mean`` and ``hyper_synthesis_scale``: ẑ → (μ, σ) of y.
     - ``entropy_bottleneck``: the factorized prior of z (``EntropyBottleneck``, ``codec/entropy_layers.py``).
     - ``gaussian_conditional``: the mean-scale Gaussian conditional of y (``GaussianConditional``).
+    - With ``entropy_model_type="checkerboard"`` only: g_cm → ``context_prediction`` (anchors' ŷ → context) and
+      g_ep → ``entropy_parameters`` ((μ_P, σ_P, context) → the other half's (Δμ, Δσ)).
     - H_s → ``latent_synthesis``: ẑ → w, stride 16.
     - T_s → ``latent_transform``: (ŷ, w) → ŷ_t, the UNet's noisy latent at stride 8.
 
@@ -68,7 +72,8 @@ class CompressionVAE(HyperpriorCodec, ModelMixin, ConfigMixin):
     when it only codes (no diffusers import).
 
     The networks are here; the coding is ``entropy_model``'s (``codec/entropy_models.py``: a
-    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models): :meth:`forward`'s quantisation and
+    ``HyperpriorEntropyModel`` over H_a, P and the two entropy models, or a ``CheckerboardEntropyModel`` over those
+    and g_cm, g_ep, as the config's ``entropy_model_type`` says): :meth:`forward`'s quantisation and
     likelihoods, :meth:`update`'s tables, and :meth:`compress`/:meth:`decompress`, which code the symbols with
     constriction's ANS coder (``codec/entropy_coding.py``) with (μ, σ) from P in exact fixed point
     (``entropy_parameter_arithmetic="fixed_point"``, ``codec/fixed_point_hyper_synthesis.py``) so that every
@@ -127,6 +132,14 @@ class CompressionVAE(HyperpriorCodec, ModelMixin, ConfigMixin):
             codec).
         default_quality (`int`, *optional*):
             The level used when none is asked for (1-based; `None`: the level whose Δ is 1, else the middle one).
+        entropy_model_type (`str`, *optional*, defaults to `"hyperprior"`):
+            How ŷ is coded: `"hyperprior"` (the mean-scale hyperprior, streams of version 3) or `"checkerboard"`
+            (He et al.'s checkerboard context model over it, streams of version 4: adds `context_prediction`, g_cm,
+            and `entropy_parameters`, g_ep; `codec/entropy_models.py`). `with_entropy_model` converts a codec.
+        context_channels (`int`, *optional*):
+            Checkerboard only: output channels of g_cm (default: `latent_channels`).
+        entropy_parameters_channels (`int`, *optional*):
+            Checkerboard only: hidden channels of g_ep (default: `latent_channels`).
     """
 
     _supports_gradient_checkpointing = True
@@ -171,6 +184,35 @@ class CompressionVAE(HyperpriorCodec, ModelMixin, ConfigMixin):
             config["default_quality"] = int(default_quality)
         model = type(self).from_config(config)
         model.load_state_dict(self.state_dict())
+        return model.to(self.device).train(self.training)
+
+    def with_entropy_model(
+        self,
+        entropy_model_type: str,
+        context_channels: Optional[int] = None,
+        entropy_parameters_channels: Optional[int] = None,
+    ) -> "CompressionVAE":
+        """A copy of this codec that codes with another entropy model (config ``entropy_model_type``): every weight
+        and table of this one but the context model's networks, which are freshly initialised (g_ep's last layer at
+        zero: a hyperprior codec converted to ``"checkerboard"`` writes other streams, of version 4, but estimates
+        and codes the same rate until it trains) or left behind (``"hyperprior"``). The start of training a context
+        model from a trained codec (``train_sodec.py --entropy_model``)."""
+        config = {k: v for k, v in self.config.items() if k != "_use_default_values"}
+        config.update(
+            entropy_model_type=entropy_model_type,
+            context_channels=context_channels,
+            entropy_parameters_channels=entropy_parameters_channels,
+        )
+        model = type(self).from_config(config)
+        own = ("context_prediction.", "entropy_parameters.")  # the context model's networks: always new
+        new_state = model.state_dict()
+        carried = {k: v for k, v in self.state_dict().items() if k in new_state and not k.startswith(own)}
+        resize_table_buffers(model, carried)
+        missing, _ = nn.Module.load_state_dict(model, carried, strict=False)
+        if any(not key.startswith(own) for key in missing):
+            raise RuntimeError(
+                f"converting the codec left weights unset: {[k for k in missing if not k.startswith(own)]}"
+            )
         return model.to(self.device).train(self.training)
 
     @classmethod

@@ -1,4 +1,5 @@
-"""HyperpriorCodec: SODEC's codec (E, H_a, P, the entropy layers, H_s, T_s) as a plain torch module.
+"""HyperpriorCodec: SODEC's codec (E, H_a, P, the entropy layers, optionally the checkerboard context model's g_cm
+and g_ep, H_s, T_s) as a plain torch module.
 
 It is everything ``CompressionVAE`` (``compression_vae.py``) computes, without diffusers: ``CompressionVAE`` is this
 class plus diffusers' ``ModelMixin``/``ConfigMixin`` (config registration, ``save_pretrained``/``from_pretrained``
@@ -22,11 +23,17 @@ import torch
 from torch import nn
 
 from ..codec.entropy_layers import EntropyBottleneck, GaussianConditional, get_scale_table
-from ..codec.entropy_models import HyperpriorEntropyModel, resize_table_buffers
+from ..codec.entropy_models import (
+    ENTROPY_MODEL_TYPES,
+    CheckerboardEntropyModel,
+    HyperpriorEntropyModel,
+    resize_table_buffers,
+)
 from ..codec.errors import BitstreamError
 from ..codec.quality_levels import QualityLevels
 from ..codec.stream_checks import ModelFingerprint
 from .analysis_transform import AnalysisTransform
+from .context_transforms import CheckerboardContextPrediction, EntropyParametersTransform
 from .float32_lock import Float32Lock
 from .gdn_transforms import GDNAnalysisTransform
 from .hyperprior_transforms import HyperAnalysisTransform, HyperSynthesisTransform
@@ -55,6 +62,7 @@ class HyperpriorCodec(Float32Lock, nn.Module):
 
     Submodules: ``analysis_transform`` (E), ``hyper_analysis`` (H_a), ``hyper_synthesis_mean`` and
     ``hyper_synthesis_scale`` (P), ``entropy_bottleneck`` and ``gaussian_conditional`` (``codec/entropy_layers.py``),
+    with ``entropy_model_type="checkerboard"`` ``context_prediction`` (g_cm) and ``entropy_parameters`` (g_ep),
     ``latent_synthesis`` (H_s), ``latent_transform`` (T_s). The coding is ``entropy_model``'s
     (``codec/entropy_models.py``). The codec stays float32 whatever dtype it is moved to (``float32_lock.py``).
     """
@@ -81,9 +89,16 @@ class HyperpriorCodec(Float32Lock, nn.Module):
         analysis_type: str = "hific",
         quantization_steps: Optional[Sequence[float]] = None,
         default_quality: Optional[int] = None,
+        entropy_model_type: str = "hyperprior",
+        context_channels: Optional[int] = None,
+        entropy_parameters_channels: Optional[int] = None,
     ):
         super().__init__()
         self.quality_levels = QualityLevels(quantization_steps, default_quality)
+        if entropy_model_type not in ENTROPY_MODEL_TYPES:
+            raise ValueError(
+                f"entropy_model_type must be one of {tuple(ENTROPY_MODEL_TYPES)}, got {entropy_model_type!r}"
+            )
         # the fingerprint covers the levels only when the model has explicit ones (single-rate models: none)
         self._explicit_quality_levels = quantization_steps is not None
         self._scale_table_spec = (scale_table_min, scale_table_max, scale_table_levels)
@@ -117,14 +132,24 @@ class HyperpriorCodec(Float32Lock, nn.Module):
             with torch.no_grad():
                 bias = self.hyper_synthesis_scale.conv3.bias
                 bias.copy_(torch.exp(torch.linspace(math.log(low), math.log(high), bias.numel())))
-        self.entropy_model = HyperpriorEntropyModel(
+        hyperprior = (
             self.hyper_analysis,
             self.hyper_synthesis_mean,
             self.hyper_synthesis_scale,
             self.entropy_bottleneck,
             self.gaussian_conditional,
-            entropy_parameter_arithmetic,
         )
+        if entropy_model_type == "checkerboard":
+            context_channels = context_channels or latent_channels
+            self.context_prediction = CheckerboardContextPrediction(latent_channels, context_channels)
+            self.entropy_parameters = EntropyParametersTransform(
+                latent_channels, context_channels, entropy_parameters_channels or latent_channels
+            )
+            self.entropy_model = CheckerboardEntropyModel(
+                *hyperprior, self.context_prediction, self.entropy_parameters, entropy_parameter_arithmetic
+            )
+        else:
+            self.entropy_model = HyperpriorEntropyModel(*hyperprior, entropy_parameter_arithmetic)
         self._fingerprint = ModelFingerprint()
 
     # ------------------------------------------------------------------ quality levels
@@ -146,6 +171,16 @@ class HyperpriorCodec(Float32Lock, nn.Module):
     def check_quality(self, quality: Optional[int]) -> int:
         """The level as an int, :attr:`default_quality` for ``None``; ``ValueError`` saying the range otherwise."""
         return self.quality_levels.check(quality)
+
+    @property
+    def stream_version(self) -> int:
+        """The container version of this codec's streams (its entropy model's; docs/bitstream.md)."""
+        return self.entropy_model.stream_version
+
+    @property
+    def readable_stream_versions(self) -> Tuple[int, ...]:
+        """The container versions this codec decodes (its entropy model's)."""
+        return self.entropy_model.readable_stream_versions
 
     # ------------------------------------------------------------------ the transforms
     def encode(self, x: torch.Tensor) -> torch.Tensor:

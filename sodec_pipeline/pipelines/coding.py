@@ -206,7 +206,8 @@ class CodingMixin:
         coded = self.compression_vae.compress_latent(y, quality)
         y_strings, z_strings = coded["strings"]
         check = coded["entropy_checks"][0]
-        return encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check, quality)
+        version = self.compression_vae.stream_version
+        return encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check, quality, version)
 
     def _code_latent_within(self, y: torch.Tensor, budget: int, fingerprint: bytes, height: int, width: int) -> bytes:
         """The stream of the highest level that fits in ``budget`` bytes (levels tried from the top down)."""
@@ -233,12 +234,14 @@ class CodingMixin:
     def parse_bitstreams(
         self, bitstreams: Union[bytes, Sequence[bytes]], max_pixels: Optional[int] = None
     ) -> List[SODECBitstream]:
-        """Verifies streams against this model and the pixel budget ``max_pixels`` (``None``:
-        ``sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS``); raises ``BitstreamError`` on any problem."""
+        """Verifies streams against this model (its fingerprint and the stream versions of its entropy model) and the
+        pixel budget ``max_pixels`` (``None``: ``sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS``); raises
+        ``BitstreamError`` on any problem."""
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
         fingerprint = self.compression_vae.fingerprint()
-        return [decode_bitstream(s, expected_fingerprint=fingerprint, max_pixels=max_pixels) for s in bitstreams]
+        versions = self.compression_vae.readable_stream_versions
+        return [decode_bitstream(s, fingerprint, max_pixels, versions) for s in bitstreams]
 
     def entropy_decode(self, stream: SODECBitstream) -> Tuple[torch.Tensor, torch.Tensor]:
         """One parsed stream → (ŷ, ẑ) on the execution device (ANS decoding with the stream's entropy check;

@@ -26,6 +26,8 @@ from .stages import Stage
 
 
 UNET_TRAINING_MODES = ("lora", "full")
+#: ``--entropy_model``: the entropy models a codec can code with (CompressionVAE ``entropy_model_type``).
+ENTROPY_MODEL_CHOICES = ("hyperprior", "checkerboard")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
 DISCRIMINATOR_WEIGHT_NAME = "discriminator.safetensors"
@@ -42,7 +44,8 @@ def load_vae(path):
 
 def load_base_pipeline(args) -> SODECPipeline:
     """The pipeline to train, in float32: a saved SODEC pipeline, or one assembled from published parts;
-    its VAE replaced by ``--pretrained_vae_model_name_or_path`` when given."""
+    its VAE replaced by ``--pretrained_vae_model_name_or_path`` when given, its codec's quality levels set by
+    ``--quantization_steps``/``--default_quality`` and its entropy model converted by ``--entropy_model``."""
     if args.pretrained_model_name_or_path is not None:
         pipe = SODECPipeline.from_pretrained(
             args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
@@ -58,6 +61,12 @@ def load_base_pipeline(args) -> SODECPipeline:
         pipe.register_modules(
             compression_vae=pipe.compression_vae.with_quality_levels(args.quantization_steps, args.default_quality)
         )
+    entropy_model = getattr(args, "entropy_model", None)
+    if entropy_model is not None and entropy_model != pipe.compression_vae.config.entropy_model_type:
+        codec = pipe.compression_vae.with_entropy_model(
+            entropy_model, args.context_channels, args.entropy_parameters_channels
+        )
+        pipe.register_modules(compression_vae=codec)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
