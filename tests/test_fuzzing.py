@@ -2,8 +2,8 @@
 replayed (tests/assets/fuzz-regressions/), and that their rules can fail.
 
 Each short run is ``SODEC_FUZZ_SECONDS`` (default 20) seconds of fuzzing in a child process, plus its start
-(importing torch and Pillow's plugins instrumented, building the tiny pipeline, replaying the seeds: 1 s for the
-container harness, 16 to 24 s for the others on the development machine's one core). The four took 141 s
+(importing torch and Pillow's plugins instrumented, building the tiny pipelines, replaying the seeds: 1 s for the
+container harness, 13 to 19 s for the others on the development machine's one core). The four took 130 s
 together there; the issue's 30 s each would add 40 s to every run of the suite, for coverage that the campaigns
 (benchmarks/results/fuzzing/) show levelling off long before. Long campaigns: tests/fuzz/README.md.
 """
@@ -73,11 +73,11 @@ def checks(tiny_pipeline):
 
 def test_the_seeds_are_real_streams_and_images(checks):
     """The seed streams of the tiny pipeline decode (so the fuzzers start past the checks), the images read."""
-    streams = sorted((SEEDS / "streams").glob("tiny_*.sodec"))
-    assert len(streams) == 9
+    streams = sorted((SEEDS / "streams").glob("tiny*.sodec"))  # the hyperprior's and the checkerboard model's
+    assert len(streams) == 18 and sum(s.read_bytes()[2] == 4 for s in streams) == 9
     for seed in streams:
         assert checks["entropy"](seed.read_bytes()) == "decoded", seed.name
-    assert checks["decompress"](streams[0].read_bytes()) == "decoded"
+    assert checks["decompress"](streams[0].read_bytes()) == checks["decompress"](streams[-1].read_bytes()) == "decoded"
     outcomes = {p.name: checks["image"](p.read_bytes()) for p in sorted((SEEDS / "images").iterdir())}
     assert sum(o == "read" for o in outcomes.values()) >= 25, outcomes
     assert outcomes["text.txt"] == "refused" and outcomes["announces_16385x16.png"] == "refused"

@@ -1,4 +1,5 @@
-"""Fuzzing ``SODECPipeline.decompress`` end to end with the tests' tiny pipeline (hub_configs/sodec-tiny, seed 0):
+"""Fuzzing ``SODECPipeline.decompress`` end to end with the tests' tiny pipelines (seed 0): hub_configs/sodec-tiny,
+and hub_configs/sodec-tiny-checkerboard for inputs whose version byte is 4 (the checkerboard context model):
 parse, fingerprint, pixel budget, entropy decoding, H_s/T_s, D_a, the image encoder, the UNet step, the VAE
 decoder, the colour correction, the crop.
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
     REGRESSIONS,
     SEEDS,
+    TINY_CHECKERBOARD_CONFIG,
     build_tiny_pipeline,
     check_message,
     ensure_repository_on_path,
@@ -40,19 +42,22 @@ def corpus():
     return [SEEDS / "streams", REGRESSIONS / NAME]
 
 
-def load(pipe=None):
-    """Builds the tiny pipeline (or takes ``pipe``) and returns ``check(data) -> outcome``."""
+def load(pipe=None, checkerboard_pipe=None):
+    """Builds the tiny pipelines (or takes them: ``pipe``, the hyperprior's, and ``checkerboard_pipe``) and returns
+    ``check(data) -> outcome``."""
     import numpy as np
 
-    from sodec_pipeline.codec.bitstream import decode_bitstream
+    from sodec_pipeline.codec.bitstream import CHECKERBOARD_FORMAT_VERSION, decode_bitstream
     from sodec_pipeline.codec.errors import BitstreamError, PixelBudgetError
 
     pipe = pipe if pipe is not None else build_tiny_pipeline()
+    checkerboard_pipe = checkerboard_pipe or build_tiny_pipeline(TINY_CHECKERBOARD_CONFIG)
 
     def check(data: bytes) -> str:
         stream = fix_checksum(data)
+        model = checkerboard_pipe if data[2:3] == bytes([CHECKERBOARD_FORMAT_VERSION]) else pipe
         try:
-            images = pipe.decompress(stream, output_type="np", max_pixels=MAX_PIXELS).images
+            images = model.decompress(stream, output_type="np", max_pixels=MAX_PIXELS).images
         except BitstreamError as e:
             check_message(e)
             return "over the budget" if isinstance(e, PixelBudgetError) else "refused"
@@ -62,7 +67,7 @@ def load(pipe=None):
         rule(bool(np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1), "values outside [0, 1]")
         return "decoded"
 
-    for seed in sorted((SEEDS / "streams").glob("tiny_*.sodec")):  # the first decode builds the coding state
+    for seed in sorted((SEEDS / "streams").glob("tiny*.sodec")):  # the first decode builds the coding state
         check(seed.read_bytes())
     return check
 

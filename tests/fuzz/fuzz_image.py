@@ -71,7 +71,7 @@ def load():
         turned = data.startswith(b"\x89PNG") and image.size == (height, width)  # an eXIf chunk after the pixels
         rule(image.size == (width, height) or turned, f"the header said {width}×{height}, the pixels are {image.size}")
         array = pil_to_rgb_array(image)
-        rule(array.shape == (height, width, 3) and array.dtype == np.uint8, f"an RGB array of {array.shape}")
+        rule(array.shape == (image.height, image.width, 3) and array.dtype == np.uint8, f"RGB of {array.shape}")
         return "read"
 
     def demo_reads(data: bytes) -> str:

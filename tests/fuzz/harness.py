@@ -25,6 +25,8 @@ FUZZ_DIR = Path(__file__).resolve().parent
 REPO_ROOT = FUZZ_DIR.parents[1]
 ASSETS = REPO_ROOT / "tests" / "assets"
 TINY_CONFIG = REPO_ROOT / "hub_configs" / "sodec-tiny"
+#: The tiny layout with the checkerboard context model, whose streams are version 4.
+TINY_CHECKERBOARD_CONFIG = REPO_ROOT / "hub_configs" / "sodec-tiny-checkerboard"
 #: Seed inputs made from tests/assets by seeds.py: ``streams/`` (the tiny pipeline's), ``images/``.
 SEEDS = FUZZ_DIR / "seeds"
 #: Inputs that once broke a rule, one folder per harness: every run starts from them, and the tests replay them.
@@ -74,13 +76,13 @@ def _varint(value: int) -> bytes:
 
 
 def split_stream(data: bytes) -> Optional[dict]:
-    """The fields of a stream of format version 2 or 3 as its bytes lay them out (nothing checked but that they
+    """The fields of a stream of format version 2, 3 or 4 as its bytes lay them out (nothing checked but that they
     are there), or ``None``."""
-    if len(data) < 16 or data[:2] != b"S\xdc" or data[2] not in (2, 3):
+    if len(data) < 16 or data[:2] != b"S\xdc" or data[2] not in (2, 3, 4):
         return None
     fields = {"version": data[2], "fingerprint": data[3:7], "check": data[7:9], "quality": None}
     pos = 9
-    if data[2] == 3:
+    if data[2] >= 3:
         fields["quality"], pos = data[9], 10
     values = []
     for _ in range(3):
@@ -146,14 +148,15 @@ def regression_inputs(name: str) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name != "README.md") if folder.is_dir() else []
 
 
-def build_tiny_pipeline():
-    """The tests' tiny pipeline (hub_configs/sodec-tiny, seed 0, as tests/conftest.py builds it), on one thread."""
+def build_tiny_pipeline(config: Path = TINY_CONFIG):
+    """The tests' tiny pipeline (hub_configs/sodec-tiny, seed 0, as tests/conftest.py builds it; ``config``: another
+    layout, e.g. :data:`TINY_CHECKERBOARD_CONFIG`), on one thread."""
     import torch
 
     from sodec_pipeline.pipelines import build_pipeline_from_config
 
     torch.set_num_threads(1)
-    pipe = build_pipeline_from_config(TINY_CONFIG, seed=0)
+    pipe = build_pipeline_from_config(config, seed=0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -2,7 +2,8 @@
 
 - ``seeds/streams/``: streams of the tiny pipeline (hub_configs/sodec-tiny, seed 0): the two 96×64 photo crops at
   each of its three quality levels, and odd sizes (1×1, 65×17, 130×70: padding, several latent columns); and the
-  streams of earlier sodec-small models in tests/assets (other fingerprints, format versions 1 to 3);
+  streams of earlier sodec-small models in tests/assets (other fingerprints, format versions 1 to 3); the same
+  crops by the tiny checkerboard layout (hub_configs/sodec-tiny-checkerboard: version 4);
 - ``seeds/images/``: a 16×12 crop of a photo in every format and mode the image path meets (PNG, JPEG, TIFF, BMP,
   GIF, WebP, AVIF, PPM/PGM, ICO, TGA; palette, grey, 16-bit, CMYK, alpha, EXIF orientation, animated, multi-page),
   headers announcing sizes beyond the demo's budget and the format's limits, and a text file.
@@ -38,8 +39,9 @@ STREAM_CROPS = [
 ]
 
 
-def make_streams(pipe) -> Dict[str, bytes]:
-    """Streams of ``pipe`` (the tiny pipeline): each crop of :data:`STREAM_CROPS` at each of its levels."""
+def make_streams(pipe, prefix: str = "tiny") -> Dict[str, bytes]:
+    """Streams of ``pipe`` (a tiny pipeline), named ``<prefix>_…``: each crop of :data:`STREAM_CROPS` at each of
+    its levels."""
     import PIL.Image
 
     streams = {}
@@ -50,7 +52,7 @@ def make_streams(pipe) -> Dict[str, bytes]:
             image = image.crop(box)
         for level in levels:
             (stream,) = pipe.compress(image, quality=level)
-            streams[f"tiny_{Path(photo).stem}_{image.width}x{image.height}_q{level}.sodec"] = stream
+            streams[f"{prefix}_{Path(photo).stem}_{image.width}x{image.height}_q{level}.sodec"] = stream
     return streams
 
 
@@ -132,11 +134,14 @@ def make_images() -> Dict[str, bytes]:
 
 def write_seeds() -> None:
     ensure_repository_on_path()
-    from harness import build_tiny_pipeline
+    from harness import TINY_CHECKERBOARD_CONFIG, build_tiny_pipeline
+
+    streams = {**make_streams(build_tiny_pipeline()), **asset_streams()}
+    streams.update(make_streams(build_tiny_pipeline(TINY_CHECKERBOARD_CONFIG), "tiny-checkerboard"))
 
     for folder, files in (
         ("images", make_images()),
-        ("streams", {**make_streams(build_tiny_pipeline()), **asset_streams()}),
+        ("streams", streams),
     ):
         out = SEEDS / folder
         out.mkdir(parents=True, exist_ok=True)
