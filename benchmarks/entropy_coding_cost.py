@@ -1,6 +1,7 @@
 """What bitstream version 2 costs against version 1, per Kodak image: time and bytes.
 
-Version 1 coded with compressai's rANS coder (``EntropyBottleneck.compress`` / ``GaussianConditional.compress``)
+Version 1 coded with compressai's rANS coder (``EntropyBottleneck.compress`` / ``GaussianConditional.compress``
+of compressai's layers, given the model's parameters and tables: compressai is needed here, the ``test`` extra)
 and CDF indexes from P's float32 output; version 2 codes with constriction's ANS coder and derives (μ, σ) from
 P in exact fixed point, and adds a 2-byte entropy check. Both are measured here on the same model and images,
 so the differences are the format's:
@@ -62,6 +63,26 @@ def build_codec(config: str, seed: int, scale_bias_init) -> CompressionVAE:
     return model
 
 
+def compressai_layers(model: CompressionVAE):
+    """compressai's ``EntropyBottleneck`` and ``GaussianConditional`` with the model's parameters and CDF tables
+    (the same state-dict keys: ``sodec_pipeline/codec/entropy_layers.py``), for version 1's coder."""
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+
+    layers = []
+    for theirs, ours in (
+        (EntropyBottleneck(model.entropy_bottleneck.channels, filters=model.entropy_bottleneck.filters),
+         model.entropy_bottleneck),
+        (GaussianConditional(None), model.gaussian_conditional),
+    ):  # fmt: skip
+        state = ours.state_dict()
+        for name, buffer in theirs.named_buffers(recurse=False):
+            if name in state:
+                buffer.resize_(state[name].shape)
+        theirs.load_state_dict(state)
+        layers.append(theirs.eval())
+    return layers
+
+
 @torch.no_grad()
 def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -> dict:
     height, width = image.height, image.width
@@ -73,7 +94,7 @@ def measure_image(model: CompressionVAE, image: PIL.Image.Image, repeats: int) -
     z_symbols = torch.round(z - medians)
     z_hat = z_symbols + medians
     state = model.entropy_model.coding_state()
-    gc, eb = model.gaussian_conditional, model.entropy_bottleneck
+    eb, gc = compressai_layers(model)
 
     p_float_ms, (means_f, scales_f) = timed(lambda: model.hyper_synthesis(z_hat), repeats)
     p_fixed_ms, (means_x, scales_x) = timed(lambda: (state["mean"](z_hat), state["scale"](z_hat)), repeats)

@@ -61,7 +61,8 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(compress_command, "load_pipeline", refuse)
+    monkeypatch.setattr(compress_command, "load_coding_pipeline", refuse)
+    monkeypatch.setattr(decompress_command, "load_coding_pipeline", refuse)
     monkeypatch.setattr(decompress_command, "load_pipeline", refuse)
 
 

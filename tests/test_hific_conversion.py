@@ -57,7 +57,7 @@ def _density_gap(cvae, port_model, low, high):
     """Largest difference between the converted EntropyBottleneck's and the port density's likelihoods."""
     with torch.no_grad():
         v = torch.linspace(low, high, 161).view(1, 1, 1, -1).expand(1, HYPER, 1, -1).contiguous()  # (N, C, H, W)
-        ours, _, _ = cvae.entropy_bottleneck._likelihood(
+        ours, _, _ = cvae.entropy_bottleneck.likelihood(
             v.permute(1, 0, 2, 3).reshape(HYPER, 1, -1), stop_gradient=True
         )
         theirs = port_model.Hyperprior.hyperlatent_likelihood.likelihood(v).permute(1, 0, 2, 3).reshape(HYPER, 1, -1)
@@ -81,9 +81,9 @@ def test_converted_codec_computes_what_the_port_computes(port_model, converted):
         means, scales = cvae.hyper_synthesis(z)
         _close(means, port_model.Hyperprior.synthesis_mu(z), 1e-6)
         _close(scales, port_model.Hyperprior.synthesis_std(z), 1e-6)
-        # factorized prior of z: same likelihoods (compressai gets one extra, exact layer)
+        # factorized prior of z: same likelihoods (the EntropyBottleneck gets one extra, exact layer)
         assert _density_gap(cvae, port_model, -20, 20) < 1e-6
-        # compressai's quantiles solve the port density's median and tails
+        # the bottleneck's quantiles solve the port density's median and tails
         density = port_model.Hyperprior.hyperlatent_likelihood
         q = cvae.entropy_bottleneck.quantiles.detach()
         target = math.log(2 / cvae.entropy_bottleneck.tail_mass - 1)

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..pipelines.pipeline_sodec import DECODE_STAGES
+from ..pipelines.coding import DECODE_STAGES
 
 
 STAGES = DECODE_STAGES

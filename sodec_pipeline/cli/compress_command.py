@@ -27,7 +27,13 @@ from .files import (
     read_standard_input,
     write_bytes,
 )
-from .model_loading import add_model_argument, check_quality_level, load_pipeline, quality_levels_of, resolve_model
+from .model_loading import (
+    add_model_argument,
+    check_quality_level,
+    load_coding_pipeline,
+    quality_levels_of,
+    resolve_model,
+)
 from .processes import Processes
 from .progress import COMPRESS_STEPS, Progress
 
@@ -91,7 +97,7 @@ def run(args) -> int:
         return batch.finish()
 
     with progress.activity(f"loading the model {model}"):
-        pipe = load_pipeline(model, processes.device(args.device), debug=args.debug)
+        pipe = load_coding_pipeline(model, processes.device(args.device), debug=args.debug)
     check_size_arguments(args, (pipe.compression_vae.num_qualities, pipe.compression_vae.default_quality))
     for path, out, (width, height), data in progress.files(todo, unit="image"):
         name = input_name(path)

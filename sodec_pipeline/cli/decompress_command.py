@@ -22,7 +22,7 @@ from .files import (
     read_stream,
     save_image,
 )
-from .model_loading import add_device_arguments, add_model_argument, load_pipeline, resolve_model
+from .model_loading import add_device_arguments, add_model_argument, load_coding_pipeline, load_pipeline, resolve_model
 from .processes import Processes
 from .progress import DECOMPRESS_STEPS, Progress
 
@@ -70,7 +70,10 @@ def run(args) -> int:
         return batch.finish()
 
     with progress.activity(f"loading the model {model}"):
-        pipe = load_pipeline(model, processes.device(args.device), args.dtype, debug=args.debug)
+        if decoder == "fidelity":  # the codec and D_a only: no diffusers
+            pipe = load_coding_pipeline(model, processes.device(args.device), args.dtype, True, debug=args.debug)
+        else:
+            pipe = load_pipeline(model, processes.device(args.device), args.dtype, debug=args.debug)
     for path, out, data, header in progress.files(todo, unit="stream"):
         label = f"{input_name(path)} ({format_size(header.width, header.height)})"
         with batch.item(input_name(path)), progress.steps(label, DECOMPRESS_STEPS[decoder], pipe) as steps:

@@ -1,9 +1,9 @@
 """Entropy coding of integer symbols with a model's quantised CDF tables, by constriction's ANS coder.
 
-SODEC keeps compressai's entropy models (``EntropyBottleneck`` for ẑ, ``GaussianConditional`` for ŷ) for
-training and for their CDF tables (``_quantized_cdf``, ``_cdf_length``, ``_offset``: 16-bit fixed point,
-saved with the weights), but codes the symbols with ``constriction``'s ``AnsCoder`` (Rust, bounds-checked)
-instead of compressai's C++ rANS coder, which reads past the end of a crafted string.
+The entropy layers (``entropy_layers.py``: ``EntropyBottleneck`` for ẑ, ``GaussianConditional`` for ŷ, compressai's
+layers bit for bit) give the CDF tables (``_quantized_cdf``, ``_cdf_length``, ``_offset``: 16-bit fixed point,
+saved with the weights); the symbols are coded with ``constriction``'s ``AnsCoder`` (Rust, bounds-checked)
+instead of compressai's C++ rANS coder, which reads past the end of a crafted string (version 1 streams).
 
 Coding scheme of one string (what :func:`encode_symbols` writes and :func:`decode_symbols` reads):
 
@@ -49,10 +49,10 @@ def _constriction():
 
 
 class CategoricalTables:
-    """The CDF tables of one compressai entropy model as constriction models.
+    """The CDF tables of one entropy layer as constriction models.
 
     Args:
-        quantized_cdf: (L, max_length) int32, each row a CDF from 0 to 2**16 (compressai's ``_quantized_cdf``).
+        quantized_cdf: (L, max_length) int32, each row a CDF from 0 to 2**16 (the layer's ``_quantized_cdf``).
         cdf_length: (L,) int32, the used length of each row (``_cdf_length``).
         offset: (L,) int32, the symbol of bin 0 of each table (``_offset``).
     """
@@ -72,13 +72,14 @@ class CategoricalTables:
             pmf = np.diff(row[:length]).astype(np.float64)
             if (pmf <= 0).any():
                 raise ValueError(
-                    "CDF tables must be strictly increasing (compressai's pmf_to_quantized_cdf makes them so)"
+                    "CDF tables must be strictly increasing (pmf_to_quantized_cdf makes them so: cdf_tables.py)"
                 )
             self.models.append(constriction.stream.model.Categorical(pmf, perfect=False))
 
     @classmethod
     def from_entropy_model(cls, entropy_model) -> "CategoricalTables":
-        """The tables of a compressai ``EntropyBottleneck`` or ``GaussianConditional`` after ``update()``."""
+        """The tables of an ``EntropyBottleneck`` or ``GaussianConditional`` (``entropy_layers.py``) after
+        ``update()``."""
         return cls(entropy_model._quantized_cdf, entropy_model._cdf_length, entropy_model._offset)
 
     def __len__(self) -> int:

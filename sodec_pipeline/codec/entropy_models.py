@@ -9,10 +9,10 @@ and ``readable_stream_versions``; the container's ``READABLE_VERSIONS``, ``WRITA
 codec's config key ``entropy_model_type`` (:data:`ENTROPY_MODEL_TYPES`).
 
 :class:`HyperpriorEntropyModel` is SODEC's: Ballé et al.'s mean-scale hyperprior (CompressAI's
-``MeanScaleHyperprior``/``HyperpriorLatentCodec``), z = H_a(y) coded with compressai's factorized prior
-(``EntropyBottleneck``), y with the Gaussian conditional (``GaussianConditional``) whose (μ, σ) = P(ẑ) come from
-P in exact fixed point (``fixed_point_hyper_synthesis.py``), at a quality level's quantisation step Δ; streams of
-version 3.
+``MeanScaleHyperprior``/``HyperpriorLatentCodec``), z = H_a(y) coded with the factorized prior
+(``EntropyBottleneck``, ``entropy_layers.py``), y with the Gaussian conditional (``GaussianConditional``) whose
+(μ, σ) = P(ẑ) come from P in exact fixed point (``fixed_point_hyper_synthesis.py``), at a quality level's
+quantisation step Δ; streams of version 3.
 
 :class:`CheckerboardEntropyModel` is He et al.'s checkerboard context model over it (CompressAI's
 ``CheckerboardLatentCodec``): the anchors coded as the hyperprior codes them, the other half with parameters from the
@@ -29,12 +29,8 @@ A new entropy model with networks of its own has the codec register them under n
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models.utils import update_registered_buffers
-from compressai.ops import quantize_ste
 from torch import nn
 
-from ..library_internals import entropy_bottleneck_medians
 from .entropy_coding import (
     CategoricalTables,
     SymbolDecoder,
@@ -44,9 +40,11 @@ from .entropy_coding import (
     encode_symbols,
     table_indexes_of_channels,
 )
+from .entropy_layers import TABLE_BUFFERS, EntropyBottleneck, GaussianConditional
 from .errors import BitstreamError
 from .fixed_point_context import FixedPointCheckerboardContext, anchor_mask
 from .fixed_point_hyper_synthesis import FixedPointHyperSynthesis, weights_key
+from .ops import quantize_ste
 from .stream_checks import entropy_check
 from .stream_versions import CHECKERBOARD_FORMAT_VERSION, FORMAT_VERSION
 
@@ -55,8 +53,6 @@ from .stream_versions import CHECKERBOARD_FORMAT_VERSION, FORMAT_VERSION
 #: every machine; fixed_point_hyper_synthesis.py) or "float32" (P's float output as it is: fast to reason
 #: about, but another machine can derive other CDF indexes; streams then fail the entropy check).
 ENTROPY_PARAMETER_ARITHMETIC = ("fixed_point", "float32")
-#: The buffers of compressai's entropy models whose shapes are only known after ``update()``.
-TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 class LatentEntropyModel:
@@ -107,8 +103,8 @@ class HyperpriorEntropyModel(LatentEntropyModel):
     Args:
         hyper_analysis: H_a, y → z.
         hyper_synthesis_mean, hyper_synthesis_scale: P's two heads, ẑ → μ and ẑ → σ.
-        entropy_bottleneck: compressai ``EntropyBottleneck``, the factorized prior of z.
-        gaussian_conditional: compressai ``GaussianConditional``, the conditional of y.
+        entropy_bottleneck: the factorized prior of z (``entropy_layers.EntropyBottleneck``).
+        gaussian_conditional: the conditional of y (``entropy_layers.GaussianConditional``).
         arithmetic: how :meth:`compress`/:meth:`decompress` evaluate P, one of
             :data:`ENTROPY_PARAMETER_ARITHMETIC`. Training (:meth:`forward`) always uses the float P.
     """
@@ -149,7 +145,7 @@ class HyperpriorEntropyModel(LatentEntropyModel):
         N(0, σ / Δ), as :meth:`compress` codes a level with that Δ; ẑ rounded around the medians."""
         z = self.hyper_analysis(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
-        z_offset = entropy_bottleneck_medians(self.entropy_bottleneck)
+        z_offset = self.entropy_bottleneck.medians()
         z_hat = quantize_ste(z - z_offset) + z_offset
         means, scales = self.hyper_synthesis(z_hat)
         if quantization_step is None:
@@ -164,8 +160,8 @@ class HyperpriorEntropyModel(LatentEntropyModel):
 
     # ------------------------------------------------------------------ tables
     def update(self, scale_table: torch.Tensor, force: bool = False, update_quantiles: bool = False) -> bool:
-        """compressai's ``CompressionModel.update`` for these two entropy models: the factorized prior's
-        tables, and the Gaussian conditional's for ``scale_table``."""
+        """The factorized prior's tables, and the Gaussian conditional's for ``scale_table`` (compressai's
+        ``CompressionModel.update`` for these two layers)."""
         updated = self.entropy_bottleneck.update(force=force, update_quantiles=update_quantiles)
         updated |= self.gaussian_conditional.update_scale_table(scale_table, force=force)
         return updated
@@ -218,7 +214,7 @@ class HyperpriorEntropyModel(LatentEntropyModel):
 
     def z_medians(self) -> torch.Tensor:
         """The factorized prior's medians (1, C, 1, 1), float32: ẑ's symbols are round(z − medians)."""
-        return entropy_bottleneck_medians(self.entropy_bottleneck).detach().reshape(1, -1, 1, 1).float()
+        return self.entropy_bottleneck.medians().detach().reshape(1, -1, 1, 1).float()
 
     # ------------------------------------------------------------------ coding
     def compress(self, y: torch.Tensor, quantization_step: float) -> Dict[str, object]:
@@ -364,7 +360,7 @@ class CheckerboardEntropyModel(HyperpriorEntropyModel):
         ŷ (straight-through quantised around μ_P, as the decoder has them)."""
         z = self.hyper_analysis(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
-        z_offset = entropy_bottleneck_medians(self.entropy_bottleneck)
+        z_offset = self.entropy_bottleneck.medians()
         z_hat = quantize_ste(z - z_offset) + z_offset
         means, scales = self.hyper_synthesis(z_hat)
         step = 1.0 if quantization_step is None else quantization_step
@@ -461,15 +457,15 @@ ENTROPY_MODEL_TYPES = {"hyperprior": HyperpriorEntropyModel, "checkerboard": Che
 
 
 def resize_table_buffers(model: nn.Module, state_dict: dict) -> None:
-    """Gives the CDF-table buffers (:data:`TABLE_BUFFERS`) of every compressai entropy model in ``model`` the
-    shapes they have in ``state_dict`` (compressai's ``update_registered_buffers``), tables already built
-    included, so that a strict ``load_state_dict`` follows."""
+    """Gives the CDF-table buffers (:data:`~.entropy_layers.TABLE_BUFFERS`) of every entropy layer in ``model`` the
+    shapes they have in ``state_dict``, tables already built included, so that a strict ``load_state_dict``
+    follows (an ``nn.Module`` cannot load a buffer of another shape)."""
     for name, module in model.named_modules():
         if isinstance(module, (EntropyBottleneck, GaussianConditional)):
-            buffers = [
-                b for b, _ in module.named_buffers(recurse=False) if f"{name}.{b}" in state_dict and b in TABLE_BUFFERS
-            ]
-            update_registered_buffers(module, name, buffers, state_dict, policy="resize")
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                key = f"{name}.{buffer_name}" if name else buffer_name
+                if buffer_name in TABLE_BUFFERS and key in state_dict:
+                    buffer.resize_(state_dict[key].size())
 
 
 def _divide(values: torch.Tensor, step: float) -> torch.Tensor:

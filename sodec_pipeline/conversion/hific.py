@@ -23,14 +23,15 @@ Everything else SODEC has (H_s, T_s, F_p) is new and keeps its initialisation.
 
 Transforms applied on the way (each one is listed per key in the report):
 
-- **Hyper-latent density.** HiFiC's ``HyperpriorDensity`` and compressai's ``EntropyBottleneck`` use the
-  same parameterisation (``softplus`` of the matrices, ``tanh(factor)·tanh(logits)``, additive biases),
-  but HiFiC puts a ``tanh`` factor on *every* layer and compressai on every layer *but the last*. The
-  converter represents HiFiC's K layers exactly with compressai's K+1: layer K−1 repeats HiFiC's last
+- **Hyper-latent density.** HiFiC's ``HyperpriorDensity`` and SODEC's ``EntropyBottleneck`` (compressai's layer,
+  ``codec/entropy_layers.py``) use the same parameterisation (``softplus`` of the matrices,
+  ``tanh(factor)·tanh(logits)``, additive biases),
+  but HiFiC puts a ``tanh`` factor on *every* layer and the bottleneck on every layer *but the last*. The
+  converter represents HiFiC's K layers exactly with the bottleneck's K+1: layer K−1 repeats HiFiC's last
   layer ``n`` times (``n = entropy_bottleneck_filters[-1]``) and layer K averages the ``n`` identical
   values (matrix ``log(expm1(1/n))`` so that ``softplus`` gives ``1/n``, bias 0). HiFiC's default
   filters (3, 3, 3) therefore need ``entropy_bottleneck_filters = (3, 3, 3, n)``; SODEC's configs use
-  (3, 3, 3, 3). compressai's ``quantiles`` (tails and median of each channel's density) are solved by
+  (3, 3, 3, 3). The bottleneck's ``quantiles`` (tails and median of each channel's density) are solved by
   bisection on the converted density.
 - **Channel norm.** SODEC's ``ChannelNorm2d`` is HiFiC's ``ChannelNorm2D`` (moments over channels, the
   unbiased variance, ε = 1e-3, ``gamma``/``beta`` of shape (1, C, 1, 1)): copied unchanged.
@@ -42,9 +43,9 @@ Transforms applied on the way (each one is listed per key in the report):
   ``o ↦ (o + 1)/2`` is folded into the last convolution instead and the report notes the missing tanh.)
 
 Behaviour that differs without any weight involved (also in the report's notes): the hyper-analysis pads
-by replication rather than reflection (same weights; see ``HyperAnalysisTransform``), compressai
+by replication rather than reflection (same weights; see ``HyperAnalysisTransform``), SODEC (as compressai)
 quantises z around the medians of its density where HiFiC rounds to integers, and a ``logistic``
-latent likelihood (HiFiC-med) is coded with compressai's Gaussian conditional.
+latent likelihood (HiFiC-med) is coded with the Gaussian conditional.
 """
 
 import json
@@ -57,7 +58,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from ..hub_configs import resolve_hub_config
-from ..library_internals import entropy_bottleneck_logits_cumulative
 from ..models.compression_vae import CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 
@@ -80,11 +80,11 @@ IGNORED_PREFIXES: Tuple[Tuple[str, str], ...] = (
     ("Discriminator.", "HiFiC's GAN discriminator: not part of SODEC's codec"),
     (
         "Hyperprior.hyperprior_entropy_model.",
-        "HiFiC's rANS tables for z: compressai's EntropyBottleneck builds its own at update()",
+        "HiFiC's rANS tables for z: the EntropyBottleneck builds its own at update()",
     ),
     (
         "Hyperprior.prior_entropy_model.",
-        "HiFiC's rANS tables for y: compressai's GaussianConditional builds its own at update()",
+        "HiFiC's rANS tables for y: the GaussianConditional builds its own at update()",
     ),
     ("Hyperprior.prior_density.", "HiFiC's Gaussian-conditional helper: no weights SODEC needs"),
 )
@@ -294,7 +294,7 @@ def _density_keys(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Dict[str
 def _convert_density(
     prefix: str, density: Dict[str, torch.Tensor], entropy_bottleneck, errors: List[str]
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, str], Dict[str, str]]:
-    """HiFiC ``HyperpriorDensity`` (H_k, a_k, b_k, tanh factor on every layer) → compressai
+    """HiFiC ``HyperpriorDensity`` (H_k, a_k, b_k, tanh factor on every layer) → the
     ``EntropyBottleneck`` (matrices.k, biases.k, factors.k, no factor on the last layer), exactly."""
     values: Dict[str, torch.Tensor] = {}
     mapped: Dict[str, str] = {}
@@ -318,7 +318,7 @@ def _convert_density(
     if len(sodec_filters) != num_layers or sodec_filters[:-1] != hific_filters or int(last.shape[1]) != 1:
         errors.append(
             f"the checkpoint's hyper-latent density has filters {hific_filters} ({num_layers} layers, a tanh "
-            f"factor on each): compressai's EntropyBottleneck represents it with filters {hific_filters + ('n',)} "
+            f"factor on each): the EntropyBottleneck represents it with filters {hific_filters + ('n',)} "
             f"(any n ≥ 1), but the SODEC config has entropy_bottleneck_filters={sodec_filters}"
         )
         return values, mapped, transformed
@@ -352,20 +352,22 @@ def _convert_density(
         (f"entropy_bottleneck.biases.{final}", "0"),
     ):
         mapped[key] = f"(derived from {prefix}H_{num_layers - 1})"
-        transformed[key] = f"set to {what}: the extra compressai layer that makes HiFiC's factored last layer exact"
+        transformed[key] = (
+            f"set to {what}: the extra EntropyBottleneck layer that makes HiFiC's factored last layer exact"
+        )
     return values, mapped, transformed
 
 
 @torch.no_grad()
 def fit_entropy_bottleneck_quantiles(entropy_bottleneck, iterations: int = 80, max_radius: float = 1e6) -> None:
-    """Sets compressai's ``quantiles`` (lower tail, median, upper tail of each channel's density at the
-    bottleneck's ``tail_mass``) by bisection on ``_logits_cumulative``, which is increasing in its input."""
+    """Sets the bottleneck's ``quantiles`` (lower tail, median, upper tail of each channel's density at its
+    ``tail_mass``) by bisection on ``logits_cumulative``, which is increasing in its input."""
     target = math.log(2.0 / entropy_bottleneck.tail_mass - 1.0)
     shape = (entropy_bottleneck.channels, 1, 1)
     device = entropy_bottleneck.quantiles.device
 
     def logits(x):
-        return entropy_bottleneck_logits_cumulative(entropy_bottleneck, x)
+        return entropy_bottleneck.logits_cumulative(x, stop_gradient=True)
 
     for i, goal in enumerate((-target, 0.0, target)):
         low = torch.full(shape, -1.0, device=device)
@@ -452,7 +454,7 @@ def convert_hific_state_dict(
 
     # 1. every tensor of the checkpoint to its SODEC parameter, or to the report's unmapped list
     values = _map_tensors(state_dict, states, report, errors)
-    # 2. the hyper-latent density, converted into compressai's EntropyBottleneck
+    # 2. the hyper-latent density, converted into the EntropyBottleneck
     density_prefix, density = _density_keys(state_dict)
     density_values, density_mapped, density_transformed = _convert_density(
         density_prefix, density, compression_vae.entropy_bottleneck, errors
@@ -490,7 +492,7 @@ def convert_hific_state_dict(
                 report.initialised.append(f"{component}.{name}")
     fit_entropy_bottleneck_quantiles(compression_vae.entropy_bottleneck)
     report.transformed["compression_vae.entropy_bottleneck.quantiles"] = (
-        "solved by bisection on the converted density (tails at compressai's tail_mass, and the median)"
+        "solved by bisection on the converted density (tails at the bottleneck's tail_mass, and the median)"
     )
     compression_vae.update(force=True)
     compression_vae.eval()
@@ -563,9 +565,9 @@ def _conversion_notes(
     notes = [
         "hyper-analysis H_a: HiFiC pads conv2/conv3 by reflection, SODEC by replication (same weights; "
         "z differs only near the borders, and 64×64 inputs work)",
-        "z is quantised around the medians of the converted density (compressai EntropyBottleneck); HiFiC rounds "
+        "z is quantised around the medians of the converted density (the EntropyBottleneck); HiFiC rounds "
         "z to integers",
-        "the hyper-latent density is converted exactly: HiFiC's factored last layer becomes compressai layers "
+        "the hyper-latent density is converted exactly: HiFiC's factored last layer becomes EntropyBottleneck layers "
         f"{len(compression_vae.entropy_bottleneck.filters) - 1} (repeated) and {len(compression_vae.entropy_bottleneck.filters)} (mean)",
     ]
     if normalize_input_image and tanh_output:
@@ -581,7 +583,7 @@ def _conversion_notes(
         )
     if str(args.get("likelihood_type", "gaussian")) == "logistic":
         notes.append(
-            "the checkpoint models y with a logistic likelihood; SODEC codes y with compressai's Gaussian "
+            "the checkpoint models y with a logistic likelihood; SODEC codes y with the Gaussian "
             "conditional using the same mean and scale networks (decodable, slightly more bits until fine-tuned)"
         )
     notes.append("initialised, not in HiFiC: " + ", ".join(NEW_MODULES))

@@ -24,7 +24,7 @@ import numpy as np
 from ..codec.errors import BitstreamError
 from ..image_files import UnreadableImageError
 from ..messages import first_line
-from ..pipelines.pipeline_sodec import DECODERS
+from ..pipelines.coding import DECODERS
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, compare, read_photo
 
 

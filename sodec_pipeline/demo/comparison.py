@@ -14,7 +14,7 @@ import PIL.Image
 
 from ..evaluation import baselines as baselines_lib
 from ..orientation import upright_size
-from ..pipelines.pipeline_sodec import DECODERS
+from ..pipelines.coding import DECODERS
 
 
 #: The classical codecs the demo shows beside SODEC.

@@ -27,7 +27,7 @@ import PIL.Image
 from ..image_files import IMAGE_EXTENSIONS, read_image
 from ..image_processing import pil_to_rgb_array
 from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr, texture_statistics
-from ..pipelines.pipeline_sodec import DECODERS
+from ..pipelines.coding import DECODERS
 from . import baselines as baselines_lib
 
 

@@ -22,7 +22,7 @@ from typing import Dict, List, Tuple
 
 import PIL
 
-from ..pipelines.pipeline_sodec import DECODERS
+from ..pipelines.coding import DECODERS
 from . import baselines as baselines_lib
 from .bd_rate import bd_rate
 from .evaluate import BUILTIN_METRICS, RATE_DISTORTION_METRICS, SODEC_TARGET, EvaluationResult, summarize

@@ -1,11 +1,23 @@
-"""Fidelity decoder D_a of SODEC (HiFiC's generator): ŷ → a high-fidelity preview image x̂_f."""
+"""Fidelity decoder D_a of SODEC (HiFiC's generator, or Ballé et al.'s GDN synthesis): ŷ → a high-fidelity
+preview image x̂_f; and D_a on its own (:class:`StandaloneFidelityDecoder`), as ``sodec decompress --fidelity``
+loads it from a saved ``fidelity_guidance`` component without diffusers."""
 
-from typing import Optional, Sequence
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from .gdn_transforms import GDNFidelityDecoder
+from .hyperprior_codec import init_arguments, load_safetensors, variant_weights_name
 from .layers import GradientCheckpointingMixin, ResidualBlock, make_activation, make_norm
+
+
+#: D_a's architecture: "hific" (HiFiC's generator; five ``decoder_block_out_channels``) or "gdn" (Ballé et al.'s
+#: synthesis transform with inverse GDN; three).
+DECODER_TYPES = ("hific", "gdn")
 
 
 class FidelityDecoder(GradientCheckpointingMixin, nn.Module):
@@ -69,3 +81,62 @@ class FidelityDecoder(GradientCheckpointingMixin, nn.Module):
         if self.output_activation == "tanh":
             x = (torch.tanh(x) + 1.0) / 2.0
         return x
+
+
+def make_fidelity_decoder(
+    latent_channels: int = 220,
+    decoder_block_out_channels: Sequence[int] = (960, 480, 240, 120, 60),
+    decoder_num_residual_blocks: int = 9,
+    channel_norm: bool = True,
+    activation: str = "relu",
+    decoder_output_activation: Optional[str] = None,
+    decoder_type: str = "hific",
+) -> nn.Module:
+    """D_a from the arguments of ``FidelityGuidanceEncoder`` (same names and defaults) that describe it."""
+    if decoder_type not in DECODER_TYPES:
+        raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {decoder_type!r}")
+    if decoder_type == "gdn":
+        if decoder_output_activation is not None:
+            raise ValueError("the GDN fidelity decoder has no output activation")
+        return GDNFidelityDecoder(latent_channels, decoder_block_out_channels)
+    return FidelityDecoder(
+        latent_channels,
+        decoder_block_out_channels,
+        decoder_num_residual_blocks,
+        3,
+        channel_norm,
+        activation,
+        decoder_output_activation,
+    )
+
+
+class StandaloneFidelityDecoder(nn.Module):
+    """D_a of a saved ``FidelityGuidanceEncoder`` without the rest of it (F_p, diffusers): ``fidelity_decoder``
+    under the same name, so its state-dict keys are the encoder's ``fidelity_decoder.*``, and :meth:`decode` as
+    ``FidelityGuidanceEncoder.decode`` computes it."""
+
+    def __init__(self, fidelity_decoder: nn.Module):
+        super().__init__()
+        self.fidelity_decoder = fidelity_decoder
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype D_a runs in (that of its parameters)."""
+        return next(self.parameters()).dtype
+
+    def decode(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """D_a: ŷ → x̂_f on the [0, 1] scale (not clamped)."""
+        return self.fidelity_decoder(y_hat.to(self.dtype))
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: Union[str, os.PathLike], subfolder: Optional[str] = None, variant: Optional[str] = None
+    ) -> "StandaloneFidelityDecoder":
+        """D_a of a saved ``fidelity_guidance`` folder (its config, and the ``fidelity_decoder.*`` tensors of its
+        weights file), float32, in eval mode."""
+        path = Path(folder) / subfolder if subfolder else Path(folder)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        model = cls(make_fidelity_decoder(**init_arguments(make_fidelity_decoder, config)))
+        weights = load_safetensors(path / variant_weights_name(variant))
+        model.load_state_dict({k: v for k, v in weights.items() if k.startswith("fidelity_decoder.")}, strict=True)
+        return model.eval()

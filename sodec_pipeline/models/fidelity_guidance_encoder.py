@@ -9,14 +9,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch.nn import functional as F
 
-from .fidelity_decoder import FidelityDecoder
-from .gdn_transforms import GDNFidelityDecoder
+from .fidelity_decoder import DECODER_TYPES, make_fidelity_decoder  # noqa: F401  (DECODER_TYPES: re-exported)
 from .guidance_projection import GuidanceProjection
 
-
-#: D_a's architecture: "hific" (HiFiC's generator; five ``decoder_block_out_channels``) or "gdn" (Ballé et al.'s
-#: synthesis transform with inverse GDN; three).
-DECODER_TYPES = ("hific", "gdn")
 
 # OpenAI / OpenCLIP image normalisation.
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -94,22 +89,15 @@ class FidelityGuidanceEncoder(ModelMixin, ConfigMixin):
         decoder_type: str = "hific",
     ):
         super().__init__()
-        if decoder_type not in DECODER_TYPES:
-            raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {decoder_type!r}")
-        if decoder_type == "gdn":
-            if decoder_output_activation is not None:
-                raise ValueError("the GDN fidelity decoder has no output activation")
-            self.fidelity_decoder = GDNFidelityDecoder(latent_channels, decoder_block_out_channels)
-        else:
-            self.fidelity_decoder = FidelityDecoder(
-                latent_channels,
-                decoder_block_out_channels,
-                decoder_num_residual_blocks,
-                3,
-                channel_norm,
-                activation,
-                decoder_output_activation,
-            )
+        self.fidelity_decoder = make_fidelity_decoder(
+            latent_channels,
+            decoder_block_out_channels,
+            decoder_num_residual_blocks,
+            channel_norm,
+            activation,
+            decoder_output_activation,
+            decoder_type,
+        )
         self.guidance_projection = GuidanceProjection(
             image_encoder_hidden_size,
             cross_attention_dim,

@@ -10,10 +10,9 @@ fraction of HiFiC's, and at equal steps it learns as fast (issue 18's pilot). Th
 from typing import Sequence
 
 import torch
-from compressai.layers import GDN
 from torch import nn
 
-from .layers import GradientCheckpointingMixin
+from .layers import GDN, GradientCheckpointingMixin
 
 
 #: Channels of the three hidden layers of a GDN transform (compressai's N).

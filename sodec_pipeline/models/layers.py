@@ -1,8 +1,11 @@
-"""Building blocks shared by the SODEC transforms (HiFiC-style channel normalisation and residual blocks)."""
+"""Building blocks shared by the SODEC transforms (HiFiC-style channel normalisation and residual blocks, Ballé et
+al.'s GDN)."""
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..codec.ops import LowerBound
 
 
 class ChannelNorm2d(nn.Module):
@@ -83,3 +86,51 @@ class ResidualBlock(nn.Module):
         residual = self.activation(self.norm1(self.conv1(self.pad(x))))
         residual = self.norm2(self.conv2(self.pad(residual)))
         return x + residual
+
+
+class NonNegativeParametrizer(nn.Module):
+    """A non-negative parameter stored as its square root (Ballé et al. 2016, for GDN's β and γ): the value is
+    max(θ, √(minimum + ε²))² − ε², ε = ``reparam_offset``, so that it stays ≥ ``minimum`` and its gradient does not
+    vanish near 0. Buffers ``pedestal`` (ε²) and ``lower_bound.bound``, as compressai's of the same name."""
+
+    pedestal: torch.Tensor
+
+    def __init__(self, minimum: float = 0, reparam_offset: float = 2**-18):
+        super().__init__()
+        self.minimum = float(minimum)
+        self.reparam_offset = float(reparam_offset)
+        self.register_buffer("pedestal", torch.Tensor([self.reparam_offset**2]))
+        self.lower_bound = LowerBound((self.minimum + self.reparam_offset**2) ** 0.5)
+
+    def init(self, x: torch.Tensor) -> torch.Tensor:
+        """The stored θ of the value ``x``."""
+        return torch.sqrt(torch.max(x + self.pedestal, self.pedestal))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lower_bound(x) ** 2 - self.pedestal
+
+
+class GDN(nn.Module):
+    r"""Generalized divisive normalization (Ballé, Laparra and Simoncelli, ICLR 2016):
+    y_i = x_i / √(β_i + Σ_j γ_ij x_j²), or with ``inverse=True`` (IGDN, the synthesis side) x_i · √(β_i + Σ_j γ_ij
+    x_j²).
+
+    β and γ are kept non-negative by :class:`NonNegativeParametrizer` (β ≥ ``beta_min``); they start at 1 and
+    ``gamma_init`` · I. Parameters ``beta`` (C,) and ``gamma`` (C, C) and their parametrizers' buffers carry
+    compressai's names, so that its checkpoints load unchanged and compute the same values.
+    """
+
+    def __init__(self, in_channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1):
+        super().__init__()
+        self.inverse = bool(inverse)
+        self.beta_reparam = NonNegativeParametrizer(minimum=float(beta_min))
+        self.beta = nn.Parameter(self.beta_reparam.init(torch.ones(in_channels)))
+        self.gamma_reparam = NonNegativeParametrizer()
+        self.gamma = nn.Parameter(self.gamma_reparam.init(float(gamma_init) * torch.eye(in_channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.size(1)
+        beta = self.beta_reparam(self.beta)
+        gamma = self.gamma_reparam(self.gamma).reshape(channels, channels, 1, 1)
+        norm = F.conv2d(x**2, gamma, beta)
+        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))

@@ -1,30 +1,45 @@
-"""SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979)."""
+"""SODECPipeline: image → bytes → one-step diffusion decode (Chen et al., AAAI 2026, arXiv 2508.04979).
+
+The coding (``compress``, the streams' checks and entropy decoding, the fidelity decode) is ``CodingMixin``'s
+(``coding.py``, no diffusers), shared with ``SODECCodecPipeline``, which the command line loads when it only codes;
+this module adds diffusers' pipeline machinery and the diffusion decode."""
 
 import json
 import logging
-import numbers
 import os
-from contextlib import nullcontext
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedModel
 
-from ..codec.bitstream import SODECBitstream, bits_per_pixel, check_image_size, decode_bitstream, encode_bitstream
-from ..codec.errors import SizeBudgetError
 from ..hardware import auto_dtype_name
-from ..image_processing import ImageInput, pad_to_multiple, postprocess, to_image_tensors
+from ..image_processing import ImageInput
 from ..model_folder_checks import check_model_folder
 from ..models.compression_vae import PADDING_MULTIPLE, CompressionVAE
 from ..models.fidelity_guidance_encoder import FidelityGuidanceEncoder
 from ..schedulers.scheduling_sodec import SODECScheduler
 from ..shipped_models import resolve_model_path
 from .assembly import FromPretrainedPartsMixin
+from .coding import (  # noqa: F401  (the names other modules import from here: re-exported)
+    DECODE_STAGES,
+    DECODERS,
+    EXAMPLE_DOC_STRING,
+    OUTPUT_TYPES,
+    CodingMixin,
+    DecodeOptions,
+    DecoderScaleError,
+    StageWrapper,
+    _untimed,
+    batch_groups,
+    check_decode_inputs,
+    padded_size,
+    realign_cpu_tensors,
+    with_examples,
+)
 from .colour_correction import block_means, correct_colours
+from .diffusers_registration import register_with_diffusers
 from .hub_code import hub_class_name, installed_model_index, write_code_files
 from .pipeline_output import SODECPipelineOutput
 from .tiling import TileSpec, TileSpecs, run_tiled, tile_specs_for
@@ -34,99 +49,7 @@ from .weight_variants import missing_variant_files, unsuffixed_weights_are_varia
 logger = logging.getLogger(__name__)
 
 
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> from PIL import Image
-        >>> from sodec_pipeline import SODECPipeline
-
-        >>> pipe = SODECPipeline.from_pretrained("sodec-small")  # the shipped model; or a folder, or a Hub id
-        >>> photo = Image.open("photo.png")
-        >>> (stream,) = pipe.compress(photo)  # bytes: write them to photo.sodec
-        >>> decoded = pipe.decompress(stream).images[0]  # the diffusion decode, a PIL image of photo's size
-        >>> preview = pipe.decompress(stream, decoder="fidelity").images[0]  # the fast fidelity decode
-        >>> output = pipe(image=photo)  # both at once: output.images, output.bitstreams, output.bpp
-        ```
-"""
-
-#: The decodes of a stream: SODEC's one-step diffusion decode, and the fidelity decoder D_a's x̂_f alone.
-DECODERS = ("diffusion", "fidelity")
-#: The stages of a decode, as :meth:`SODECPipeline.decompress` names them to a ``stage_timer``: parsing
-#: (header, CRC), entropy decoding (ẑ, P, ŷ), H_s/T_s → ŷ_t, D_a → x̂_f, the ViT (with its input
-#: preparation), F_p → c_g, the UNet step(s) with the scheduler, the VAE decoder, the colour correction,
-#: crop/clamp/conversion.
-DECODE_STAGES = (
-    "parse",
-    "entropy_decoding",
-    "hs_ts",
-    "d_a",
-    "vit",
-    "f_p",
-    "unet",
-    "vae_decode",
-    "colour_correction",
-    "postprocess",
-)
-#: ``stage_timer(name)`` returns a context manager around the stage ``name`` of :data:`DECODE_STAGES`.
-StageWrapper = Callable[[str], ContextManager]
-
-
-def _untimed(_stage: str) -> ContextManager:
-    return nullcontext()
-
-
-@dataclass
-class DecodeOptions:
-    """What a caller other than :meth:`SODECPipeline.decompress` may hand :meth:`SODECPipeline.decode_latents`:
-    the benchmark's timer, the tensors training has already computed, and per-call overrides.
-
-    Args:
-        stage_timer (`Callable[[str], ContextManager]`, *optional*):
-            Wraps each stage of :data:`DECODE_STAGES` (the benchmark's timer).
-        noisy_latents (`torch.Tensor`, *optional*):
-            ŷ_t when the caller has it already (training: ``CompressionVAE.forward`` computes it), instead of
-            running H_s/T_s again.
-        fidelity_image (`torch.Tensor`, *optional*):
-            x̂_f when the caller has it (training with D_a frozen computes it under ``no_grad``), instead of running
-            D_a again.
-        return_fidelity_image (`bool`, defaults to `True`):
-            ``False``: x̂_f is freed once the guidance is made and ``None`` is returned in its place (a decode then
-            never holds x̂_f and x̂ at once; ``decompress`` does this).
-        colour_correction_block_size (`int`, *optional*):
-            Overrides the pipeline's config value (the diffusion decode's low frequencies taken from x̂_f; 0: none).
-    """
-
-    stage_timer: Optional[StageWrapper] = None
-    noisy_latents: Optional[torch.Tensor] = None
-    fidelity_image: Optional[torch.Tensor] = None
-    return_fidelity_image: bool = True
-    colour_correction_block_size: Optional[int] = None
-
-
-class DecoderScaleError(ValueError):
-    """The VAE decoder's output is not 8× its input tile (``scale``: (rows, columns) relative to 8×)."""
-
-    def __init__(self, scale):
-        super().__init__(f"the VAE decoder's scale factor is not 8 (output/expected: {scale[0]}, {scale[1]})")
-        self.scale = scale
-
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
-
-def realign_cpu_tensors(module: torch.nn.Module, alignment: int = 64) -> None:
-    """Copies CPU parameters and buffers that are not ``alignment``-byte aligned into fresh memory.
-
-    Weights loaded from safetensors can sit at unaligned addresses (memory-mapped files), and CPU GEMM
-    kernels then take other code paths with different rounding: the same weights would decode to
-    slightly different pixels. Re-homing them makes decoding bit-exact across save/load and processes.
-    """
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % alignment:
-            tensor.data = tensor.data.clone()
-
-
-class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
+class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
     r"""SODEC: a generative image codec for 0.02–0.07 bpp with a one-step diffusion decoder.
 
     Components:
@@ -272,128 +195,10 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         (see :mod:`sodec_pipeline.pipelines.tiling`)."""
         return tile_specs_for(self.unet.config, self.vae.config)
 
-    # ------------------------------------------------------------------ encoding
-    @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
-    def compress(
-        self,
-        images: ImageInput,
-        quality: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-        target_bpp: Optional[float] = None,
-    ) -> List[bytes]:
-        """Encodes images into SODEC streams, one per image (format: `docs/bitstream.md`).
-
-        Deterministic: the same image, model and level give the same bytes in any process. E runs tile by tile
-        (bounded memory), and each image is coded on its own, so that its bytes never depend on what else is
-        compressed with it.
-
-        Args:
-            images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
-                The images, of any size from 1 × 1 to 16384 × 16384 and any PIL mode (converted to RGB);
-                numpy arrays (H, W, 3), uint8 or floats in [0, 1]; tensors (B, 3, H, W) or (3, H, W), floats
-                in [0, 1] (``sodec_pipeline.image_processing``).
-            quality (`int`, *optional*):
-                The quality level, 1 (smallest streams) to ``compression_vae.num_qualities``; default: the
-                model's ``compression_vae.default_quality``. The level travels in the stream.
-            max_bytes (`int`, *optional*):
-                A size budget instead of a level: each image is coded at the highest level whose stream is at
-                most ``max_bytes`` bytes. Raises [`SizeBudgetError`] for an image whose level-1 stream is larger.
-            target_bpp (`float`, *optional*):
-                The same budget in bits per pixel of each image: ``max_bytes = floor(target_bpp · H · W / 8)``.
-
-        Returns:
-            `List[bytes]`: one stream per image; bpp = 8 × its length / pixels.
-
-        Examples:
-        """
-        if sum(v is not None for v in (quality, max_bytes, target_bpp)) > 1:
-            raise ValueError("give at most one of quality, max_bytes and target_bpp")
-        quality = self.compression_vae.check_quality(quality)
-        if max_bytes is not None:
-            _check_positive("max_bytes", max_bytes, integer=True)
-        if target_bpp is not None:
-            _check_positive("target_bpp", target_bpp)
-        tensors = to_image_tensors(images)
-        device = self._execution_device
-        fingerprint = self.compression_vae.fingerprint()
-        streams = []
-        for image in self.progress_bar(tensors):
-            height, width = image.shape[-2:]
-            check_image_size(height, width)
-            y = self.analyze(image.to(device))
-            budget = max_bytes if target_bpp is None else int(target_bpp * height * width / 8.0)
-            if budget is None:
-                streams.append(self._code_latent(y, quality, fingerprint, height, width))
-            else:
-                streams.append(self._code_latent_within(y, budget, fingerprint, height, width))
-        self.maybe_free_model_hooks()
-        return streams
-
-    def _code_latent(self, y: torch.Tensor, quality: int, fingerprint: bytes, height: int, width: int) -> bytes:
-        """E's output of one image → its stream at ``quality``."""
-        coded = self.compression_vae.compress_latent(y, quality)
-        y_strings, z_strings = coded["strings"]
-        check = coded["entropy_checks"][0]
-        version = self.compression_vae.stream_version
-        return encode_bitstream(fingerprint, height, width, z_strings[0], y_strings[0], check, quality, version)
-
-    def _code_latent_within(self, y: torch.Tensor, budget: int, fingerprint: bytes, height: int, width: int) -> bytes:
-        """The stream of the highest level that fits in ``budget`` bytes (levels tried from the top down)."""
-        smallest = None
-        for quality in range(self.compression_vae.num_qualities, 0, -1):
-            stream = self._code_latent(y, quality, fingerprint, height, width)
-            if len(stream) <= budget:
-                return stream
-            smallest = len(stream)
-        raise SizeBudgetError(
-            f"a {width}×{height} image does not fit in {budget} bytes ({8.0 * budget / (height * width):.4f} bpp): "
-            f"its smallest stream (quality 1) is {smallest} bytes ({8.0 * smallest / (height * width):.4f} bpp)"
-        )
-
-    def analyze(self, image: torch.Tensor) -> torch.Tensor:
-        """E of one image (3, H, W) in [0, 1], as :meth:`compress` codes it: padded to a multiple of 64, tile by
-        tile, in float32 under any autocast (bit-exact). Returns y (1, C, H/16, W/16) on the image's device."""
-        x = pad_to_multiple(image[None], PADDING_MULTIPLE)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            encode = lambda tiles, _: self.compression_vae.encode(tiles)  # noqa: E731
-            return run_tiled(encode, x, self.tile_specs.analysis, Fraction(1, 16))
-
     # ------------------------------------------------------------------ decoding
-    def parse_bitstreams(
-        self, bitstreams: Union[bytes, Sequence[bytes]], max_pixels: Optional[int] = None
-    ) -> List[SODECBitstream]:
-        """Verifies streams against this model (its fingerprint and the stream versions of its entropy model) and the
-        pixel budget ``max_pixels`` (``None``: ``sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS``); raises
-        ``BitstreamError`` on any problem."""
-        if isinstance(bitstreams, (bytes, bytearray, memoryview)):
-            bitstreams = [bitstreams]
-        fingerprint = self.compression_vae.fingerprint()
-        versions = self.compression_vae.readable_stream_versions
-        return [decode_bitstream(s, fingerprint, max_pixels, versions) for s in bitstreams]
-
-    def entropy_decode(self, stream: SODECBitstream) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One parsed stream → (ŷ, ẑ) on the execution device (ANS decoding with the stream's entropy check;
-        always one image at a time, so that the entropy parameters never depend on batching)."""
-        padded_h, padded_w = padded_size(stream.height, stream.width)
-        z_shape = (padded_h // PADDING_MULTIPLE, padded_w // PADDING_MULTIPLE)
-        latents = self.compression_vae.decompress(
-            [[stream.y_string], [stream.z_string]],
-            z_shape,
-            entropy_checks=[stream.entropy_check],
-            quality=stream.quality,
-        )
-        device = self._execution_device
-        return latents["y_hat"].to(device), latents["z_hat"].to(device)
-
     def synthesize_latents(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
         """H_s and T_s: (ŷ, ẑ) → ŷ_t, the UNet's input."""
         return self.compression_vae.synthesize_latents(y_hat, z_hat)
-
-    def decode_fidelity(self, y_hat: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
-        """D_a tile by tile: ŷ → x̂_f (B, 3, H, W), [0, 1] scale, float32, unclamped."""
-        decode = lambda tiles, _: self.fidelity_guidance.decode(tiles).float()  # noqa: E731
-        return run_tiled(decode, y_hat.float(), self.tile_specs.fidelity, 16, tiles_per_batch=batch_size)
 
     def encode_guidance(self, x_f: torch.Tensor, stage_timer: Optional[StageWrapper] = None) -> torch.Tensor:
         """x̂_f → c_g: the whole x̂_f resized to the ViT's input, the frozen ViT F (stage ``vit``), then F_p
@@ -518,106 +323,11 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
                 image = correct_colours(image, reference_means, block_size)
         return image, x_f
 
-    @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
-    def decompress(
-        self,
-        bitstreams: Union[bytes, Sequence[bytes]],
-        output_type: str = "pil",
-        decoder: str = "diffusion",
-        batch_size: int = 1,
-        max_pixels: Optional[int] = None,
-        stage_timer: Optional[StageWrapper] = None,
-    ) -> SODECPipelineOutput:
-        """Decodes SODEC streams to images of their original sizes. The stream says everything the decoder needs.
-
-        Args:
-            bitstreams (`bytes` or `List[bytes]`):
-                One stream or a list of them, as :meth:`compress` wrote them.
-            output_type (`str`, *optional*, defaults to `"pil"`):
-                `"pil"`, `"np"` (HWC float32 in [0, 1]), `"pt"` (CHW float32 in [0, 1]), or `"latent"` (the
-                denoised latents ŷ_0 of the padded images, (4, H/8, W/8) each, before the VAE decoder;
-                `decoder="diffusion"` only).
-            decoder (`str`, *optional*, defaults to `"diffusion"`):
-                `"diffusion"`: SODEC's decode, one UNet step steered by x̂_f, then the VAE decoder (and the
-                colour correction when the pipeline's `colour_correction_block_size` is set). `"fidelity"`: x̂_f
-                from the fidelity decoder D_a alone (fast, higher PSNR, no generated detail).
-            batch_size (`int`, *optional*, defaults to 1):
-                Images of the same padded size go through the networks together, and every network call takes
-                up to this many tiles.
-            max_pixels (`int`, *optional*):
-                The decode budget: a stream announcing more pixels raises `PixelBudgetError` before anything is
-                decoded (`None`: `sodec_pipeline.codec.bitstream.DEFAULT_MAX_PIXELS`, 4096 × 4096).
-            stage_timer (`Callable[[str], ContextManager]`, *optional*):
-                ``stage_timer(name)`` gives a context manager wrapped around each stage of
-                :data:`DECODE_STAGES` (the benchmark's timer).
-
-        Returns:
-            [`SODECPipelineOutput`]: ``images`` (in `output_type`), ``bitstreams`` (the input streams) and
-            ``bpp`` (8 × bytes / pixels of each stream).
-
-        Raises:
-            `BitstreamError`: a damaged, truncated or foreign stream (another model's fingerprint), before any
-            network runs. `PixelBudgetError`: a stream larger than `max_pixels`.
-
-        Examples:
-        """
-        check_decode_inputs(decoder, output_type, batch_size)
-        if isinstance(bitstreams, (bytes, bytearray, memoryview)):
-            bitstreams = [bitstreams]
-        streams = [bytes(s) for s in bitstreams]
-        stage = stage_timer or _untimed
-        # 1. headers, CRCs, fingerprints and the pixel budget, before any network runs
-        with stage("parse"):
-            parsed = self.parse_bitstreams(streams, max_pixels=max_pixels)
-        # 2. the decode, one group of same-size images at a time
-        outputs: List[torch.Tensor] = [None] * len(parsed)
-        with self.progress_bar(total=len(parsed)) as progress:
-            for group in batch_groups([padded_size(p.height, p.width) for p in parsed], batch_size):
-                decoded = self._decode_group([parsed[i] for i in group], decoder, batch_size, output_type, stage)
-                for i, image in zip(group, decoded):
-                    outputs[i] = image
-                progress.update(len(group))
-        self.maybe_free_model_hooks()
-        # 3. conversion to the output type
-        bpp = [bits_per_pixel(s, p.height, p.width) for s, p in zip(streams, parsed)]
-        with stage("postprocess"):
-            if output_type == "latent":
-                images = torch.stack(outputs) if len({tuple(o.shape) for o in outputs}) == 1 else outputs
-            else:
-                images = postprocess(outputs, output_type)
-        return SODECPipelineOutput(images=images, bitstreams=streams, bpp=bpp)
-
-    def _decode_group(
-        self, group: List[SODECBitstream], decoder: str, batch_size: int, output_type: str, stage: StageWrapper
-    ) -> List[torch.Tensor]:
-        """Parsed streams of one padded size → their decodes: images (3, h, w) cropped to each stream's size and
-        clamped to [0, 1], or latents (4, H/8, W/8) with ``output_type="latent"``."""
-        with stage("entropy_decoding"):
-            decoded = [self.entropy_decode(stream) for stream in group]
-        y_hat = torch.cat([y for y, _ in decoded])
-        z_hat = torch.cat([z for _, z in decoded])
-        padded_h, padded_w = padded_size(group[0].height, group[0].width)
-        try:
-            options = DecodeOptions(stage_timer=stage, return_fidelity_image=False)
-            result, _ = self._decode_latents(y_hat, z_hat, decoder, batch_size, output_type, options)
-            made_h, made_w = result.shape[-2:]
-        except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
-            made_h, made_w = int(padded_h * e.scale[0]), int(padded_w * e.scale[1])
-        if output_type == "latent":
-            return list(result)
-        if (made_h, made_w) != (padded_h, padded_w):
-            stream = group[0]
-            raise ValueError(
-                f"the {decoder} decoder made a {made_w}×{made_h} image from a stream of a "
-                f"{stream.width}×{stream.height} image (padded {padded_w}×{padded_h}): this pipeline's "
-                "parts do not fit together (a VAE whose scale factor is not 8?)"
-            )
-        with stage("postprocess"):
-            return [result[k, :, : stream.height, : stream.width].clamp_(0, 1) for k, stream in enumerate(group)]
+    def _decompress_output(self, images, bitstreams, bpp) -> SODECPipelineOutput:
+        return SODECPipelineOutput(images=images, bitstreams=bitstreams, bpp=bpp)
 
     @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    @with_examples
     def __call__(
         self,
         image: ImageInput,
@@ -658,24 +368,6 @@ class SODECPipeline(DiffusionPipeline, FromPretrainedPartsMixin):
         return output
 
 
-def _check_positive(name: str, value, integer: bool = False) -> None:
-    kinds = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or value != value:
-        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
-
-
-def check_decode_inputs(decoder: str, output_type: str, batch_size: int) -> None:
-    """``ValueError`` for a decoder, output type or batch size :meth:`SODECPipeline.decompress` does not take."""
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
-    if output_type == "latent" and decoder != "diffusion":
-        raise ValueError("output_type='latent' needs decoder='diffusion' (the fidelity decoder has no latent)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-
-
 def check_colour_correction_block_size(block_size: int) -> int:
     """``block_size`` when it is 0 or a power of two that divides the padding multiple (64); else ``ValueError``."""
     if not isinstance(block_size, int) or block_size < 0 or (block_size and PADDING_MULTIPLE % block_size):
@@ -683,14 +375,4 @@ def check_colour_correction_block_size(block_size: int) -> int:
     return block_size
 
 
-def padded_size(height: int, width: int) -> Tuple[int, int]:
-    """The size an image is padded to before coding (multiples of 64)."""
-    return -(-height // PADDING_MULTIPLE) * PADDING_MULTIPLE, -(-width // PADDING_MULTIPLE) * PADDING_MULTIPLE
-
-
-def batch_groups(sizes: Sequence[Tuple[int, int]], batch_size: int) -> List[List[int]]:
-    """Indexes of same-size items, in groups of at most ``batch_size``, in order of first appearance."""
-    by_size = {}
-    for i, size in enumerate(sizes):
-        by_size.setdefault(size, []).append(i)
-    return [indexes[k : k + batch_size] for indexes in by_size.values() for k in range(0, len(indexes), batch_size)]
+register_with_diffusers(SODECPipeline)
