@@ -25,6 +25,7 @@ for name in "$@"; do
     asym-gan3) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 8 --adversarial_weight 0.03" ;;
     dists25) extra="$GAN --mse_weight 5 --dists_weight 0.25 --texture_weight 0.02 --texture_excess_factor 8 --adversarial_weight 0.03" ;; # today's DISTS weight, energy loss in proportion
     asym-q4) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 4 --adversarial_weight 0.03" ;; # a milder one-sided factor
+    asym-flat) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 16 --texture_flat_energy 8 --adversarial_weight 0.03" ;; # factor 16 on flat regions, 1 on textured ones
     *) echo "unknown pilot $name" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086

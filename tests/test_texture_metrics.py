@@ -89,3 +89,23 @@ def test_the_excess_factor_weighs_grain_on_flat_regions_more_than_missing_detail
     assert heavy.item() == pytest.approx(8 * plain.item(), rel=0.01)  # nearly all of the gap is energy added
     blurred = torch.nn.functional.avg_pool2d(x, 5, 1, 2, count_include_pad=False)
     assert texture_energy_l1(blurred, x, 8.0).item() < 1.1 * texture_energy_l1(blurred, x).item()
+
+
+def test_flat_energy_keeps_the_heavy_factor_on_flat_regions_and_drops_it_on_textured_ones():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from sodec_training.losses import texture_energy_l1
+
+    x = torch.from_numpy(_half_flat_half_textured()).permute(2, 0, 1)[None].float() / 255
+    noise = 0.05 * torch.randn(1, 1, 64, 32, generator=torch.Generator().manual_seed(0))
+    on_flat, on_texture = x.clone(), x.clone()
+    on_flat[..., :, :32] += noise  # the flat half (as in the test above)
+    on_texture[..., :, 32:] += noise
+    constant, by_flatness, plain = (
+        texture_energy_l1(on_flat, x, f, flat_energy=t) for f, t in ((8.0, 0), (8.0, 4.0), (1.0, 0))
+    )
+    assert 0.75 * constant.item() < by_flatness.item() <= constant.item()  # the windows next to the texture weigh less
+    assert constant.item() == pytest.approx(8 * plain.item(), rel=0.01)
+    constant, by_flatness, plain = (
+        texture_energy_l1(on_texture, x, f, flat_energy=t) for f, t in ((8.0, 0), (8.0, 4.0), (1.0, 0))
+    )
+    assert by_flatness.item() == pytest.approx(plain.item(), rel=0.02) and constant.item() > 2 * plain.item()

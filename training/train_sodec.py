@@ -303,6 +303,14 @@ def add_loss_arguments(group) -> None:
         "missing where x has more (1: the plain L1).",
     )
     group.add_argument(
+        "--texture_flat_energy",
+        type=float,
+        default=0.0,
+        help="With τ > 0, --texture_excess_factor f weighs a window by how flat the photograph is there: "
+        "1 + (f − 1)·exp(−E(x)/τ), E on the 0…255 scale (f on flat regions, 1 where the photo has texture). "
+        "0: f everywhere.",
+    )
+    group.add_argument(
         "--kl_weight",
         type=float,
         default=1e-6,

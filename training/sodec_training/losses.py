@@ -40,12 +40,22 @@ def block_mean_mse(x_hat: torch.Tensor, x: torch.Tensor, block: int = COLOUR_BLO
     return F.mse_loss(F.avg_pool2d(x_hat, block), F.avg_pool2d(x, block))
 
 
-def texture_energy_l1(x_hat: torch.Tensor, x: torch.Tensor, excess_factor: float = 1.0) -> torch.Tensor:
+def texture_energy_l1(
+    x_hat: torch.Tensor, x: torch.Tensor, excess_factor: float = 1.0, flat_energy: float = 0.0
+) -> torch.Tensor:
     """Mean over 8×8 windows of the gap between E(x̂) and E(x), E a window's mean |Laplacian| of luma on the 0…255
     scale (the map of :mod:`sodec_pipeline.metrics.texture`): ``excess_factor`` · max(0, E(x̂) − E(x)) (grain or
     hatching added where x has less) + max(0, E(x) − E(x̂)) (detail missing where x has it), without asking for
-    the photograph's exact pixels there. ``excess_factor`` 1 is the plain L1 |E(x̂) − E(x)|."""
-    gap = local_energy(x_hat) - local_energy(x)
+    the photograph's exact pixels there. ``excess_factor`` 1 is the plain L1 |E(x̂) − E(x)|.
+
+    An asymmetric L1 is a quantile loss: with a factor f everywhere, the decoder's best E is the 1/(1 + f) quantile
+    of what the stream leaves possible, in flat and textured windows alike. With ``flat_energy`` τ > 0 the factor
+    of a window depends on how flat x is there, 1 + (f − 1)·exp(−E(x)/τ): f where x is flat, falling to 1 (the
+    median: texture kept) where x has texture."""
+    reference = local_energy(x)
+    gap = local_energy(x_hat) - reference
+    if flat_energy > 0:
+        excess_factor = 1 + (excess_factor - 1) * torch.exp(-reference / flat_energy)
     return (excess_factor * gap.clamp_min(0) + (-gap).clamp_min(0)).mean()
 
 
@@ -65,6 +75,7 @@ class DistortionLoss(nn.Module):
         colour_weight: float = 0.0,
         texture_weight: float = 0.0,
         texture_excess_factor: float = 1.0,
+        texture_flat_energy: float = 0.0,
     ):
         super().__init__()
         if perceptual_weight > 0 and lpips_model is None:
@@ -79,6 +90,7 @@ class DistortionLoss(nn.Module):
         self.colour_weight = colour_weight
         self.texture_weight = texture_weight
         self.texture_excess_factor = texture_excess_factor
+        self.texture_flat_energy = texture_flat_energy
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x_hat = x_hat.float()
@@ -98,7 +110,7 @@ class DistortionLoss(nn.Module):
             total = total + self.colour_weight * colour
             out["colour"] = colour
         if self.texture_weight > 0:
-            texture = texture_energy_l1(x_hat, x, self.texture_excess_factor)
+            texture = texture_energy_l1(x_hat, x, self.texture_excess_factor, self.texture_flat_energy)
             total = total + self.texture_weight * texture
             out["texture"] = texture
         out["distortion"] = total
@@ -120,6 +132,7 @@ def build_distortion_loss(args) -> DistortionLoss:
         colour_weight=args.colour_weight,
         texture_weight=args.texture_weight,
         texture_excess_factor=args.texture_excess_factor,
+        texture_flat_energy=args.texture_flat_energy,
     )
 
 
