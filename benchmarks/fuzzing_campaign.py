@@ -121,12 +121,12 @@ def main(argv=None) -> int:
             if args.lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             stretches.append(run_stretch(args, number))
+        figures = stretches[0] if len(stretches) == 1 else combine(stretches)
+        args.out.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")  # the campaign so far
         if stretches[-1]["exit_status"] != 0:
             break
         if args.lock and number + 1 < args.stretches:
             time.sleep(2)  # a process waiting for the lock takes it now
-    figures = stretches[0] if len(stretches) == 1 else combine(stretches)
-    args.out.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     return figures["exit_status"]
 
