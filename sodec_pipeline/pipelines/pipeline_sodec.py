@@ -291,12 +291,10 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
         output_type: str,
         options: DecodeOptions,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """:meth:`decode_latents` on arguments checked already."""
-        stage = options.stage_timer or _untimed
+        """:meth:`decode_latents` on arguments checked already: the fidelity decode is the coding mixin's."""
         if decoder == "fidelity":
-            with stage("d_a"):
-                x_f = self.decode_fidelity(y_hat, batch_size)
-            return x_f, x_f
+            return super()._decode_latents(y_hat, z_hat, decoder, batch_size, output_type, options)
+        stage = options.stage_timer or _untimed
         noisy_latents = options.noisy_latents
         if noisy_latents is None:
             with stage("hs_ts"):
