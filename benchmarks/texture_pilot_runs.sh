@@ -3,14 +3,16 @@
 # codec and D_a frozen, one after another on core 0 (one thread), each for the same minutes. Scored afterwards
 # by benchmarks/texture_pilot.py on BSDS500 test photos outside the held-out 20.
 #   DATA="bsds500/train bsds500/val" OUT=/root/ckpt/tp MINUTES=13 bash benchmarks/texture_pilot_runs.sh NAME...
+# RESUME=1 continues a stopped run from its last checkpoint (the same MINUTES: the clock and lr go on from there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${DATA:?}" "${OUT:?}" "${MINUTES:=13}" "${BASE_MODEL:=pretrained/sodec-small}"
+: "${DATA:?}" "${OUT:?}" "${MINUTES:=13}" "${BASE_MODEL:=pretrained/sodec-small}" "${RESUME:=}"
 COMMON="--pretrained_model_name_or_path $BASE_MODEL --train_data_dir $DATA --resolution 128 --train_batch_size 8
   --unet_training full --max_train_steps 1000000 --lr_scheduler cosine --report_to jsonl --seed 3
   --quantization_step_range 0.42 3.4 --learning_rate 1e-4 --lr_warmup_steps 20 --train_image_encoder
   --train_vae_decoder --freeze_fidelity_decoder --mixed_precision no --colour_weight 20 --latent_weight 0.25
-  --colour_correction_block_size 8 --checkpointing_steps 100 --checkpoints_total_limit 1 --max_train_minutes $MINUTES"
+  --colour_correction_block_size 8 --checkpointing_steps 100 --checkpoints_total_limit 1 --max_train_minutes $MINUTES
+  ${RESUME:+--resume_from_checkpoint latest}"
 GAN="--stage 4 --freeze_codec --adversarial_weight 0.01 --discriminator_channels 32,64,128,256"
 for name in "$@"; do
   case "$name" in
@@ -26,9 +28,10 @@ for name in "$@"; do
     dists25) extra="$GAN --mse_weight 5 --dists_weight 0.25 --texture_weight 0.02 --texture_excess_factor 8 --adversarial_weight 0.03" ;; # today's DISTS weight, energy loss in proportion
     asym-q4) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 4 --adversarial_weight 0.03" ;; # a milder one-sided factor
     asym-flat) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 16 --texture_flat_energy 8 --adversarial_weight 0.03" ;; # factor 16 on flat regions, 1 on textured ones
+    asym-flat2) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 8 --adversarial_weight 0.03" ;; # asym-flat carried on, a larger flat factor
     *) echo "unknown pilot $name" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
   taskset -c 0 env OMP_NUM_THREADS=1 python training/train_sodec.py $COMMON $extra --output_dir "$OUT/$name" \
-    > "$OUT/$name.log" 2>&1
+    >> "$OUT/$name.log" 2>&1
 done
