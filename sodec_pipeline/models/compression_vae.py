@@ -16,12 +16,12 @@ from torch import nn
 from ..codec.entropy_models import resize_table_buffers
 from ..hub_download_options import pop_hub_kwargs
 from ..library_internals import model_weights_file
+from .component_files import load_safetensors
 from .hyperprior_codec import (  # noqa: F401  (PADDING_MULTIPLE, LATENT_STRIDE, ANALYSIS_TYPES: re-exported)
     ANALYSIS_TYPES,
     LATENT_STRIDE,
     PADDING_MULTIPLE,
     HyperpriorCodec,
-    load_safetensors,
 )
 
 

@@ -2,16 +2,14 @@
 preview image x̂_f; and D_a on its own (:class:`StandaloneFidelityDecoder`), as ``sodec decompress --fidelity``
 loads it from a saved ``fidelity_guidance`` component without diffusers."""
 
-import json
 import os
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from .component_files import init_arguments, read_component
 from .gdn_transforms import GDNFidelityDecoder
-from .hyperprior_codec import init_arguments, load_safetensors, variant_weights_name
 from .layers import GradientCheckpointingMixin, ResidualBlock, make_activation, make_norm
 
 
@@ -134,9 +132,7 @@ class StandaloneFidelityDecoder(nn.Module):
     ) -> "StandaloneFidelityDecoder":
         """D_a of a saved ``fidelity_guidance`` folder (its config, and the ``fidelity_decoder.*`` tensors of its
         weights file), float32, in eval mode."""
-        path = Path(folder) / subfolder if subfolder else Path(folder)
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config, weights = read_component(folder, subfolder, variant)
         model = cls(make_fidelity_decoder(**init_arguments(make_fidelity_decoder, config)))
-        weights = load_safetensors(path / variant_weights_name(variant))
         model.load_state_dict({k: v for k, v in weights.items() if k.startswith("fidelity_decoder.")}, strict=True)
         return model.eval()

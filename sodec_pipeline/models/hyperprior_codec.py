@@ -12,11 +12,8 @@ The coding itself is in ``sodec_pipeline/codec/`` (``entropy_models.py``: the tr
 decompress). Only torch, safetensors and the package's codec are imported here.
 """
 
-import inspect
-import json
 import math
 import os
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,6 +30,7 @@ from ..codec.errors import BitstreamError
 from ..codec.quality_levels import QualityLevels
 from ..codec.stream_checks import ModelFingerprint
 from .analysis_transform import AnalysisTransform
+from .component_files import init_arguments, read_component
 from .context_transforms import CheckerboardContextPrediction, EntropyParametersTransform
 from .float32_lock import Float32Lock
 from .gdn_transforms import GDNAnalysisTransform
@@ -49,8 +47,6 @@ LATENT_STRIDE = 8
 #: ``block_out_channels``) or "gdn" (Ballé et al.'s: four strided 5×5 convolutions with GDN; three).
 ANALYSIS_TYPES = ("hific", "gdn")
 
-#: The name of a saved model's weights file (diffusers' ``SAFETENSORS_WEIGHTS_NAME``).
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 #: What :meth:`HyperpriorCodec.forward` returns, in this order (``CompressionVAEOutput``'s fields).
 FORWARD_OUTPUTS = ("y_hat", "z_hat", "latents", "y_likelihoods", "z_likelihoods", "bpp")
@@ -301,35 +297,12 @@ class HyperpriorCodec(Float32Lock, nn.Module):
         """Loads a saved ``compression_vae`` from a local folder (``config.json`` and
         ``diffusion_pytorch_model[.variant].safetensors``, as ``CompressionVAE.save_pretrained`` writes them),
         config keys this class does not take ignored, in eval mode. Hub ids are ``CompressionVAE``'s."""
-        path = Path(folder) / subfolder if subfolder else Path(folder)
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config, weights = read_component(folder, subfolder, variant)
         model = cls(**init_arguments(cls, config))
-        model.load_state_dict(load_safetensors(path / variant_weights_name(variant)), strict=True)
+        model.load_state_dict(weights, strict=True)
         if device is not None:
             model.to(device)
         return model.eval()
-
-
-def init_arguments(constructor, config: dict) -> dict:
-    """The entries of a saved config that ``constructor`` (a class or a function) takes: diffusers' ``_class_name``,
-    ``_diffusers_version`` and unknown keys are left out, as ``from_config`` leaves them out."""
-    names = inspect.signature(constructor).parameters
-    return {name: config[name] for name in names if name in config}
-
-
-def variant_weights_name(variant: Optional[str]) -> str:
-    """``diffusion_pytorch_model[.variant].safetensors`` (diffusers' ``_add_variant``)."""
-    if variant is None:
-        return WEIGHTS_NAME
-    stem, suffix = WEIGHTS_NAME.rsplit(".", 1)
-    return f"{stem}.{variant}.{suffix}"
-
-
-def load_safetensors(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, on the CPU."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 def _check_image_tensor(x: torch.Tensor) -> None:
