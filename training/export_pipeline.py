@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sodec_training.entropy_tables import refresh_entropy_tables  # noqa: E402
 from sodec_training.model_card import add_card_arguments, write_model_card  # noqa: E402
 
 
@@ -181,6 +182,7 @@ def main(argv=None):
     from sodec_pipeline import SODECPipeline
 
     pipe = SODECPipeline.from_pretrained(args.pipeline)
+    base_codec_state = {k: v.clone() for k, v in pipe.compression_vae.state_dict().items()}
     loaded = []
     if args.checkpoint:
         loaded = load_checkpoint_into(pipe, Path(args.checkpoint))
@@ -188,7 +190,7 @@ def main(argv=None):
     taken = take_modules(pipe, args.take)
     for line in taken:
         print(line)
-    pipe.compression_vae.update(force=True)
+    refresh_entropy_tables(pipe.compression_vae, base_codec_state)  # the base's tables if they did not train
     output = Path(args.output)
     pipe.save_pretrained(output)
     remove_source_paths(output)

@@ -7,6 +7,7 @@ from pathlib import Path
 from accelerate.logging import get_logger
 from huggingface_hub import upload_folder
 
+from .entropy_tables import refresh_entropy_tables
 from .model_card import save_training_model_card
 from .modeling import (
     add_unet_lora,
@@ -55,8 +56,10 @@ def release_pipeline(accelerator, args, state, plan, validation_images, step: in
 def trained_pipeline(trained, args):
     """A fresh float32 base pipeline holding the weights of ``trained`` (a ``SODECTrainingModel``): the codec and
     D_a/F_p, the UNet (its LoRA saved to ``--output_dir`` and fused, or all its weights), and the VAE and ViT when
-    they trained; in eval mode with fresh entropy tables."""
+    they trained; in eval mode, with the base's entropy tables where its entropy models did not train, else fresh
+    ones (``entropy_tables.py``)."""
     release = load_base_pipeline(args)
+    base_codec_state = {k: v.clone() for k, v in release.compression_vae.state_dict().items()}
     release.compression_vae.load_state_dict(trained.compression_vae.state_dict())
     release.fidelity_guidance.load_state_dict(trained.fidelity_guidance.state_dict())
     if args.unet_training == "lora":
@@ -79,5 +82,5 @@ def trained_pipeline(trained, args):
     ):
         module.requires_grad_(False)
         module.eval()
-    release.compression_vae.update(force=True)
+    refresh_entropy_tables(release.compression_vae, base_codec_state)
     return release
