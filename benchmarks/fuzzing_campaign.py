@@ -15,6 +15,8 @@ campaign in stretches, as OSS-Fuzz runs its fuzzers in sessions), and with ``--l
 exclusive ``flock`` on FILE, so other work sharing the core goes between stretches instead of beside them (an input
 slowed by a neighbour would otherwise read as a hang: libFuzzer's timeout is wall-clock). The figures sum the
 executions, wall and CPU seconds over the stretches; the coverage is the first stretch's start and the last one's end.
+``--resume`` continues the campaign that ``--out`` holds (another session's). Only the artifacts a stretch wrote are
+its findings (the folder may hold an earlier campaign's).
 """
 
 import argparse
@@ -44,6 +46,7 @@ def run_stretch(args, number: int) -> dict:
     command = [sys.executable, str(harness), f"-max_total_time={args.seconds}",
                f"-artifact_prefix={args.artifacts}/{args.harness}-", str(args.corpus)]  # fmt: skip
     corpus_before = sum(1 for p in args.corpus.iterdir() if p.is_file())
+    artifacts_before = set(args.artifacts.glob(f"{args.harness}-*"))  # an earlier campaign's are not this one's
     started, cpu_before = time.time(), _children_cpu_seconds()
     run = subprocess.run(["sh", "-c", '"$@"; exit $?', "sh"] + command, capture_output=True, text=True)
     seconds = time.time() - started
@@ -59,7 +62,7 @@ def run_stretch(args, number: int) -> dict:
     stats = [m.groups() for m in map(STATS.match, log.splitlines()) if m]
     stat = dict(re.findall(r"stat::(\w+):\s*(\d+)", log))
     outcomes = re.findall(r"#(\d+)\toutcomes: (\{.*\})", log)
-    artifacts = sorted(p.name for p in args.artifacts.glob(f"{args.harness}-*"))
+    artifacts = sorted(p.name for p in set(args.artifacts.glob(f"{args.harness}-*")) - artifacts_before)
     first, last = (stats[0], stats[-1]) if stats else ((0, "", 0, 0, 0, "0b"),) * 2  # a crash among the seeds
     figures = {
         "harness": f"tests/fuzz/fuzz_{args.harness}.py",
@@ -97,8 +100,9 @@ def combine(stretches: list) -> dict:
     total["outcomes"] = {"per_stretch": [s["outcomes"] for s in stretches]}
     total["slowest_input_seconds"] = max(s["slowest_input_seconds"] for s in stretches)
     total["peak_rss_mib"] = max(s["peak_rss_mib"] for s in stretches)
-    total["stretches"] = [{k: s[k] for k in ("wall_seconds", "cpu_seconds", "executions", "coverage_at_end",
-                                               "exit_status")} for s in stretches]  # fmt: skip
+    for key in ("crashes", "hangs_over_timeout", "out_of_memory"):
+        total[key] = sorted({a for s in stretches for a in s[key]})
+    total["stretches"] = stretches
     return total
 
 
@@ -112,11 +116,20 @@ def main(argv=None) -> int:
     parser.add_argument("--log", type=Path, help="the whole libFuzzer log (default: next to --out, .log)")
     parser.add_argument("--stretches", type=int, default=1, help="run the harness this many times, --seconds each")
     parser.add_argument("--lock", type=Path, help="a file each stretch holds an exclusive flock on while it runs")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the campaign of --out: its stretches count toward --stretches (one written without whole "
+        "figures per stretch counts as one)",
+    )
     args = parser.parse_args(argv)
     args.corpus.mkdir(parents=True, exist_ok=True)
     args.artifacts.mkdir(parents=True, exist_ok=True)
     stretches = []
-    for number in range(args.stretches):
+    if args.resume and args.out.exists():
+        done = json.loads(args.out.read_text())
+        stretches = done["stretches"] if all("harness" in s for s in done.get("stretches", [{}])) else [done]
+    for number in range(len(stretches), args.stretches):
         with open(args.lock, "a") if args.lock else open("/dev/null") as lock:
             if args.lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
