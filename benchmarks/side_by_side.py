@@ -79,8 +79,8 @@ def pipeline_panels(image_path: Path, pipelines, quality: int, codecs) -> list:
     panels = [("original", reference)]
     fidelity = np.asarray(first.decompress(stream, decoder="fidelity").images[0].convert("RGB"))
     panels.append((f"SODEC fidelity {len(stream)} B {psnr(reference, fidelity):.2f} dB", fidelity))
-    for name, pipe in pipelines:  # each decodes its own stream: a stream carries its model's fingerprint
-        (own,) = pipe.compress(PIL.Image.fromarray(reference), quality=quality)
+    for i, (name, pipe) in enumerate(pipelines):  # each decodes its own stream: it carries its model's fingerprint
+        (own,) = (stream,) if i == 0 else pipe.compress(PIL.Image.fromarray(reference), quality=quality)
         decoded = np.asarray(pipe.decompress(own).images[0].convert("RGB"))
         panels.append((f"{name} {len(own)} B {psnr(reference, decoded):.2f} dB", decoded))
     return panels + codec_panels(reference, len(stream), codecs)
