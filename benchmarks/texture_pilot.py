@@ -6,6 +6,9 @@ pilots freeze the codec and D_a, so it is the same for every pipeline).
 
     python benchmarks/texture_pilot.py --images pilotset/ --levels 1,5,9 \
         --pipeline shipped=pretrained/sodec-small --pipeline gan=runs/gan ... --out scores.json
+
+``--realism 0.25,0.5,1`` scores the diffusion decodes of pipelines trained with a realism control at each β (rows
+named ``NAME@β``); pipelines without one keep their single decode.
 """
 
 import argparse
@@ -20,8 +23,8 @@ from sodec_pipeline.evaluation.evaluate import find_images, load_image
 from sodec_pipeline.metrics import load_perceptual_metrics, psnr, texture_statistics
 
 
-def decode_uint8(pipe, stream: bytes, decoder: str) -> np.ndarray:
-    image = pipe.decompress(stream, decoder=decoder).images[0]
+def decode_uint8(pipe, stream: bytes, decoder: str, realism=None) -> np.ndarray:
+    image = pipe.decompress(stream, decoder=decoder, realism=realism).images[0]
     return np.asarray(image.convert("RGB"))
 
 
@@ -39,6 +42,7 @@ def main():
     parser.add_argument("--pipeline", action="append", required=True, help="NAME=FOLDER (repeatable)")
     parser.add_argument("--levels", default="1,5,9")
     parser.add_argument("--no-fidelity", action="store_true", help="skip the fidelity decode's row")
+    parser.add_argument("--realism", help="realisms β to score a realism-control pipeline at (comma-separated)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -51,14 +55,17 @@ def main():
     for index, spec in enumerate(args.pipeline):
         name, folder = spec.split("=", 1)
         pipe = SODECPipeline.from_pretrained(folder)
-        decoders = ["diffusion"] + (["fidelity"] if index == 0 and not args.no_fidelity else [])
+        decodes = [(name, "diffusion", None)]
+        if args.realism and pipe.scheduler.config.get("realism_control", False):
+            decodes = [(f"{name}@{float(b):g}", "diffusion", float(b)) for b in args.realism.split(",")]
+        if index == 0 and not args.no_fidelity:
+            decodes.append(("fidelity", "fidelity", None))
         for path in images:
             reference = load_image(path)
             for quality in levels:
                 (stream,) = pipe.compress(reference, quality=quality)
-                for decoder in decoders:
-                    row = score(reference, decode_uint8(pipe, stream, decoder), perceptual)
-                    method = name if decoder == "diffusion" else "fidelity"
+                for method, decoder, realism in decodes:
+                    row = score(reference, decode_uint8(pipe, stream, decoder, realism), perceptual)
                     results["rows"].append(
                         {"method": method, "image": path.name, "quality": quality, "bytes": len(stream), **row}
                     )
@@ -73,9 +80,9 @@ def main():
     results["summary"] = summary
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"{'method':<12} {'q':>2} " + " ".join(f"{m:>14}" for m in metrics))
+    print(f"{'method':<16} {'q':>2} " + " ".join(f"{m:>14}" for m in metrics))
     for row in summary:
-        print(f"{row['method']:<12} {row['quality']:>2} " + " ".join(f"{row[m]:>14.4f}" for m in metrics))
+        print(f"{row['method']:<16} {row['quality']:>2} " + " ".join(f"{row[m]:>14.4f}" for m in metrics))
 
 
 if __name__ == "__main__":

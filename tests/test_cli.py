@@ -326,6 +326,37 @@ def test_compress_batch_survives_bad_files(tiny_pipeline_dir, workdir, capsys, t
     assert lines[-1] == "sodec compress: 2 of 4 images failed, 2 compressed"
 
 
+def test_decompress_realism(tiny_pipeline_dir, tiny_pipeline, streams, capsys, tmp_path):
+    """--realism 0 is --fidelity's decode; 1 the default decode under its own name; a value between is refused in
+    one line by a model trained without a realism control and decoded by one trained with it; a bad value and
+    --realism with --fidelity are refused by argparse."""
+    from sodec_pipeline import SODECPipeline
+    from sodec_pipeline.schedulers import SODECScheduler
+
+    stream, out = streams[0], tmp_path / "out"
+    code, _, err = _run(capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "0")
+    assert code == 0, err
+    fidelity = tiny_pipeline.decompress(stream.read_bytes(), decoder="fidelity").images[0]
+    assert np.array_equal(np.asarray(PIL.Image.open(out / "bsds_crop0_96x64.fidelity.png")), np.asarray(fidelity))
+    code, stdout, err = _run(capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "1")
+    assert code == 0 and stdout.rstrip().endswith("realism 1"), err
+    diffusion = tiny_pipeline.decompress(stream.read_bytes()).images[0]
+    assert np.array_equal(np.asarray(PIL.Image.open(out / "bsds_crop0_96x64.realism-1.png")), np.asarray(diffusion))
+    code, _, err = _run(capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "0.5")
+    _one_line_error(code, err, "without a realism control")
+    assert not (out / "bsds_crop0_96x64.realism-0.5.png").exists()
+    for bad in (["--realism", "1.5"], ["--realism", "much"], ["--realism", "0.5", "--fidelity"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["decompress", str(stream), "--model", str(tiny_pipeline_dir), *bad])
+        assert exit_info.value.code == 2
+    capsys.readouterr()
+    scheduler = SODECScheduler.from_config({**tiny_pipeline.scheduler.config, "realism_control": True})
+    SODECPipeline(**{**tiny_pipeline.components, "scheduler": scheduler}).save_pretrained(tmp_path / "control")
+    code, _, err = _run(capsys, "decompress", stream, "--model", tmp_path / "control", "-o", out, "--realism", "0.5")
+    assert code == 0, err
+    assert PIL.Image.open(out / "bsds_crop0_96x64.realism-0.5.png").size == (96, 64)
+
+
 def test_decompress_batch_survives_a_bad_stream(tiny_pipeline_dir, streams, capsys, tmp_path):
     corrupt = tmp_path / "corrupt.sodec"
     data = bytearray(streams[0].read_bytes())

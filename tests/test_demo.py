@@ -342,3 +342,33 @@ def test_the_demo_queue_has_a_limit(tiny_pipeline):
     assert LOAD_CLIENTS < DEMO_MAX_QUEUE
     assert build_demo(tiny_pipeline, "tiny")._queue.max_size == DEMO_MAX_QUEUE
     assert build_demo(tiny_pipeline, "tiny", max_queue=3)._queue.max_size == 3
+
+
+def test_the_realism_slider_shows_for_a_model_with_the_control_and_sets_its_decode(tiny_pipeline):
+    """A model trained with a realism control gets the slider (hidden for the others, whose decode ignores it), and
+    the slider's β names and makes the SODEC decode in both tabs."""
+    from sodec_pipeline import SODECPipeline
+    from sodec_pipeline.demo.app import DemoHandlers, build_demo
+    from sodec_pipeline.schedulers import SODECScheduler
+
+    def sliders(demo):
+        return {
+            b.elem_id: b.visible
+            for b in demo.blocks.values()
+            if (getattr(b, "elem_id", None) or "").endswith("realism")
+        }
+
+    assert sliders(build_demo(tiny_pipeline, "tiny")) == {"realism": False, "decode-realism": False}
+    scheduler = SODECScheduler.from_config({**tiny_pipeline.scheduler.config, "realism_control": True})
+    pipe = SODECPipeline(**{**tiny_pipeline.components, "scheduler": scheduler})
+    assert sliders(build_demo(pipe, "tiny")) == {"realism": True, "decode-realism": True}
+    photo, quiet = str(ASSETS / "bsds_crop0_96x64.png"), lambda *args, **kwargs: None
+    gallery, figures, _, stream_path, *_ = DemoHandlers(pipe).compress(photo, None, 0.5, progress=quiet)
+    names = [row[0] for row in figures["data"]]
+    assert names[:2] == ["SODEC realism 0.5", "SODEC fidelity"]
+    stream = Path(stream_path).read_bytes()
+    assert np.array_equal(gallery[0][0], np.asarray(pipe.decompress(stream, realism=0.5).images[0]))
+    decodes, _ = DemoHandlers(pipe).decode(stream_path, 0.25, progress=quiet)
+    assert [name for _, name in decodes] == ["SODEC realism 0.25", "SODEC fidelity"]
+    ignored, _ = DemoHandlers(tiny_pipeline).decode(stream_path, 0.25, progress=quiet)
+    assert [name for _, name in ignored] == ["SODEC diffusion", "SODEC fidelity"]

@@ -406,6 +406,52 @@ def test_entropy_model_flag_trains_a_context_model_from_a_hyperprior_codec(
     assert sorted(records) == [1, 2, 3]
 
 
+def test_realism_control_trains_the_unet_at_each_images_timestep(tiny_pipeline_dir, train_dir, tmp_path, monkeypatch):
+    """--realism_control in stage 2: the UNet runs at round(β·999) for each image's β (25 % of them at 999), and the
+    release's scheduler takes a realism, so that decompress(realism=0.5) decodes where the base model refuses it."""
+    import diffusers
+
+    from sodec_pipeline import SODECPipeline
+
+    seen = []
+    forward = diffusers.UNet2DConditionModel.forward
+
+    def spy(unet, sample, timestep, *args, **kwargs):
+        seen.extend(timestep.tolist())
+        return forward(unet, sample, timestep, *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.UNet2DConditionModel, "forward", spy)
+    import export_pipeline
+
+    output_dir = tmp_path / "realism"
+    train(
+        tiny_pipeline_dir, train_dir, output_dir, stage=2, max_train_steps=3, train_batch_size=4, realism_control=True,
+        texture_weight=0.1, checkpointing_steps=3,
+    )  # fmt: skip
+    training_timesteps = seen[: 3 * 4]
+    assert len(set(training_timesteps)) > 3 and all(0 <= t <= 999 for t in training_timesteps)
+    released = SODECPipeline.from_pretrained(output_dir)
+    released.set_progress_bar_config(disable=True)
+    assert released.scheduler.config.realism_control is True
+    photo = PIL.Image.open(train_dir / sorted(os.listdir(train_dir))[0]).convert("RGB").crop((0, 0, 64, 64))
+    (stream,) = released.compress(photo)
+    assert released.decompress(stream, realism=0.5).images[0].size == (64, 64)
+    with pytest.raises(ValueError, match="without a realism control"):
+        SODECPipeline.from_pretrained(tiny_pipeline_dir).decompress(stream, realism=0.5)
+    # an export of the checkpoint onto the base carries the scheduler over, with the default chosen
+    exported_dir = tmp_path / "exported"
+    export_pipeline.main(
+        ["--pipeline", str(tiny_pipeline_dir), "--checkpoint", str(output_dir / "checkpoint-3"), "--output",
+         str(exported_dir), "--default_realism", "0.75"]
+    )  # fmt: skip
+    exported = SODECPipeline.from_pretrained(exported_dir)
+    assert exported.scheduler.config.realism_control is True and exported.config.default_realism == 0.75
+    with pytest.raises(SystemExit, match="without a realism control"):
+        export_pipeline.main(
+            ["--pipeline", str(tiny_pipeline_dir), "--output", str(tmp_path / "x"), "--default_realism", "0.5"]
+        )
+
+
 def test_stage_0_trains_the_latent_autoencoder_and_stage_2_starts_from_it(tiny_pipeline_dir, train_dir, tmp_path):
     """--stage 0 trains the VAE's encoder and decoder alone (codec untouched; MSE and KL logged); a stage-2 run
     with --pretrained_vae_model_name_or_path takes that VAE, logs the colour term and the ŷ_t regression to the

@@ -252,6 +252,39 @@ def test_distortion_with_dists_and_colour_terms():
         DistortionLoss(dists_weight=1.0)
 
 
+def test_realism_weighs_the_perceptual_and_gan_losses_of_each_image(train_sodec):
+    """--realism_control: each image's LPIPS/DISTS/texture and GAN terms weighed by its realism β in the total (β = 0:
+    MSE and colour alone; β = 1 everywhere: the plain objective); the logged terms stay unweighted; β drawn 1 for
+    --realism_full_fraction of the images, uniform otherwise; the flags are checked."""
+    from sodec_pipeline.metrics import DISTS
+    from sodec_training.losses import DistortionLoss, generator_adversarial_loss
+    from sodec_training.training_step import draw_realism
+
+    torch.manual_seed(0)
+    dists = DISTS().eval().requires_grad_(False)
+    loss = DistortionLoss(mse_weight=2.0, dists_weight=0.5, dists_model=dists, colour_weight=3.0, texture_weight=0.1)
+    x, x_hat = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
+    plain = loss(x_hat, x)
+    torch.testing.assert_close(loss(x_hat, x, torch.ones(2))["distortion"], plain["distortion"])
+    zero = loss(x_hat, x, torch.zeros(2))
+    torch.testing.assert_close(zero["distortion"], 2.0 * plain["mse"] + 3.0 * plain["colour"])
+    assert zero["dists"] == plain["dists"] and zero["texture"] == plain["texture"]
+    first_only = loss(x_hat, x, torch.tensor([1.0, 0.0]))["distortion"]
+    alone = loss(x_hat[:1], x[:1])
+    expected = 2.0 * plain["mse"] + 3.0 * plain["colour"] + (0.5 * alone["dists"] + 0.1 * alone["texture"]) / 2
+    torch.testing.assert_close(first_only, expected)
+    logits = torch.randn(2, 1, 4, 6)
+    torch.testing.assert_close(generator_adversarial_loss(logits, torch.ones(2)), generator_adversarial_loss(logits))
+    assert generator_adversarial_loss(logits, torch.zeros(2)) == 0
+    drawn = draw_realism(0.25, 4000, torch.Generator().manual_seed(0), "cpu")
+    assert 0 <= drawn.min() and drawn.max() <= 1
+    assert (drawn == 1).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (drawn < 0.5).float().mean().item() == pytest.approx(0.375, abs=0.03)
+    for flags in (dict(stage=1, realism_control=True), dict(stage=2, realism_control=True, realism_full_fraction=2)):
+        with pytest.raises(SystemExit):
+            train_sodec.parse_args(train_argv("base", "data", "out", **flags))
+
+
 def test_rate_weight_per_image_follows_its_quantisation_step(train_sodec):
     """--lambda_step_exponent γ: λ·Δᵢ^γ per image (a larger Δ, a coarser level, weighs its rate more); the Δᵢ of
     --quantization_step_range are log-uniform in [LOW, HIGH] from the run's own generator."""

@@ -8,7 +8,10 @@
 - ``--checkpoint``: a ``checkpoint-N`` folder of ``train_sodec.py``; its trained networks (codec, fidelity/
   guidance encoder, and the UNet, VAE and image encoder where it holds them in full) replace the base
   pipeline's (the codec converted first to the checkpoint's entropy model, for a run with ``--entropy_model``).
-  A LoRA checkpoint is not handled here (the end of a training run fuses it).
+  A LoRA checkpoint is not handled here (the end of a training run fuses it). The checkpoint's scheduler config,
+  where it has one, replaces the base's (a run with ``--realism_control`` trained its UNet for it).
+- ``--default_realism β``: the realism of a diffusion decode that does not name one (``model_index.json``; a
+  β below 1 needs a scheduler with ``realism_control``).
 - ``--take MODULE=PIPELINE`` (repeatable, applied after ``--checkpoint``): the weights of a component
   (``unet``) or of one of its submodules (``compression_vae.latent_transform``, ``fidelity_guidance.
   guidance_projection``) from another saved pipeline of the same shapes, e.g. to start a new codec's diffusion
@@ -56,6 +59,7 @@ def parse_args(argv=None):
         help="copy a component's or submodule's weights from another saved pipeline (repeatable)",
     )
     parser.add_argument("--weights_dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--default_realism", type=float, default=None, help="the pipeline's default realism, (0, 1]")
     add_card_arguments(parser)
     args = parser.parse_args(argv)
     for item in args.take:
@@ -80,6 +84,10 @@ def load_checkpoint_into(pipe, checkpoint: Path) -> list:
         raise FileNotFoundError(
             f"{checkpoint} is not a train_sodec.py checkpoint (no compression_vae/{SAFETENSORS_WEIGHTS_NAME})"
         )
+    scheduler_config = checkpoint / "scheduler" / "scheduler_config.json"
+    if scheduler_config.is_file():
+        pipe.register_modules(scheduler=type(pipe.scheduler).from_pretrained(checkpoint / "scheduler"))
+        loaded.append("scheduler (config)")
     if (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "unet" not in loaded:
         print(
             f"note: {checkpoint} holds a UNet LoRA, which is not merged here; the base UNet is kept", file=sys.stderr
@@ -97,6 +105,12 @@ def convert_entropy_model(pipe, config_path: Path) -> None:
     if entropy_model != pipe.compression_vae.config.entropy_model_type:
         channels = (config.get("context_channels"), config.get("entropy_parameters_channels"))
         pipe.register_modules(compression_vae=pipe.compression_vae.with_entropy_model(entropy_model, *channels))
+
+
+def pipeline_options(pipe) -> dict:
+    """The pipeline's own config values (``colour_correction_block_size``, ``default_realism``, ...), not its
+    components or diffusers' keys."""
+    return {k: v for k, v in pipe.config.items() if not k.startswith("_") and k not in pipe.components}
 
 
 def take_modules(pipe, takes) -> list:
@@ -190,6 +204,13 @@ def main(argv=None):
     taken = take_modules(pipe, args.take)
     for line in taken:
         print(line)
+    if args.default_realism is not None:
+        try:
+            pipe = SODECPipeline(
+                **pipe.components, **{**pipeline_options(pipe), "default_realism": args.default_realism}
+            )
+        except ValueError as e:
+            raise SystemExit(f"--default_realism {args.default_realism}: {e}") from None
     refresh_entropy_tables(pipe.compression_vae, base_codec_state)  # the base's tables if they did not train
     output = Path(args.output)
     pipe.save_pretrained(output)

@@ -54,12 +54,13 @@ from sodec_training.modeling import (  # noqa: E402
 )
 from sodec_training.release import release_pipeline  # noqa: E402
 from sodec_training.schedules import LAMBDA_SCHEDULES, build_lr_scheduler, build_plan, parse_stage_steps  # noqa: E402
-from sodec_training.stages import ALL_STAGES, STAGE_CHOICES, Stage, stage_sequence  # noqa: E402
+from sodec_training.stages import ALL_STAGES, REALISM_STAGES, STAGE_CHOICES, Stage, stage_sequence  # noqa: E402
 from sodec_training.trackers import build_trackers, tracker_config  # noqa: E402
 from sodec_training.training_step import (  # noqa: E402
     TrainingState,
     accumulate_losses,
     draw_quantization_steps,
+    draw_realism,
     train_step,
 )
 from sodec_training.validation import load_validation_images  # noqa: E402
@@ -327,6 +328,20 @@ def add_loss_arguments(group) -> None:
         "--alignment_weight", type=float, default=1.0, help="α: weight of ‖x − x̂_f‖² in stages 3 and 4."
     )
     group.add_argument("--adversarial_weight", type=float, default=0.01, help="β: weight of the GAN loss in stage 4.")
+    group.add_argument(
+        "--realism_control",
+        action="store_true",
+        help="Stages 2-4: train the realism control of pipe.decompress(realism=...): each image gets a realism r in "
+        "[0, 1], the UNet runs at timestep round(r·999) and the image's LPIPS, DISTS, texture and GAN losses are "
+        "weighed by r (r = 0: MSE alone). The released scheduler has realism_control set.",
+    )
+    group.add_argument(
+        "--realism_full_fraction",
+        type=float,
+        default=0.25,
+        help="With --realism_control: the share of images trained at realism 1 (the default decode); the others "
+        "draw theirs uniformly in [0, 1].",
+    )
     group.add_argument("--discriminator_learning_rate", type=float, default=1e-4)
     group.add_argument("--discriminator_channels", type=str, default="64,128,256,512")
 
@@ -540,6 +555,11 @@ def check_arguments(parser, args) -> None:
         low, high = args.quantization_step_range
         if not 0 < low <= high:
             parser.error(f"--quantization_step_range needs 0 < LOW <= HIGH; got {low} {high}")
+    stages = stage_sequence(args.stage, args.stage_steps)
+    if args.realism_control and not any(stage in REALISM_STAGES for stage in stages):
+        parser.error("--realism_control trains the diffusion decode: it needs stage 2, 3 or 4")
+    if not 0 <= args.realism_full_fraction <= 1:
+        parser.error(f"--realism_full_fraction must be in [0, 1]; got {args.realism_full_fraction}")
     if args.max_train_minutes is not None and args.max_train_minutes <= 0:
         parser.error(f"--max_train_minutes must be positive; got {args.max_train_minutes}")
     if "wandb" in args.report_to and args.hub_token is not None:
@@ -712,7 +732,12 @@ def main(args):
             quantization_step = draw_quantization_steps(
                 args.quantization_step_range, len(batch["pixel_values"]), step_generator, accelerator.device
             )
-            out = train_step(accelerator, args, state, batch, stage, rate_weight, quantization_step)
+            realism = None
+            if args.realism_control and stage in REALISM_STAGES:
+                realism = draw_realism(
+                    args.realism_full_fraction, len(batch["pixel_values"]), step_generator, accelerator.device
+                )
+            out = train_step(accelerator, args, state, batch, stage, rate_weight, quantization_step, realism)
             accumulate_losses(accumulated, accelerator, out, args.gradient_accumulation_steps)
 
             if accelerator.sync_gradients:

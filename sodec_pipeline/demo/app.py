@@ -24,7 +24,7 @@ import numpy as np
 from ..codec.errors import BitstreamError
 from ..image_files import UnreadableImageError
 from ..messages import first_line
-from ..pipelines.coding import DECODERS
+from ..pipelines.coding import DECODERS, check_realism
 from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, compare, read_photo
 
 
@@ -86,9 +86,23 @@ class DemoHandlers:
         self.perceptual = perceptual or {}
         self.max_pixels = max_pixels
 
-    def compress(self, upload, quality=None, progress=gr.Progress()):
-        """Photo and quality level (``None``: the model's default) → (gallery, figures, slider, .sodec file,
-        decode names, state, notes)."""
+    @property
+    def realism_control(self) -> bool:
+        """Whether the model's diffusion decode takes a realism between 0 and 1 (its scheduler's realism_control)."""
+        return bool(getattr(self.pipe.scheduler.config, "realism_control", False))
+
+    def _realism(self, realism) -> Optional[float]:
+        """The slider's realism for a model with the control; ``None`` (the model's default) otherwise."""
+        if realism is None or not self.realism_control:
+            return None
+        try:
+            return check_realism(float(realism))
+        except (TypeError, ValueError) as e:
+            raise DemoInputError(str(e)) from None
+
+    def compress(self, upload, quality=None, realism=None, progress=gr.Progress()):
+        """Photo, quality level (``None``: the model's default) and realism (a model with the control; ``None``: its
+        default) → (gallery, figures, slider, .sodec file, decode names, state, notes)."""
         try:
             path = _uploaded_path(upload)
             if quality is not None:
@@ -104,6 +118,7 @@ class DemoHandlers:
                 progress=lambda fraction, what: progress(fraction, desc=what),
                 max_pixels=self.max_pixels,
                 quality=quality,
+                realism=self._realism(realism),
             )
         except Exception as e:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(e) from e
@@ -127,17 +142,22 @@ class DemoHandlers:
             return None
         return _slider(state["original"], state["images"], name)
 
-    def decode(self, upload, progress=gr.Progress()):
-        """.sodec file → (gallery, header facts in Markdown)."""
+    def decode(self, upload, realism=None, progress=gr.Progress()):
+        """.sodec file and realism (as for :meth:`compress`) → (gallery, header facts in Markdown)."""
         try:
             path = _uploaded_path(upload)
+            realism = self._realism(realism)
             data = Path(path).read_bytes()
             (stream,) = self.pipe.parse_bitstreams(data, max_pixels=self.max_pixels)
             gallery = []
             for i, decoder in enumerate(DECODERS):
                 progress(0.5 * i, desc=f"{decoder} decode")
-                image = self.pipe.decompress(data, decoder=decoder, max_pixels=self.max_pixels).images[0]
-                gallery.append((np.asarray(image), f"SODEC {decoder}"))
+                decoder_realism = realism if decoder == "diffusion" else None
+                image = self.pipe.decompress(
+                    data, decoder=decoder, max_pixels=self.max_pixels, realism=decoder_realism
+                ).images[0]
+                name = f"SODEC {decoder}" if decoder_realism is None else f"SODEC realism {decoder_realism:g}"
+                gallery.append((np.asarray(image), name))
         except Exception as e:  # noqa: BLE001
             raise _user_error(e) from e
         bpp = 8.0 * len(data) / (stream.width * stream.height)
@@ -147,6 +167,16 @@ class DemoHandlers:
             f"| {bpp:.4f} |"
         )
         return gallery, facts
+
+
+def _realism_slider(handlers: DemoHandlers, elem_id: str) -> gr.Slider:
+    """The realism of the SODEC diffusion decode, 0 (the fidelity decode) to 1, at the model's default; shown only
+    for a model trained with a realism control."""
+    return gr.Slider(
+        0, 1, value=handlers.pipe.config.get("default_realism", 1.0), step=0.05, elem_id=elem_id,
+        label="Realism of the SODEC decode (0: the fidelity decode's look, 1: the full diffusion decode)",
+        visible=handlers.realism_control,
+    )  # fmt: skip
 
 
 def _model_card_block(model_name: str, card: Optional[str]) -> None:
@@ -191,6 +221,7 @@ def build_demo(
                 label=f"Quality level (1: smallest file; default {codec.default_quality})",
                 visible=codec.num_qualities > 1,
             )  # fmt: skip
+            realism = _realism_slider(handlers, "realism")
             compress_button = gr.Button("Compress", variant="primary", elem_id="compress")
             gallery = gr.Gallery(label="Decodes at the same bytes", columns=5, height=260, elem_id="decodes")
             figures = gr.Dataframe(label="Figures", interactive=False, elem_id="figures")
@@ -200,7 +231,7 @@ def build_demo(
             state = gr.State()
             compress_button.click(
                 handlers.compress,
-                inputs=[photo, quality],
+                inputs=[photo, quality, realism],
                 outputs=[gallery, figures, slider, stream_file, choice, state, codec_notes],
                 api_name="compress",
             )
@@ -208,9 +239,12 @@ def build_demo(
         with gr.Tab("Decode"):
             gr.Markdown("Upload a `.sodec` file written by this model: both decodes and the stream's header.")
             upload = gr.File(label=".sodec file", elem_id="upload-stream")
+            decode_realism = _realism_slider(handlers, "decode-realism")
             decode_button = gr.Button("Decode", variant="primary", elem_id="decode")
             header = gr.Markdown(elem_id="header")
             decoded = gr.Gallery(label="Decodes", columns=2, height=420, elem_id="decoded")
-            decode_button.click(handlers.decode, inputs=upload, outputs=[decoded, header], api_name="decode")
+            decode_button.click(
+                handlers.decode, inputs=[upload, decode_realism], outputs=[decoded, header], api_name="decode"
+            )
     demo.queue(default_concurrency_limit=1, max_size=max_queue)
     return demo

@@ -108,9 +108,11 @@ def compare(
     progress: Callable[[float, str], None] = lambda fraction, what: None,
     max_pixels: int = DEMO_MAX_PIXELS,
     quality: Optional[int] = None,
+    realism: Optional[float] = None,
 ) -> Comparison:
     """Compresses ``reference`` (uint8 RGB, H × W × 3) at quality level ``quality`` (``None``: the model's
-    default), decodes the stream both ways, and runs each baseline codec at ≤ the stream's bytes.
+    default), decodes the stream both ways (the diffusion decode at ``realism``, ``None``: the model's default;
+    named "SODEC realism β" when β is given), and runs each baseline codec at ≤ the stream's bytes.
     ``progress(fraction, what)`` is called before each step; a photo of more than ``max_pixels`` raises
     :class:`DemoInputError`."""
     perceptual = perceptual or {}
@@ -122,10 +124,10 @@ def compare(
     decodes, notes = [], []
     for i, decoder in enumerate(DECODERS):
         progress(0.1 + 0.2 * i, f"{decoder} decode")
-        image = pipe.decompress(stream, decoder=decoder).images[0]
-        decodes.append(
-            Decode(f"SODEC {decoder}", image, len(stream), bpp, figures(reference, np.asarray(image), perceptual))
-        )
+        decoder_realism = realism if decoder == "diffusion" else None
+        image = pipe.decompress(stream, decoder=decoder, realism=decoder_realism).images[0]
+        name = f"SODEC {decoder}" if decoder_realism is None else f"SODEC realism {decoder_realism:g}"
+        decodes.append(Decode(name, image, len(stream), bpp, figures(reference, np.asarray(image), perceptual)))
     available = baselines_lib.codec_availability()
     for i, name in enumerate(codecs):
         progress(0.5 + 0.5 * i / len(codecs), f"{name.upper()} at the same bytes")

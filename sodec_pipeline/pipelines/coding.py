@@ -104,6 +104,9 @@ class DecodeOptions:
             never holds x̂_f and x̂ at once; ``decompress`` does this).
         colour_correction_block_size (`int`, *optional*):
             Overrides the pipeline's config value (the diffusion decode's low frequencies taken from x̂_f; 0: none).
+        realism (`float` or `torch.Tensor`, *optional*):
+            The diffusion decode's realism β in (0, 1], or one per image (training draws them); ``None``: the
+            pipeline's ``default_realism``.
     """
 
     stage_timer: Optional[StageWrapper] = None
@@ -111,6 +114,7 @@ class DecodeOptions:
     fidelity_image: Optional[torch.Tensor] = None
     return_fidelity_image: bool = True
     colour_correction_block_size: Optional[int] = None
+    realism: Optional[Union[float, torch.Tensor]] = None
 
 
 class DecoderScaleError(ValueError):
@@ -291,6 +295,7 @@ class CodingMixin:
         batch_size: int = 1,
         max_pixels: Optional[int] = None,
         stage_timer: Optional[StageWrapper] = None,
+        realism: Optional[float] = None,
     ):
         """Decodes SODEC streams to images of their original sizes. The stream says everything the decoder needs.
 
@@ -314,6 +319,12 @@ class CodingMixin:
             stage_timer (`Callable[[str], ContextManager]`, *optional*):
                 ``stage_timer(name)`` gives a context manager wrapped around each stage of
                 :data:`DECODE_STAGES` (the benchmark's timer).
+            realism (`float`, *optional*):
+                β in [0, 1]: 0 is the fidelity decode, 1 the full diffusion decode, and a β between is the diffusion
+                decode the UNet was trained to make at that realism (its perceptual and adversarial losses weighed
+                by β), for a model trained with a realism control (its scheduler's ``realism_control``); others
+                take 0 or 1 only. ``None``: the pipeline's ``default_realism`` (1 unless its model card says
+                otherwise) for `decoder="diffusion"`.
 
         Returns:
             [`SODECPipelineOutput`]: ``images`` (in `output_type`), ``bitstreams`` (the input streams) and
@@ -325,6 +336,7 @@ class CodingMixin:
 
         Examples:
         """
+        decoder = self._decoder_for_realism(decoder, check_realism(realism))
         check_decode_inputs(decoder, output_type, batch_size)
         if isinstance(bitstreams, (bytes, bytearray, memoryview)):
             bitstreams = [bitstreams]
@@ -337,7 +349,9 @@ class CodingMixin:
         outputs: List[torch.Tensor] = [None] * len(parsed)
         with self.progress_bar(total=len(parsed)) as progress:
             for group in batch_groups([padded_size(p.height, p.width) for p in parsed], batch_size):
-                decoded = self._decode_group([parsed[i] for i in group], decoder, batch_size, output_type, stage)
+                decoded = self._decode_group(
+                    [parsed[i] for i in group], decoder, batch_size, output_type, stage, realism
+                )
                 for i, image in zip(group, decoded):
                     outputs[i] = image
                 progress.update(len(group))
@@ -351,8 +365,26 @@ class CodingMixin:
                 images = postprocess(outputs, output_type)
         return self._decompress_output(images, streams, bpp)
 
+    def _decoder_for_realism(self, decoder: str, realism: Optional[float]) -> str:
+        """The decoder that ``decompress(decoder=..., realism=...)`` runs: realism 0 is the fidelity decode; any other
+        realism needs the diffusion decoder, which this mixin's pipeline does not have (``SODECPipeline`` has it)."""
+        if realism is None:
+            return decoder
+        if realism == 0:
+            check_decode_inputs(decoder, "pil", 1)
+            return "fidelity"
+        raise ValueError(
+            f"realism {realism} needs the diffusion decoder: load a SODECPipeline (realism 0 is the fidelity decode)"
+        )
+
     def _decode_group(
-        self, group: List[SODECBitstream], decoder: str, batch_size: int, output_type: str, stage: StageWrapper
+        self,
+        group: List[SODECBitstream],
+        decoder: str,
+        batch_size: int,
+        output_type: str,
+        stage: StageWrapper,
+        realism: Optional[float] = None,
     ) -> List[torch.Tensor]:
         """Parsed streams of one padded size → their decodes: images (3, h, w) cropped to each stream's size and
         clamped to [0, 1], or latents (4, H/8, W/8) with ``output_type="latent"``."""
@@ -362,7 +394,7 @@ class CodingMixin:
         z_hat = torch.cat([z for _, z in decoded])
         padded_h, padded_w = padded_size(group[0].height, group[0].width)
         try:
-            options = DecodeOptions(stage_timer=stage, return_fidelity_image=False)
+            options = DecodeOptions(stage_timer=stage, return_fidelity_image=False, realism=realism)
             result, _ = self._decode_latents(y_hat, z_hat, decoder, batch_size, output_type, options)
             made_h, made_w = result.shape[-2:]
         except DecoderScaleError as e:  # a tiled decode stops at the first tile of the wrong size
@@ -528,6 +560,17 @@ def check_decode_inputs(decoder: str, output_type: str, batch_size: int) -> None
         raise ValueError("output_type='latent' needs decoder='diffusion' (the fidelity decoder has no latent)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
+def check_realism(realism) -> Optional[float]:
+    """``realism`` as a float in [0, 1], or ``None``; ``ValueError`` for anything else."""
+    if realism is None:
+        return None
+    if isinstance(realism, bool) or not isinstance(realism, numbers.Real) or not 0 <= realism <= 1:
+        raise ValueError(
+            f"realism must be a number in [0, 1] (0: the fidelity decode, 1: the full diffusion decode); got {realism!r}"
+        )
+    return float(realism)
 
 
 def padded_size(height: int, width: int) -> Tuple[int, int]:

@@ -34,6 +34,7 @@ from .coding import (  # noqa: F401  (the names other modules import from here: 
     _untimed,
     batch_groups,
     check_decode_inputs,
+    check_realism,
     padded_size,
     realign_cpu_tensors,
     with_examples,
@@ -65,6 +66,10 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
             Side in pixels of the blocks whose means the diffusion decode takes from the fidelity decode x̂_f
             (:mod:`sodec_pipeline.pipelines.colour_correction`): a power of two up to 64, or 0 for no correction.
             Stored in ``model_index.json``.
+        default_realism (`float`, *optional*, defaults to 1.0):
+            The realism β of a diffusion decode that does not name one (``decompress(realism=None)``): 1 is the full
+            diffusion decode; a β in (0, 1) needs a UNet trained with a realism control (the scheduler's
+            ``realism_control``). Stored in ``model_index.json``.
 
     Use :meth:`compress` for bytes, :meth:`decompress` for images (``decoder="diffusion"``, or
     ``decoder="fidelity"`` for the fast x̂_f preview without a diffusion step), and ``pipe(image=...)``
@@ -83,6 +88,7 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
         vae: AutoencoderKL,
         scheduler: SODECScheduler,
         colour_correction_block_size: int = 0,
+        default_realism: float = 1.0,
     ):
         super().__init__()
         self.register_modules(
@@ -95,6 +101,13 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
         )
         check_colour_correction_block_size(colour_correction_block_size)
         self.register_to_config(colour_correction_block_size=colour_correction_block_size)
+        if check_realism(default_realism) == 0:
+            raise ValueError(
+                "default_realism must be in (0, 1]: realism 0 is the fidelity decode, not a diffusion one"
+            )
+        if default_realism != 1:
+            self.realism_steps(default_realism)  # a β but 1 needs the scheduler's realism_control
+        self.register_to_config(default_realism=float(default_realism))
         for module in (compression_vae, fidelity_guidance, image_encoder, unet, vae):
             if isinstance(module, torch.nn.Module):
                 realign_cpu_tensors(module)
@@ -216,20 +229,24 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
         guidance: torch.Tensor,
         batch_size: int = 1,
         tiles: Optional[TileSpec] = None,
+        realism: Optional[Union[float, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """The scheduler's steps from ŷ_t with the guidance c_g (SODEC's scheduler: one step at t = 999):
         at each step the UNet's prediction ε = UNet(x_t, t, c_g), then the scheduler's step on the whole
         latent. With ``tiles`` the UNet runs on overlapping latent tiles of that spec, each with its image's
         guidance and at most ``batch_size`` tiles per call, and ε is blended across the overlaps; without,
-        on the whole latent at once."""
+        on the whole latent at once. With ``realism`` (a β, or one per image) the one step is at the scheduler's
+        timestep for it (``SODECScheduler.realism_timesteps``) instead of its ``timesteps``."""
         latents = noisy_latents.to(self.unet.dtype)
         guidance = guidance.to(self.unet.dtype)
-        for t in self.scheduler.timesteps:
+        for t in self.realism_steps(realism):
             t = t.to(latents.device)
+            unet_timesteps = t.expand(latents.shape[0])  # one per image
             sample = self.scheduler.scale_model_input(latents, t)
 
             def predict_noise(x: torch.Tensor, sample_index) -> torch.Tensor:
-                return self.unet(x, t.expand(x.shape[0]), encoder_hidden_states=guidance[sample_index]).sample
+                t_tiles = unet_timesteps[sample_index]
+                return self.unet(x, t_tiles, encoder_hidden_states=guidance[sample_index]).sample
 
             if tiles is None:
                 model_output = predict_noise(sample, slice(None))
@@ -238,10 +255,29 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
             latents = self.scheduler.step(model_output, t, latents).prev_sample
         return latents
 
-    def denoise_tiled(self, noisy_latents: torch.Tensor, guidance: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+    def realism_steps(self, realism: Optional[Union[float, torch.Tensor]] = None):
+        """The timesteps of a diffusion decode at ``realism`` (a β, or one per image): the scheduler's ``timesteps``
+        for ``None`` or 1, else the one step at ``SODECScheduler.realism_timesteps(realism)``. Raises ``ValueError``
+        for a β the scheduler does not take (a model trained without a realism control takes 1 only)."""
+        if realism is None or (not isinstance(realism, torch.Tensor) and realism == 1):
+            return self.scheduler.timesteps
+        if not hasattr(self.scheduler, "realism_timesteps"):
+            raise ValueError(
+                f"realism {realism} needs SODECScheduler with realism_control; this pipeline's scheduler is "
+                f"{type(self.scheduler).__name__}"
+            )
+        return [self.scheduler.realism_timesteps(realism)]
+
+    def denoise_tiled(
+        self,
+        noisy_latents: torch.Tensor,
+        guidance: torch.Tensor,
+        batch_size: int = 1,
+        realism: Optional[Union[float, torch.Tensor]] = None,
+    ) -> torch.Tensor:
         """:meth:`denoise` on the UNet's tiles (:attr:`tile_specs`), as decoding runs it. Equals the untiled
         :meth:`denoise` when the latent is a single tile."""
-        return self.denoise(noisy_latents, guidance, batch_size, tiles=self.tile_specs.unet)
+        return self.denoise(noisy_latents, guidance, batch_size, tiles=self.tile_specs.unet, realism=realism)
 
     def decode_vae(self, latents: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
         """The VAE decoder D_m tile by tile: ŷ_0 → x̂ (B, 3, H, W) on the [0, 1] scale, float32, unclamped."""
@@ -310,8 +346,9 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
         reference_means = block_means(x_f, block_size) if block_size and output_type != "latent" else None
         if not options.return_fidelity_image:
             x_f = None
+        realism = options.realism if options.realism is not None else self.config.default_realism
         with stage("unet"):
-            latents = self.denoise_tiled(noisy_latents, guidance, batch_size)
+            latents = self.denoise_tiled(noisy_latents, guidance, batch_size, realism)
         if output_type == "latent":
             return latents, x_f
         with stage("vae_decode"):
@@ -320,6 +357,17 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
             with stage("colour_correction"):
                 image = correct_colours(image, reference_means, block_size)
         return image, x_f
+
+    def _decoder_for_realism(self, decoder: str, realism: Optional[float]) -> str:
+        """As the coding mixin's (realism 0 is the fidelity decode), and a realism in (0, 1] is a diffusion decode
+        that this model's scheduler must take (:meth:`SODECScheduler.realism_timesteps`), checked before any
+        stream is decoded."""
+        if realism is None or realism == 0:
+            return super()._decoder_for_realism(decoder, realism)
+        if decoder != "diffusion":
+            raise ValueError(f"realism {realism} is a diffusion decode; decoder={decoder!r} is realism 0")
+        self.realism_steps(realism)
+        return decoder
 
     def _decompress_output(self, images, bitstreams, bpp) -> SODECPipelineOutput:
         return SODECPipelineOutput(images=images, bitstreams=bitstreams, bpp=bpp)
@@ -337,6 +385,7 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
         quality: Optional[int] = None,
         max_bytes: Optional[int] = None,
         target_bpp: Optional[float] = None,
+        realism: Optional[float] = None,
     ):
         """Round trip: compresses ``image`` to real bytes, then decodes them.
 
@@ -345,7 +394,7 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
                 As in :meth:`compress`.
             quality, max_bytes, target_bpp:
                 The level or size budget, as in :meth:`compress`.
-            output_type, decoder, batch_size, max_pixels:
+            output_type, decoder, batch_size, max_pixels, realism:
                 As in :meth:`decompress`.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Return a [`SODECPipelineOutput`] instead of a tuple.
@@ -357,9 +406,15 @@ class SODECPipeline(DiffusionPipeline, CodingMixin, FromPretrainedPartsMixin):
 
         Examples:
         """
+        decoder = self._decoder_for_realism(decoder, check_realism(realism))  # before the image is compressed
         streams = self.compress(image, quality=quality, max_bytes=max_bytes, target_bpp=target_bpp)
         output = self.decompress(
-            streams, output_type=output_type, decoder=decoder, batch_size=batch_size, max_pixels=max_pixels
+            streams,
+            output_type=output_type,
+            decoder=decoder,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            realism=realism,
         )
         if not return_dict:
             return (output.images, output.bitstreams, output.bpp)

@@ -54,6 +54,11 @@ class SODECScheduler(SchedulerMixin, ConfigMixin):
             What the UNet predicts: `"epsilon"`, `"v_prediction"` or `"sample"` (the clean latent itself).
         timestep (`int`, *optional*, defaults to 999):
             The one timestep t the UNet is called at, in [0, `num_train_timesteps`).
+        realism_control (`bool`, *optional*, defaults to `False`):
+            Whether the UNet was trained with a realism control (``train_sodec.py --realism_control``): the realism
+            β in [0, 1] of a decode is given to it as its timestep, t = round(β · ``timestep``)
+            (:meth:`realism_timesteps`), so that β = 1 is the decode at ``timestep``. Without it the UNet knows one
+            timestep only, and β = 1 is the only diffusion decode.
     """
 
     _compatibles: List[str] = []
@@ -68,6 +73,7 @@ class SODECScheduler(SchedulerMixin, ConfigMixin):
         beta_schedule: str = "scaled_linear",
         prediction_type: str = "epsilon",
         timestep: int = 999,
+        realism_control: bool = False,
     ):
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"prediction_type {prediction_type!r} must be 'epsilon', 'v_prediction' or 'sample'")
@@ -92,6 +98,22 @@ class SODECScheduler(SchedulerMixin, ConfigMixin):
             )
         self.num_inference_steps = 1
         self.timesteps = torch.tensor([self.config.timestep], dtype=torch.long, device=device)
+
+    def realism_timesteps(
+        self, realism: Union[float, torch.Tensor], device: Union[str, torch.device, None] = None
+    ) -> torch.Tensor:
+        """The UNet's timestep for a realism β in [0, 1] (a number, or one per image): round(β · ``timestep``) as a
+        long tensor (1,) or (B,). Raises ``ValueError`` for β outside [0, 1] and, unless the scheduler's config has
+        ``realism_control``, for any β but 1 (the UNet was trained at ``timestep`` alone)."""
+        beta = torch.as_tensor(realism, dtype=torch.float64).flatten().cpu()
+        if beta.numel() == 0 or not bool(((beta >= 0) & (beta <= 1)).all()):
+            raise ValueError(f"realism must be in [0, 1]; got {realism!r}")
+        if not self.config.realism_control and not bool((beta == 1).all()):
+            raise ValueError(
+                "this model was trained without a realism control: its diffusion decode has realism 1 only "
+                "(realism 0 is the fidelity decode)"
+            )
+        return torch.round(beta * self.config.timestep).long().to(device)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
         """Identity, as for DDPM/DDIM."""

@@ -41,7 +41,7 @@ def block_mean_mse(x_hat: torch.Tensor, x: torch.Tensor, block: int = COLOUR_BLO
 
 
 def texture_energy_l1(
-    x_hat: torch.Tensor, x: torch.Tensor, excess_factor: float = 1.0, flat_energy: float = 0.0
+    x_hat: torch.Tensor, x: torch.Tensor, excess_factor: float = 1.0, flat_energy: float = 0.0, per_image: bool = False
 ) -> torch.Tensor:
     """Mean over 8×8 windows of the gap between E(x̂) and E(x), E a window's mean |Laplacian| of luma on the 0…255
     scale (the map of :mod:`sodec_pipeline.metrics.texture`): ``excess_factor`` · max(0, E(x̂) − E(x)) (grain or
@@ -51,19 +51,31 @@ def texture_energy_l1(
     An asymmetric L1 is a quantile loss: with a factor f everywhere, the decoder's best E is the 1/(1 + f) quantile
     of what the stream leaves possible, in flat and textured windows alike. With ``flat_energy`` τ > 0 the factor
     of a window depends on how flat x is there, 1 + (f − 1)·exp(−E(x)/τ): f where x is flat, falling to 1 (the
-    median: texture kept) where x has texture."""
+    median: texture kept) where x has texture. ``per_image``: the mean of each image, (B,)."""
     reference = local_energy(x)
     gap = local_energy(x_hat) - reference
     if flat_energy > 0:
         excess_factor = 1 + (excess_factor - 1) * torch.exp(-reference / flat_energy)
-    return (excess_factor * gap.clamp_min(0) + (-gap).clamp_min(0)).mean()
+    loss = excess_factor * gap.clamp_min(0) + (-gap).clamp_min(0)
+    return loss.flatten(1).mean(1) if per_image else loss.mean()
+
+
+def realism_weighted_mean(per_image: torch.Tensor, realism: Optional[torch.Tensor]) -> torch.Tensor:
+    """The batch mean of a per-image loss (any shape with the batch first), each image's weighed by its realism β
+    when there is one (``train_sodec.py --realism_control``)."""
+    per_image = per_image.reshape(per_image.shape[0], -1).mean(1)
+    return per_image.mean() if realism is None else (realism.to(per_image) * per_image).mean()
 
 
 class DistortionLoss(nn.Module):
     """d(x, x̂) = mse_weight · MSE + perceptual_weight · LPIPS + dists_weight · DISTS + colour_weight ·
     MSE of 16×16 block means + texture_weight · :func:`texture_energy_l1`, images in [0, 1] (the LPIPS and
     DISTS of :mod:`sodec_pipeline.metrics` take [0, 1] images). A term with weight 0 is neither computed nor
-    logged."""
+    logged.
+
+    With a ``realism`` β per image (``train_sodec.py --realism_control``) the perceptual terms (LPIPS, DISTS and the
+    texture term) of each image are weighed by its β in the total: β = 0 asks for the MSE decode, β = 1 for the full
+    objective. The logged values are the unweighted means."""
 
     def __init__(
         self,
@@ -92,27 +104,28 @@ class DistortionLoss(nn.Module):
         self.texture_excess_factor = texture_excess_factor
         self.texture_flat_energy = texture_flat_energy
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, x_hat: torch.Tensor, x: torch.Tensor, realism: Optional[torch.Tensor] = None
+    ) -> Dict[str, torch.Tensor]:
         x_hat = x_hat.float()
         mse = F.mse_loss(x_hat, x)
         total = self.mse_weight * mse
         out = {"mse": mse}
+        perceptual_terms = []
         if self.lpips is not None:
-            perceptual = self.lpips(x_hat, x).mean()
-            total = total + self.perceptual_weight * perceptual
-            out["lpips"] = perceptual
+            perceptual_terms.append(("lpips", self.perceptual_weight, self.lpips(x_hat, x)))
         if self.dists is not None:
-            dists = self.dists(x_hat, x).mean()
-            total = total + self.dists_weight * dists
-            out["dists"] = dists
+            perceptual_terms.append(("dists", self.dists_weight, self.dists(x_hat, x)))
+        if self.texture_weight > 0:
+            texture = texture_energy_l1(x_hat, x, self.texture_excess_factor, self.texture_flat_energy, per_image=True)
+            perceptual_terms.append(("texture", self.texture_weight, texture))
+        for name, weight, per_image in perceptual_terms:
+            total = total + weight * realism_weighted_mean(per_image, realism)
+            out[name] = per_image.mean()
         if self.colour_weight > 0:
             colour = block_mean_mse(x_hat, x)
             total = total + self.colour_weight * colour
             out["colour"] = colour
-        if self.texture_weight > 0:
-            texture = texture_energy_l1(x_hat, x, self.texture_excess_factor, self.texture_flat_energy)
-            total = total + self.texture_weight * texture
-            out["texture"] = texture
         out["distortion"] = total
         return out
 
@@ -136,9 +149,9 @@ def build_distortion_loss(args) -> DistortionLoss:
     )
 
 
-def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating generator loss −log D(x̂)."""
-    return F.softplus(-fake_logits).mean()
+def generator_adversarial_loss(fake_logits: torch.Tensor, realism: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Non-saturating generator loss −log D(x̂), each image's weighed by its realism β when there is one."""
+    return realism_weighted_mean(F.softplus(-fake_logits), realism)
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

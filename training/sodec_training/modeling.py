@@ -45,7 +45,8 @@ def load_vae(path):
 def load_base_pipeline(args) -> SODECPipeline:
     """The pipeline to train, in float32: a saved SODEC pipeline, or one assembled from published parts;
     its VAE replaced by ``--pretrained_vae_model_name_or_path`` when given, its codec's quality levels set by
-    ``--quantization_steps``/``--default_quality`` and its entropy model converted by ``--entropy_model``."""
+    ``--quantization_steps``/``--default_quality``, its entropy model converted by ``--entropy_model`` and its
+    scheduler given ``realism_control`` by ``--realism_control``."""
     if args.pretrained_model_name_or_path is not None:
         pipe = SODECPipeline.from_pretrained(
             args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant, cache_dir=args.cache_dir
@@ -61,6 +62,12 @@ def load_base_pipeline(args) -> SODECPipeline:
         pipe.register_modules(
             compression_vae=pipe.compression_vae.with_quality_levels(args.quantization_steps, args.default_quality)
         )
+    if getattr(args, "realism_control", False) and not pipe.scheduler.config.get("realism_control", False):
+        # the UNet learns a realism through its timestep: the scheduler that gives it one is released with it
+        # (without diffusers' keys: "_use_default_values" of a config saved before the option would reset it)
+        scheduler_config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+        scheduler_config["realism_control"] = True
+        pipe.register_modules(scheduler=type(pipe.scheduler).from_config(scheduler_config))
     entropy_model = getattr(args, "entropy_model", None)
     if entropy_model is not None and entropy_model != pipe.compression_vae.config.entropy_model_type:
         codec = pipe.compression_vae.with_entropy_model(
@@ -212,7 +219,9 @@ class SODECTrainingModel(nn.Module):
     ``None`` when the codec is frozen), ``bpp`` (the likelihood estimate, mean over the batch), ``mse`` of
     the output image, ``x_hat`` (the stage's output image: the VAE's reconstruction in stage 0, x̂_f in
     stage 1, x̂ otherwise), ``y_hat`` and, in stages ≥ 2, ``align`` = ‖x − x̂_f‖² (MSE) and, with
-    ``latent_weight`` > 0, ``latent`` = ‖ŷ_t − scaling_factor · VAE-encoder mean(x)‖² (MSE). Stage 0 trains
+    ``latent_weight`` > 0, ``latent`` = ‖ŷ_t − scaling_factor · VAE-encoder mean(x)‖² (MSE). With ``realism`` (a β
+    per image, stages ≥ 2) the UNet runs at each image's β and the distortion weighs its perceptual terms by β
+    (``DistortionLoss``). Stage 0 trains
     the latent autoencoder (VAE encoder and decoder) alone: distortion + ``kl_weight`` · KL. What is frozen in a stage runs under ``no_grad`` rather than by
     toggling ``requires_grad``, so that the same DDP-wrapped module serves every stage.
 
@@ -295,6 +304,7 @@ class SODECTrainingModel(nn.Module):
         kl_weight: float = 0.0,
         latent_weight: float = 0.0,
         quantization_step=None,
+        realism: Optional[torch.Tensor] = None,
     ):
         x = pixel_values.float()
         if stage == Stage.AUTOENCODER:
@@ -331,9 +341,9 @@ class SODECTrainingModel(nn.Module):
             coded.y_hat,
             coded.z_hat,
             batch_size=batch_size,
-            options=DecodeOptions(noisy_latents=noisy_latents, fidelity_image=x_f),
+            options=DecodeOptions(noisy_latents=noisy_latents, fidelity_image=x_f, realism=realism),
         )
-        d = self.distortion(x_hat, x)
+        d = self.distortion(x_hat, x, realism)
         align = F.mse_loss(x_f, x)
         loss = d["distortion"]
         if stage != Stage.DECODER:
@@ -366,9 +376,11 @@ def _save_weights(module: nn.Module, path: Path) -> None:
 def save_trainable_state(model: SODECTrainingModel, directory) -> None:
     """What a checkpoint needs of the networks: the whole codec (with its entropy tables), the fidelity/
     guidance encoder, the UNet (its LoRA and conv_in, or all of it with ``unet_training="full"``) and the
-    VAE / image encoder when they are trained. What is frozen comes from the base model."""
+    VAE / image encoder when they are trained, and the scheduler's config (a run with ``--realism_control`` gives it
+    ``realism_control``, which ``export_pipeline.py`` carries over). What is frozen comes from the base model."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    model.pipe.scheduler.save_pretrained(directory / "scheduler")
     model.compression_vae.save_pretrained(directory / "compression_vae")
     model.fidelity_guidance.save_pretrained(directory / "fidelity_guidance")
     if model.unet_training == "lora":

@@ -24,6 +24,9 @@ class Stage(enum.IntEnum):
     ADVERSARIAL = 4
 
 
+#: The stages that train the diffusion decode, where ``--realism_control`` gives each image a realism.
+REALISM_STAGES = (Stage.DECODER, Stage.JOINT, Stage.ADVERSARIAL)
+
 #: ``--stage``: one stage by its number, or "all" (stages 1, 2, 3 and optionally 4 with ``--stage_steps``).
 ALL_STAGES = "all"
 STAGE_CHOICES = tuple(str(stage.value) for stage in Stage) + (ALL_STAGES,)

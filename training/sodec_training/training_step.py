@@ -80,9 +80,19 @@ def draw_quantization_steps(step_range, batch_size: int, generator: torch.Genera
     return torch.exp(low + (high - low) * draws).to(device)
 
 
-def train_step(accelerator, args, state: TrainingState, batch, stage: Stage, rate_weight: float, quantization_step):
+def draw_realism(full_fraction: float, batch_size: int, generator: torch.Generator, device) -> torch.Tensor:
+    """``--realism_control``: one realism β per image from ``generator``, 1 with probability ``full_fraction`` and
+    uniform in [0, 1] otherwise."""
+    uniform, full = torch.rand(2, batch_size, generator=generator)
+    return torch.where(full < full_fraction, torch.ones_like(uniform), uniform).to(device)
+
+
+def train_step(
+    accelerator, args, state: TrainingState, batch, stage: Stage, rate_weight: float, quantization_step, realism=None
+):
     """One forward and backward pass of ``stage`` on ``batch`` under gradient accumulation, then the main and aux
     optimisers' steps and, in :attr:`Stage.ADVERSARIAL`, the generator loss β·GAN and the discriminator's step.
+    ``realism``: a realism per image (``--realism_control``), which weighs the perceptual and GAN losses.
     Returns the model's output dict (its losses, ``g_adv`` and ``d_loss`` added in the adversarial stage)."""
     with accelerator.accumulate(*state.networks):
         out = state.model(
@@ -93,9 +103,10 @@ def train_step(accelerator, args, state: TrainingState, batch, stage: Stage, rat
             kl_weight=args.kl_weight,
             latent_weight=args.latent_weight,
             quantization_step=quantization_step,
+            realism=realism,
         )
         if stage == Stage.ADVERSARIAL:
-            out["g_adv"] = generator_adversarial_loss(frozen_discriminator_logits(accelerator, state, out))
+            out["g_adv"] = generator_adversarial_loss(frozen_discriminator_logits(accelerator, state, out), realism)
             out["loss"] = out["loss"] + args.adversarial_weight * out["g_adv"]
         total = out["loss"] + out["aux_loss"] if out["aux_loss"] is not None else out["loss"]
         accelerator.backward(total)
