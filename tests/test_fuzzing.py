@@ -52,12 +52,37 @@ def test_a_short_fuzzing_run_finds_no_crash_hang_or_memory_blowup(name, tmp_path
         os.killpg(run.pid, signal.SIGKILL)
         raise
     artifacts = sorted(p.name for p in tmp_path.iterdir() if re.match(r"(crash|timeout|oom|leak|slow-unit)-", p.name))
+    artifacts = [
+        a for a in artifacts if not (a.startswith("slow-unit-") and replays_fast(shell, command[1], tmp_path / a))
+    ]
     assert run.returncode == 0 and not artifacts, f"exit status {run.returncode}, {artifacts}\n{log[-6000:]}"
     executed = int(re.search(r"stat::number_of_executed_units: *(\d+)", log).group(1))
     assert executed >= 1024, log[-3000:]
     outcomes = re.findall(r"outcomes: (\{.*\})", log)
     assert outcomes and f"'{ACCEPTED[name]}'" in outcomes[-1], log[-3000:]
     assert any(corpus.iterdir()), "the run kept no new input"
+
+
+def replays_fast(shell, harness: str, unit: Path) -> bool:
+    """Whether a unit libFuzzer reported slow (over 10 s) runs in under a second when the harness replays it alone:
+    then the machine stalled during the run, and the input is not a finding (a run of the suite on the development
+    machine, its other core training, once reported a 32 s unit of the image harness that replays in 0 s; the
+    cause of the stall was not found). A unit that is slow again, or fails, stays a finding."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(FUZZ_DIR.parents[1]))
+    replay = subprocess.run(shell + [sys.executable, harness, str(unit)], env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    slowest = re.search(r"stat::slowest_unit_time_sec: *(\d+)", replay.stdout + replay.stderr)
+    return replay.returncode == 0 and slowest is not None and int(slowest.group(1)) < 1
+
+
+@pytest.mark.parametrize("seconds, status, fast", [(0, 0, True), (7, 0, False), (0, 1, False)])
+def test_a_slow_unit_is_a_finding_unless_it_replays_fast(seconds, status, fast, tmp_path):
+    """replays_fast reads the replay's libFuzzer figures: a unit slow again, or a replay that fails, is kept."""
+    harness = tmp_path / "harness.py"
+    harness.write_text(f"import sys\nprint('stat::slowest_unit_time_sec: {seconds}')\nsys.exit({status})\n")
+    unit = tmp_path / "slow-unit-1"
+    unit.write_bytes(b"x")
+    assert replays_fast(["sh", "-c", '"$@"; exit $?', "sh"], str(harness), unit) is fast
 
 
 @pytest.fixture(scope="module")
