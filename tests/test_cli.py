@@ -251,14 +251,37 @@ def test_unknown_hub_repo_is_named(capsys):
     assert "no such model on the Hugging Face Hub" in message
 
 
-@pytest.mark.parametrize("size", [(100000, 100000), (16385, 16384), (20000, 16)])
-def test_image_size_is_checked_from_the_header(size, workdir, capsys, tmp_path, no_model_load):
-    """Pillow's bomb guard (100000²) and SODEC's own limit (a side > 16384) give
-    the same one line, W×H, before any pixel is decoded or the model is loaded."""
+@pytest.mark.parametrize(
+    "size, needle",
+    [((100000, 100000), "10,000,000,000 pixels"), ((16385, 16384), "16385×16384 (W×H)"), ((20000, 16), "20000×16")],
+)
+def test_image_size_is_checked_from_the_header(size, needle, workdir, capsys, tmp_path, no_model_load):
+    """Pillow's bomb guard (more than twice 16384² pixels: it counts them) and SODEC's own limit (a side > 16384,
+    W×H) give one line, "beyond the limits of the format", before any pixel is decoded or the model is loaded."""
     path = _png_header(tmp_path / "huge.png", *size)
     code, out, err = _run(capsys, "compress", path, "--model", _fake_model(tmp_path), "-o", tmp_path)
-    _one_line_error(code, err, f"{size[0]}×{size[1]} (W×H)")
-    assert "DecompressionBomb" not in err
+    _one_line_error(code, err, needle)
+    assert "beyond the limits of the format" in err and "DecompressionBomb" not in err
+
+
+def test_a_gif_frame_beyond_its_screen_is_refused_without_allocating_it(tmp_path):
+    """The fuzzer's GIF (tests/assets/fuzz-regressions/): a 16×3112 screen with a 56174×57600 frame, which Pillow
+    allocates while opening the file unless its bomb guard is on. In a child limited to 1.5 GB of address space,
+    its header is refused in one line (before the fix: 3.1 GB, then the refusal)."""
+    gif = Path(__file__).parent / "assets" / "fuzz-regressions" / "image" / "gif_frame_beyond_the_screen.gif"
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))\n"
+        "from sodec_pipeline.cli.errors import CLIError\n"
+        "from sodec_pipeline.cli.files import read_image_size\n"
+        "try:\n"
+        "    read_image_size(sys.argv[1])\n"
+        "except CLIError as e:\n"
+        "    print(e)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(gif)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "3,350,666,752 pixels is beyond the limits of the format" in run.stdout
 
 
 def _fake_model(tmp_path):

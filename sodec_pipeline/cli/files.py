@@ -16,8 +16,10 @@
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -85,14 +87,21 @@ def check_input_file(path: str, what: str, example_pattern: str) -> Path:
 # ---------------------------------------------------------------------- images
 @contextmanager
 def _size_from_the_header_first():
-    """Pillow's own bomb guard off while a header is read: the caller checks SODEC's limit (16384 per side)
-    itself, and can then name the size (Pillow's error only counts pixels, and refuses 16384² images)."""
+    """Pillow's bomb guard at SODEC's own limit while a header is read: Pillow refuses a header of more than twice
+    MAX_IMAGE_PIXELS (16384², the format's limit) and only warns between once and twice it (the warning is silenced:
+    the caller checks SODEC's limit itself and names the size, which Pillow's error does not). Some plugins decode
+    or allocate while opening: GIF allocates a frame's disposal area there, so a 157-byte GIF announcing a frame of
+    56174×57600 took 3.1 GB without the guard (found by tests/fuzz/fuzz_image.py)."""
     import PIL.Image
 
+    from ..codec.bitstream import MAX_IMAGE_PIXELS
+
     saved = PIL.Image.MAX_IMAGE_PIXELS
-    PIL.Image.MAX_IMAGE_PIXELS = None
+    PIL.Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            yield
     finally:
         PIL.Image.MAX_IMAGE_PIXELS = saved
 
@@ -102,7 +111,7 @@ def open_image(path: str, data: Optional[bytes] = None):
     header; no pixel is decoded yet. The caller closes it (or uses it as a context manager)."""
     import PIL.Image
 
-    from ..codec.bitstream import check_image_size
+    from ..codec.bitstream import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, check_image_size
     from ..image_files import PILLOW_READ_ERRORS, UnreadableImageError, is_read_error
 
     name = input_name(path)
@@ -111,8 +120,13 @@ def open_image(path: str, data: Optional[bytes] = None):
     try:
         with _size_from_the_header_first():
             image = PIL.Image.open(path if data is None else io.BytesIO(data))
-    except PIL.Image.DecompressionBombError as e:  # only if a plugin checks on its own; same one line
-        raise CLIError(f"{name}: image too large for SODEC ({e}); crop or downscale it first") from None
+    except PIL.Image.DecompressionBombError as e:  # more than twice the format's pixels: Pillow counts them
+        announced = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(announced.group(1)):,} pixels" if announced else "too many pixels"
+        raise CLIError(
+            f"{name}: image of {size} is beyond the limits of the format (sides ≤ {MAX_IMAGE_SIDE}, at most "
+            f"{MAX_IMAGE_PIXELS} pixels); crop or downscale it first"
+        ) from None
     except PILLOW_READ_ERRORS as e:
         if not is_read_error(e):
             raise
