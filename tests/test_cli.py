@@ -380,6 +380,15 @@ def test_decompress_realism(tiny_pipeline_dir, tiny_pipeline, streams, capsys, t
     assert PIL.Image.open(out / "bsds_crop0_96x64.realism-0.5.png").size == (96, 64)
 
 
+def test_a_realism_the_model_lacks_is_refused_before_it_loads(
+    tiny_pipeline_dir, streams, capsys, tmp_path, no_model_load
+):
+    """A local model's scheduler config says whether it takes a realism between 0 and 1: read before any stream or
+    weight is."""
+    code, _, err = _run(capsys, "decompress", streams[0], "--model", tiny_pipeline_dir, "--realism", "0.3")
+    _one_line_error(code, err, "trained without a realism control: --realism takes 0 (the fidelity decode) or 1")
+
+
 def test_decompress_batch_survives_a_bad_stream(tiny_pipeline_dir, streams, capsys, tmp_path):
     corrupt = tmp_path / "corrupt.sodec"
     data = bytearray(streams[0].read_bytes())

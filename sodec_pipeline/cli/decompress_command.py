@@ -26,7 +26,14 @@ from .files import (
     read_stream,
     save_image,
 )
-from .model_loading import add_device_arguments, add_model_argument, load_coding_pipeline, load_pipeline, resolve_model
+from .model_loading import (
+    add_device_arguments,
+    add_model_argument,
+    load_coding_pipeline,
+    load_pipeline,
+    realism_control_of,
+    resolve_model,
+)
 from .processes import Processes
 from .progress import DECOMPRESS_STEPS, Progress
 
@@ -75,6 +82,8 @@ def run(args) -> int:
     decode_name = decoder if realism in (None, 0) else f"realism {realism:g}"
     suffix = DECODED_SUFFIXES[decoder] if realism in (None, 0) else f".realism-{realism:g}.png"
     model = resolve_model(args.model)  # a wrong --model is reported before anything is read
+    if realism not in (None, 0, 1) and realism_control_of(model) is False:  # a Hub id's is known once loaded
+        raise CLIError(f"--realism {realism:g}: {args.model or model} was {WITHOUT_REALISM_CONTROL}")
     outputs = output_paths(args.streams, args.output, suffix, ".png", "stream")
     folder = output_folder(args.output, ".png")
     if folder is not None:
@@ -115,6 +124,10 @@ def run(args) -> int:
                 err=out is STANDARD_OUTPUT,  # standard output holds the PNG alone
             )
     return batch.finish()
+
+
+#: What a model trained without a realism control takes (the scheduler says the same once the model is loaded).
+WITHOUT_REALISM_CONTROL = "trained without a realism control: --realism takes 0 (the fidelity decode) or 1"
 
 
 def check_model_realism(pipe, realism: float, model: str) -> None:

@@ -115,6 +115,16 @@ def quality_levels_of(model: str) -> Optional[Tuple[int, int]]:
         return None
 
 
+def realism_control_of(model: str) -> Optional[bool]:
+    """Whether a local pipeline folder's scheduler takes a realism between 0 and 1 (its config's
+    ``realism_control``), without loading anything; ``None`` for a Hub id or an unreadable config."""
+    config_path = Path(model) / "scheduler" / "scheduler_config.json"
+    try:
+        return bool(json.loads(config_path.read_text(encoding="utf-8")).get("realism_control", False))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def check_quality_level(quality: int, levels: Optional[Tuple[int, int]]) -> None:
     """:class:`CLIError` for a ``--quality`` outside the model's ``levels`` ((count, default), as
     :func:`quality_levels_of` gives them; ``None``: not known before the model loads)."""
