@@ -25,7 +25,7 @@ from ..codec.errors import BitstreamError
 from ..image_files import UnreadableImageError
 from ..messages import first_line
 from ..pipelines.coding import DECODERS, check_realism
-from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, compare, read_photo
+from .comparison import DEMO_MAX_PIXELS, Comparison, DemoInputError, compare, read_photo, sodec_decode_name
 
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class DemoHandlers:
                 image = self.pipe.decompress(
                     data, decoder=decoder, max_pixels=self.max_pixels, realism=decoder_realism
                 ).images[0]
-                name = f"SODEC {decoder}" if decoder_realism is None else f"SODEC realism {decoder_realism:g}"
-                gallery.append((np.asarray(image), name))
+                gallery.append((np.asarray(image), sodec_decode_name(decoder, decoder_realism)))
         except Exception as e:  # noqa: BLE001
             raise _user_error(e) from e
         bpp = 8.0 * len(data) / (stream.width * stream.height)

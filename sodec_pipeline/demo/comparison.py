@@ -100,6 +100,11 @@ def figures(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict[str, Ca
     return values
 
 
+def sodec_decode_name(decoder: str, realism: Optional[float] = None) -> str:
+    """A SODEC decode's name in the demo: "SODEC diffusion", "SODEC fidelity", or "SODEC realism β"."""
+    return f"SODEC {decoder}" if realism is None else f"SODEC realism {realism:g}"
+
+
 def compare(
     pipe,
     reference: np.ndarray,
@@ -126,7 +131,7 @@ def compare(
         progress(0.1 + 0.2 * i, f"{decoder} decode")
         decoder_realism = realism if decoder == "diffusion" else None
         image = pipe.decompress(stream, decoder=decoder, realism=decoder_realism).images[0]
-        name = f"SODEC {decoder}" if decoder_realism is None else f"SODEC realism {decoder_realism:g}"
+        name = sodec_decode_name(decoder, decoder_realism)
         decodes.append(Decode(name, image, len(stream), bpp, figures(reference, np.asarray(image), perceptual)))
     available = baselines_lib.codec_availability()
     for i, name in enumerate(codecs):
