@@ -14,12 +14,14 @@ the page shows as a message; the server keeps serving (tests/test_demo.py loads 
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import gradio as gr
 import numpy as np
+import PIL.Image
 
 from ..codec.errors import BitstreamError
 from ..image_files import UnreadableImageError
@@ -56,10 +58,26 @@ def _uploaded_path(upload) -> str:
     return upload if isinstance(upload, str) else upload.name
 
 
-def _stream_file(stream: bytes, photo_path: str) -> str:
-    folder = tempfile.mkdtemp(prefix="sodec-demo-")
-    path = Path(folder) / f"{Path(photo_path).stem or 'photo'}.sodec"
+def _request_folder() -> Path:
+    """A folder of one request's files, which no other request writes."""
+    return Path(tempfile.mkdtemp(prefix="sodec-demo-"))
+
+
+def _stream_file(stream: bytes, photo_path: str, folder: Path) -> str:
+    path = folder / f"{Path(photo_path).stem or 'photo'}.sodec"
     path.write_bytes(stream)
+    return str(path)
+
+
+def _png_file(image, folder: Path, index: int, name: str) -> str:
+    """An image the page shows (an array or a PIL image), written as a PNG file of this request's folder. Handed an array, Gradio would
+    re-encode it as lossy WebP (its galleries' and sliders' default format), so that the page would not show the
+    decode's pixels, and write it in place under a name made from its content, so that a client downloading the
+    same picture for an earlier request could read it half-written; a file it copies under a temporary name and
+    renames (tests/test_demo.py's load test caught the torn download)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "image"
+    path = folder / f"{index}-{slug}.png"
+    PIL.Image.fromarray(np.asarray(image)).save(path)
     return str(path)
 
 
@@ -72,7 +90,7 @@ def _figures_table(comparison: Comparison) -> Dict:
     return {"headers": headers, "data": comparison.table()}
 
 
-def _slider(original: np.ndarray, images: Dict[str, np.ndarray], name: Optional[str]):
+def _slider(original: str, images: Dict[str, str], name: Optional[str]):
     if not images:
         return None
     return (original, images[name if name in images else next(iter(images))])
@@ -122,17 +140,19 @@ class DemoHandlers:
             )
         except Exception as e:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(e) from e
-        images = {d.name: np.asarray(d.image) for d in comparison.decodes}
-        gallery = [(np.asarray(d.image), _caption(d)) for d in comparison.decodes]
+        folder = _request_folder()
+        original = _png_file(reference, folder, 0, "original")
+        images = {d.name: _png_file(d.image, folder, i, d.name) for i, d in enumerate(comparison.decodes, 1)}
+        gallery = [(images[d.name], _caption(d)) for d in comparison.decodes]
         first = comparison.decodes[0].name
         notes = "\n".join(f"- {n}" for n in comparison.notes)
         return (
             gallery,
             _figures_table(comparison),
-            _slider(reference, images, first),
-            _stream_file(comparison.stream, path),
+            _slider(original, images, first),
+            _stream_file(comparison.stream, path, folder),
             gr.Dropdown(choices=list(images), value=first),
-            {"original": reference, "images": images},
+            {"original": original, "images": images},
             notes,
         )
 
@@ -149,14 +169,15 @@ class DemoHandlers:
             realism = self._realism(realism)
             data = Path(path).read_bytes()
             (stream,) = self.pipe.parse_bitstreams(data, max_pixels=self.max_pixels)
-            gallery = []
+            gallery, folder = [], _request_folder()
             for i, decoder in enumerate(DECODERS):
                 progress(0.5 * i, desc=f"{decoder} decode")
                 decoder_realism = realism if decoder == "diffusion" else None
                 image = self.pipe.decompress(
                     data, decoder=decoder, max_pixels=self.max_pixels, realism=decoder_realism
                 ).images[0]
-                gallery.append((np.asarray(image), sodec_decode_name(decoder, decoder_realism)))
+                name = sodec_decode_name(decoder, decoder_realism)
+                gallery.append((_png_file(image, folder, i, name), name))
         except Exception as e:  # noqa: BLE001
             raise _user_error(e) from e
         bpp = 8.0 * len(data) / (stream.width * stream.height)
@@ -222,11 +243,13 @@ def build_demo(
             )  # fmt: skip
             realism = _realism_slider(handlers, "realism")
             compress_button = gr.Button("Compress", variant="primary", elem_id="compress")
-            gallery = gr.Gallery(label="Decodes at the same bytes", columns=5, height=260, elem_id="decodes")
+            gallery = gr.Gallery(
+                label="Decodes at the same bytes", columns=5, height=260, elem_id="decodes", format="png"
+            )
             figures = gr.Dataframe(label="Figures", interactive=False, elem_id="figures")
             codec_notes = gr.Markdown(elem_id="codec-notes")
             choice = gr.Dropdown(label="Compare the original with", choices=[], elem_id="choice")
-            slider = gr.ImageSlider(label="Original | decode", elem_id="slider")
+            slider = gr.ImageSlider(label="Original | decode", elem_id="slider", format="png")
             state = gr.State()
             compress_button.click(
                 handlers.compress,
@@ -241,7 +264,7 @@ def build_demo(
             decode_realism = _realism_slider(handlers, "decode-realism")
             decode_button = gr.Button("Decode", variant="primary", elem_id="decode")
             header = gr.Markdown(elem_id="header")
-            decoded = gr.Gallery(label="Decodes", columns=2, height=420, elem_id="decoded")
+            decoded = gr.Gallery(label="Decodes", columns=2, height=420, elem_id="decoded", format="png")
             decode_button.click(
                 handlers.decode, inputs=[upload, decode_realism], outputs=[decoded, header], api_name="decode"
             )
