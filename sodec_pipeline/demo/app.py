@@ -70,11 +70,12 @@ def _stream_file(stream: bytes, photo_path: str, folder: Path) -> str:
 
 
 def _png_file(image, folder: Path, index: int, name: str) -> str:
-    """An image the page shows (an array or a PIL image), written as a PNG file of this request's folder. Handed an array, Gradio would
-    re-encode it as lossy WebP (its galleries' and sliders' default format), so that the page would not show the
-    decode's pixels, and write it in place under a name made from its content, so that a client downloading the
-    same picture for an earlier request could read it half-written; a file it copies under a temporary name and
-    renames (tests/test_demo.py's load test caught the torn download)."""
+    """An image the page shows (an array or a PIL image), written as a PNG file of this request's folder.
+
+    Handed an array, Gradio would re-encode it as lossy WebP (its galleries' and sliders' default format), so that
+    the page would not show the decode's pixels, and write it in place under a name made from its content, so that
+    a client downloading the same picture for an earlier request could read it half-written; a file it copies under
+    a temporary name and renames (tests/test_demo.py's load test caught the torn download)."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "image"
     path = folder / f"{index}-{slug}.png"
     PIL.Image.fromarray(np.asarray(image)).save(path)
