@@ -6,13 +6,18 @@ So ``auto`` is bfloat16 on a CUDA device that supports it and on a CPU whose fla
 ``amx_bf16``, and float32 everywhere else. The codec's analysis transform, P and the entropy models always
 run in float32, whatever the choice, so the bytes of a stream never depend on it.
 
+It also says how many threads the CPU networks get when the user sets none (:func:`default_cpu_threads`): one
+per physical core this process may run on. Two SMT threads of one core share its vector units, so a second
+thread per core adds synchronisation and no arithmetic; torch's own default (GNU OpenMP) counts logical CPUs.
+
 Pure Python (no torch import for the CPU): the command line says in its ``--help`` what ``auto`` picks.
 """
 
 import functools
+import os
 import platform
 from pathlib import Path
-from typing import FrozenSet
+from typing import FrozenSet, Iterable, Optional
 
 
 #: CPU flags (Linux ``/proc/cpuinfo`` names) meaning that bfloat16 matrix products run natively.
@@ -69,3 +74,35 @@ def dtype_help(device: str = "cpu") -> str:
         f"dtype of the decoder networks; the codec and its entropy models always run in float32, so the bytes "
         f"never change (default auto: {auto_dtype_name(device)} on the CPU here, {reason})"
     )
+
+
+#: Where Linux describes the CPUs' topology (``cpuN/topology/{physical_package_id,core_id}``).
+SYSFS_CPU = Path("/sys/devices/system/cpu")
+
+
+def physical_core_count(cpus: Optional[Iterable[int]] = None, sysfs: Path = SYSFS_CPU) -> int:
+    """The physical cores among ``cpus`` (default: the CPUs this process may run on): logical CPUs with the same
+    (package, core) in sysfs's topology are SMT threads of one core. Where the topology cannot be read, the
+    number of CPUs."""
+    if cpus is None:
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cpus = sorted(set(cpus))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(sysfs) / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+def default_cpu_threads(environ=None) -> Optional[int]:
+    """The CPU threads to give torch when the user chose none: ``None`` where ``OMP_NUM_THREADS`` is set (the
+    user's or ``accelerate launch``'s choice stands), else one per physical core this process may run on."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    return physical_core_count()

@@ -97,6 +97,7 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
         "schema", "model", "config", "seed", "size", "device", "dtype", "environment", "parameters", "warmup",
         "repeats", "baseline_steps", "bitstream", "encode", "decode", "decode_stages", "decode_staged_total",
         "decode_stage_sum_median_s", "baseline", "speedup", "floor", "memory", "notes", "load_s", "image", "arguments",
+        "compute_floor", "versus_float32",
     }  # fmt: skip
     assert expected <= set(result)
     # --size is W×H; the JSON keeps [H, W]
@@ -143,6 +144,69 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
     for stage in timed:
         assert STAGE_LABELS[stage] in captured.out
     assert "speed-up vs DDIM 3 steps" in captured.out
+
+    floor = result["compute_floor"]
+    assert floor["decoder"] == "diffusion" and floor["matmul_gflop_per_s"]["float32"] > 0
+    assert {"d_a", "unet", "vae_decode"} <= set(floor["stages"])
+    for stage, s in floor["stages"].items():
+        assert (
+            s["gflop"] > 0 and s["dtype"] == "float32" and s["median_s"] == result["decode_stages"][stage]["median_s"]
+        )
+        assert s["times_floor"] == pytest.approx(s["median_s"] / s["floor_s"])
+    assert "compute floor" in captured.out
+    # --dtype auto is float32 on a CPU without native bfloat16 (this one): nothing beside it, and a note says so
+    if result["dtype"] == "float32":
+        assert result["versus_float32"] is None and any("no other dtype" in n for n in result["notes"])
+
+
+def test_benchmark_sets_bfloat16_beside_float32(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main([
+        "benchmark", "--config", str(TINY_CONFIG), "--size", "64x48", "--warmup", "0", "--repeats", "1",
+        "--baseline-steps", "1", "--dtype", "bfloat16", "--out", str(out),
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(out.read_text())
+    assert result["dtype"] == "bfloat16"
+    floor = result["compute_floor"]
+    assert floor["stages"]["unet"]["dtype"] == "bfloat16" and floor["stages"]["hs_ts"]["dtype"] == "float32"
+    assert set(floor["matmul_gflop_per_s"]) == {"bfloat16", "float32"}
+    comparison = result["versus_float32"]
+    assert comparison["dtype"] == "bfloat16" and comparison["reference_dtype"] == "float32"
+    assert comparison["bytes_identical"] is True and comparison["bytes"] == result["bitstream"]["bytes"]
+    for decoder in ("diffusion", "fidelity"):
+        c = comparison["decoders"][decoder]
+        assert c["ratio"] == pytest.approx(c["decode"]["median_s"] / c["float32_decode"]["median_s"])
+        assert "d_a" in c["stages"] and ("unet" in c["stages"]) == (decoder == "diffusion")
+        assert c["psnr_change_db"] == pytest.approx(c["psnr_db"] - c["float32_psnr_db"])
+        assert 0 < c["max_abs_difference"] < 32 / 255  # bfloat16 differs from float32, a little
+    assert "bfloat16 beside float32" in captured.out and "bytes identical" in captured.out
+
+
+def test_stage_flops_add_up_and_leave_the_parameters_as_they_were(tiny_pipeline_dir):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sodec_pipeline.benchmarking.compute_floor import count_stage_flops, matmul_flops_per_second
+    from sodec_pipeline.pipelines import SODECPipeline
+
+    pipe = SODECPipeline.from_pretrained(tiny_pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.unet.requires_grad_(True)
+    pipe.vae.requires_grad_(False)
+    (stream,) = pipe.compress(synthetic_image(64, 64))
+    flops = count_stage_flops(pipe, stream)
+    assert all(flops[s] > 0 for s in ("hs_ts", "d_a", "vit", "unet", "vae_decode")) and flops["parse"] == 0
+    for name in ("compression_vae", "fidelity_guidance", "image_encoder", "unet"):
+        getattr(pipe, name).requires_grad_(False)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        pipe.decompress(stream, output_type="pt")
+    assert sum(flops.values()) == counter.get_total_flops()
+    pipe.unet.requires_grad_(True)
+    count_stage_flops(pipe, stream, decoder="fidelity")
+    assert all(p.requires_grad for p in pipe.unet.parameters())
+    assert not any(p.requires_grad for p in pipe.vae.parameters())
+    assert 1e6 < matmul_flops_per_second(torch.float32, max_size=256) < 1e15
 
 
 def test_benchmark_from_a_saved_model(tmp_path, tiny_pipeline_dir, capsys):

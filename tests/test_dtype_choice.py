@@ -80,3 +80,44 @@ def test_channels_last_decoders_keep_the_bytes_and_the_pixels(tiny_pipeline_dir,
         fast = pipe.decompress(streams, decoder=decoder, output_type="pt").images
         exact = tiny_pipeline.decompress(streams, decoder=decoder, output_type="pt").images
         assert (fast - exact).abs().max() < 1e-4
+
+
+def _fake_topology(root, cores):
+    """sysfs under ``root``: logical CPU i on (package 0, core cores[i])."""
+    for cpu, core in enumerate(cores):
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    return root
+
+
+def test_physical_cores_count_smt_siblings_once(tmp_path):
+    sysfs = _fake_topology(tmp_path, [0, 0, 1, 1])  # two cores, two SMT threads each
+    assert hardware.physical_core_count(range(4), sysfs) == 2
+    assert hardware.physical_core_count([0, 1], sysfs) == 1  # an affinity mask on one core's two threads
+    assert hardware.physical_core_count([1, 2], sysfs) == 2
+    assert hardware.physical_core_count([0, 7], sysfs) == 2  # no topology for cpu7: the CPU count
+    assert hardware.physical_core_count() >= 1  # this machine
+
+
+def test_default_threads_leave_omp_num_threads_alone(monkeypatch):
+    monkeypatch.setattr(hardware, "physical_core_count", lambda: 3)
+    assert hardware.default_cpu_threads({"OMP_NUM_THREADS": "1"}) is None
+    assert hardware.default_cpu_threads({"OMP_NUM_THREADS": " "}) == 3
+    assert hardware.default_cpu_threads({}) == 3
+
+
+def test_the_cli_loader_gives_torch_one_thread_per_physical_core(tiny_pipeline_dir, monkeypatch):
+    from sodec_pipeline.cli import model_loading
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(model_loading, "default_cpu_threads", lambda: 1 if threads > 1 else 2)
+    try:
+        model_loading.load_coding_pipeline(str(tiny_pipeline_dir))
+        assert torch.get_num_threads() == (1 if threads > 1 else 2)
+        monkeypatch.setattr(model_loading, "default_cpu_threads", lambda: None)  # OMP_NUM_THREADS set: untouched
+        model_loading.load_pipeline(str(tiny_pipeline_dir))
+        assert torch.get_num_threads() == (1 if threads > 1 else 2)
+    finally:
+        torch.set_num_threads(threads)

@@ -19,6 +19,8 @@ _import_structure = {
         "run_benchmark",
         "summarize_times",
     ],
+    ".compute_floor": ["count_stage_flops", "matmul_flops_per_second", "stage_floors"],
+    ".dtype_comparison": ["compare_with_float32", "format_comparison"],
 }
 
 __all__ = sorted(name for names in _import_structure.values() for name in names)
@@ -32,5 +34,9 @@ if TYPE_CHECKING:
         run_benchmark,
         summarize_times,
     )
+    from .compute_floor import count_stage_flops, matmul_flops_per_second, stage_floors  # noqa: F401
+    from .dtype_comparison import compare_with_float32, format_comparison  # noqa: F401
 else:
-    __getattr__, __dir__ = lazy_exports(__name__, _import_structure, ("benchmark", "scaling"))
+    __getattr__, __dir__ = lazy_exports(
+        __name__, _import_structure, ("benchmark", "compute_floor", "dtype_comparison", "scaling")
+    )

@@ -25,7 +25,9 @@ reset before each phase through /proc/self/clear_refs; where that is not allowed
 ``ru_maxrss`` and a note). Both include the model's weights.
 
 The *floor* is the sum of the medians of the network stages (``hs_ts``, ``d_a``, ``vit``, ``f_p``,
-``unet``, ``vae_decode``) plus entropy decoding: one forward pass of each network, nothing else.
+``unet``, ``vae_decode``) plus entropy decoding: one forward pass of each network, nothing else. The *compute
+floor* of each stage (:mod:`sodec_pipeline.benchmarking.compute_floor`) is its FLOPs at the rate of a large
+matrix product in its dtype on the same device and threads; the result says how many times that each stage takes.
 """
 
 import os
@@ -39,7 +41,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..hardware import physical_core_count
 from ..pipelines.coding import DECODE_STAGES
+from .compute_floor import stage_floors
 
 
 STAGES = DECODE_STAGES
@@ -241,6 +245,7 @@ def environment(device: torch.device) -> dict:
         "transformers": transformers.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "physical_cores": physical_core_count(),
         "torch_num_threads": torch.get_num_threads(),
         "cpu_model": _cpu_model(),
     }
@@ -316,8 +321,11 @@ def run_benchmark(
             f"t={int(scheduler.timesteps[0])}"
         )
 
-    # the comparison and the floor
+    # the comparison and the floors
     _add_speedup_and_floor(result)
+    log("compute floor: FLOPs per stage, a large matrix product's rate per dtype")
+    medians = {stage: stats["median_s"] for stage, stats in result["decode_stages"].items()}
+    result["compute_floor"] = stage_floors(pipe, stream, medians)
     result["memory"] = mem
     _add_load_and_utilisation(result["environment"], device, wall_start, cpu_start)
     result["notes"] = notes
@@ -446,6 +454,26 @@ def _process_cpu_seconds() -> float:
 
 
 # ---------------------------------------------------------------------- the table
+def _format_compute_floor(floor: dict) -> List[str]:
+    rates = ", ".join(f"{dtype} {rate:.1f}" for dtype, rate in floor["matmul_gflop_per_s"].items())
+    lines = [
+        f"compute floor: each stage's FLOPs at a large torch.mm's rate ({rates} GFLOP/s)",
+        f"{'':34}{'GFLOP':>12}{'floor ms':>10}{'median ms':>11}{'x floor':>9}",
+    ]
+    for stage, s in floor["stages"].items():
+        lines.append(
+            f"{'  ' + STAGE_LABELS[stage]:<34}{s['gflop']:>12.2f}{1000 * s['floor_s']:>10.1f}"
+            f"{1000 * s['median_s']:>11.1f}{s['times_floor']:>9.1f}"
+        )
+    if floor["networks_times_floor"] is not None:
+        lines.append(
+            f"{'  networks, total':<34}{sum(s['gflop'] for s in floor['stages'].values()):>12.2f}"
+            f"{1000 * floor['networks_floor_s']:>10.1f}{1000 * floor['networks_median_s']:>11.1f}"
+            f"{floor['networks_times_floor']:>9.1f}"
+        )
+    return lines
+
+
 def format_table(result: dict) -> str:
     """A plain-text table of the medians (ms) and spreads, for the terminal."""
     lines = []
@@ -470,6 +498,8 @@ def format_table(result: dict) -> str:
         lines.append(row("  " + STAGE_LABELS[stage], stats, share, result["baseline"]["decode_stages"][stage]))
     lines.append(row("decode by stage, total", result["decode_staged_total"], "100%", result["baseline"]["decode"]))
     lines.append(f"{'floor (one pass of each network)':<34}{1000 * result['floor']['median_s']:>12.1f}")
+    if "compute_floor" in result:
+        lines.extend(_format_compute_floor(result["compute_floor"]))
     s = result["speedup"]
     lines.append(
         f"one-step speed-up vs DDIM {result['baseline_steps']} steps: decode {s['decode_staged']:.2f}x "

@@ -2,6 +2,7 @@
 the N-step DDIM baseline, in one run. :mod:`sodec_pipeline.cli.dispatch` lists this module as the
 ``benchmark`` subcommand; torch comes in :func:`run` (``sodec benchmark --help`` stays fast)."""
 
+import argparse
 import json
 import os
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from ..hardware import dtype_help
 from .errors import CLIError
-from .model_loading import DTYPES, check_device, load_pipeline, torch_dtype
+from .model_loading import DTYPES, check_device, load_pipeline, torch_dtype, use_default_cpu_threads
 
 
 def parse_size(text: str):
@@ -43,12 +44,23 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help=dtype_help())
+    p.add_argument(
+        "--versus-float32",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="where --dtype is not float32, also decode with a float32 copy, alternating, and show both side by "
+        "side per stage with the bytes and PSNR of each (default on)",
+    )
     p.add_argument("--baseline-steps", type=int, default=4, help="steps of the DDIM baseline decode (default 4)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed phase (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per phase (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config (default 0)")
     p.add_argument("--image", help="benchmark on this image, resized to --size (default: a synthetic image)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: OMP_NUM_THREADS, else one per physical core this process may use)",
+    )
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument(
         "--scaling",
@@ -116,25 +128,34 @@ def _build_from_config(config, seed, device, dtype):
     except FileNotFoundError as e:
         raise CLIError(str(e)) from e
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=torch_dtype(dtype, device))
+    pipe = pipe.to(device=device, dtype=torch_dtype(dtype, device))
+    if check_device(device).type == "cpu":
+        use_default_cpu_threads()
+    return pipe
+
+
+def _load(args, dtype):
+    """The benchmarked pipeline in ``dtype`` (random weights of ``--config``, or ``--model``); ``--threads`` set."""
+    import torch
+
+    if args.config:
+        pipe = _build_from_config(args.config, args.seed, args.device, dtype)
+    else:
+        pipe = load_pipeline(args.model, args.device, dtype, debug=args.debug)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return pipe
 
 
 def run(args) -> int:
-    import torch
-
     from ..benchmarking.benchmark import format_table, run_benchmark
 
     height, width = _check_args(args)
     if args.scaling:
         return _run_scaling(args)
     image = _load_image(args.image, (height, width)) if args.image else None
-    if args.threads:
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    if args.config:
-        pipe = _build_from_config(args.config, args.seed, args.device, args.dtype)
-    else:
-        pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
+    pipe = _load(args, args.dtype)
     load_seconds = time.perf_counter() - start
     result = {"model": args.model, "config": args.config, "seed": args.seed if args.config else None}
     result.update(
@@ -147,12 +168,34 @@ def run(args) -> int:
     result["image"] = args.image or "synthetic (sodec_pipeline.benchmarking.benchmark.synthetic_image, seed 0)"
     result["arguments"] = {k: v for k, v in vars(args).items() if not callable(v)}
     print(format_table(result))
+    result["versus_float32"] = _versus_float32(args, pipe, image, height, width, result["notes"])
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        _write(args.out, result)
         print(f"wrote {args.out}")
     return 0
+
+
+def _versus_float32(args, pipe, image, height, width, notes):
+    """The chosen dtype beside float32 (:mod:`sodec_pipeline.benchmarking.dtype_comparison`), printed; ``None``
+    where the chosen dtype is float32 (a note says why) or ``--no-versus-float32``."""
+    import torch
+
+    from ..benchmarking.benchmark import STAGE_LABELS, synthetic_image
+    from ..benchmarking.dtype_comparison import compare_with_float32, format_comparison
+
+    if not args.versus_float32:
+        return None
+    if pipe.dtype == torch.float32:
+        why = " (this CPU has no native bfloat16: AVX512-BF16 or AMX)" if args.dtype == "auto" else ""
+        notes.append(f"--dtype {args.dtype} is float32 here{why}: no other dtype to set beside float32")
+        print(f"note: {notes[-1]}")
+        return None
+    reference = _load(args, "float32")
+    image = synthetic_image(height, width) if image is None else image
+    log = lambda m: print(f"[sodec benchmark] {m}", flush=True)  # noqa: E731
+    comparison = compare_with_float32(pipe, reference, image, args.warmup, args.repeats, log)
+    print(format_comparison(comparison, STAGE_LABELS))
+    return comparison
 
 
 def _run_scaling(args) -> int:
@@ -161,12 +204,7 @@ def _run_scaling(args) -> int:
     from ..benchmarking.benchmark import environment
     from ..benchmarking.scaling import format_scaling, measure_batching, measure_round_trip
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.config:
-        pipe = _build_from_config(args.config, args.seed, args.device, args.dtype)
-    else:
-        pipe = load_pipeline(args.model, args.device, args.dtype, debug=args.debug)
+    pipe = _load(args, args.dtype)
     log = lambda m: print(f"[sodec benchmark] {m}", flush=True)  # noqa: E731
     sizes = [parse_size(s) for s in args.size.split(",") if s.strip()]
     result = {"schema": "sodec-benchmark-scaling/1", "model": args.model, "config": args.config,

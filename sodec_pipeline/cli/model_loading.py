@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from ..codec.quality_levels import quality_levels_of_config
-from ..hardware import DTYPE_CHOICES, dtype_help, resolve_dtype_name
+from ..hardware import DTYPE_CHOICES, default_cpu_threads, dtype_help, resolve_dtype_name
 from ..hub_configs import HUB_CONFIGS
 from ..messages import first_line
 from ..model_folder_checks import WEIGHT_SUFFIXES
@@ -239,8 +239,7 @@ def load_pipeline(model: Optional[str], device: str = "cpu", dtype: str = "auto"
     if not isinstance(pipe, SODECPipeline):
         raise CLIError(f"--model {source}: holds a {type(pipe).__name__}, not a SODECPipeline")
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(torch_device)
-    return pipe.enable_channels_last() if torch_device.type == "cpu" else pipe
+    return _on_device(pipe, torch_device)
 
 
 def load_coding_pipeline(
@@ -268,8 +267,26 @@ def load_coding_pipeline(
         return load_pipeline(source, device, dtype, debug=debug)
     except Exception as e:  # noqa: BLE001 - the loaders raise many kinds; report one line
         raise CLIError(describe_load_error(source, e)) from e
+    return _on_device(pipe, torch_device)
+
+
+def _on_device(pipe, torch_device):
+    """``pipe`` on ``torch_device``; on the CPU, its convolutional networks channels-last and torch's threads one per
+    physical core (:func:`sodec_pipeline.hardware.default_cpu_threads`; ``OMP_NUM_THREADS`` wins)."""
     pipe = pipe.to(torch_device)
-    return pipe.enable_channels_last() if torch_device.type == "cpu" else pipe
+    if torch_device.type != "cpu":
+        return pipe
+    use_default_cpu_threads()
+    return pipe.enable_channels_last()
+
+
+def use_default_cpu_threads() -> None:
+    """torch's CPU threads: one per physical core this process may run on, unless ``OMP_NUM_THREADS`` says."""
+    import torch
+
+    threads = default_cpu_threads()
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
 
 
 def describe_load_error(source: str, error: BaseException) -> str:
