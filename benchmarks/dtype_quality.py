@@ -53,9 +53,8 @@ def main():
         for decoder in DECODERS:
             for name, pipe in pipes.items():
                 start = time.perf_counter()
-                decoded = pipe.decompress(streams["float32"], decoder=decoder, output_type="np").images[0]
+                decoded = np.asarray(pipe.decompress(streams["float32"], decoder=decoder).images[0])
                 seconds = time.perf_counter() - start
-                decoded = np.clip(np.round(decoded * 255), 0, 255).astype(np.uint8)
                 row[f"{decoder}_{name}"] = {
                     "psnr": psnr(image, decoded),
                     "dists": dists(image, decoded),

@@ -12,20 +12,21 @@ difference between the two decodes.
 import time
 from typing import Callable, Dict, Optional
 
+import numpy as np
 import torch
 
+from ..metrics import psnr
+from ..pipelines.coding import DECODERS
 from .benchmark import StageTimer, _synchronize, summarize_times
-
-
-DECODERS = ("diffusion", "fidelity")
 
 
 def psnr_db(decoded: torch.Tensor, image: torch.Tensor) -> float:
     """PSNR (dB) of a decode in [0, 1] against the image, both (3, H, W), on the 8-bit scale the files hold."""
-    a = (decoded.float().clamp(0, 1) * 255).round()
-    b = (image.float().clamp(0, 1) * 255).round()
-    mse = torch.mean((a - b) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(255.0**2 / mse)).item()
+    return psnr(_uint8(image), _uint8(decoded))
+
+
+def _uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()
