@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Scores diffusion decodes for the texture pilot (issue 29): for each pipeline folder and each photograph, at
-each quality level, the diffusion decode's flat-window excess, texture recall, DISTS, LPIPS-alex and PSNR
+each quality level, the diffusion decode's flat-window excess, texture recall, chroma excess, DISTS, LPIPS-alex and PSNR
 (real streams; the metrics of ``sodec_pipeline.metrics``), means per level, and the fidelity decode once (the
 pilots freeze the codec and D_a, so it is the same for every pipeline).
 
@@ -20,7 +20,7 @@ import torch
 
 from sodec_pipeline import SODECPipeline
 from sodec_pipeline.evaluation.evaluate import find_images, load_image
-from sodec_pipeline.metrics import load_perceptual_metrics, psnr, texture_statistics
+from sodec_pipeline.metrics import chroma_excess, load_perceptual_metrics, psnr, texture_statistics
 
 
 def decode_uint8(pipe, stream: bytes, decoder: str, realism=None) -> np.ndarray:
@@ -30,7 +30,8 @@ def decode_uint8(pipe, stream: bytes, decoder: str, realism=None) -> np.ndarray:
 
 def score(reference: np.ndarray, decoded: np.ndarray, perceptual) -> dict:
     excess, recall = texture_statistics(reference, decoded)
-    row = {"flat_excess": excess, "texture_recall": recall, "psnr": psnr(reference, decoded)}
+    row = {"flat_excess": excess, "texture_recall": recall, "chroma_excess": chroma_excess(reference, decoded)}
+    row["psnr"] = psnr(reference, decoded)
     for name, metric in perceptual.items():
         row[name] = metric(reference, decoded)
     return row
@@ -69,7 +70,7 @@ def main():
                     results["rows"].append(
                         {"method": method, "image": path.name, "quality": quality, "bytes": len(stream), **row}
                     )
-    metrics = ["flat_excess", "texture_recall", "dists", "lpips", "psnr"]
+    metrics = ["flat_excess", "texture_recall", "chroma_excess", "dists", "lpips", "psnr"]
     summary = []
     for method in dict.fromkeys(r["method"] for r in results["rows"]):
         for quality in levels:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sodec_pipeline.metrics import batch_texture_statistics, local_energy, texture_statistics
+from sodec_pipeline.metrics import batch_texture_statistics, chroma_excess, local_energy, texture_statistics
 
 
 def _half_flat_half_textured(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -54,6 +54,29 @@ def test_the_energy_map_is_on_the_0_255_scale_and_has_whole_windows_only():
     assert energy[0, 0, 0].item() == pytest.approx(8 * 255 / 64)
     with pytest.raises(ValueError, match="whole 8×8 window"):
         local_energy(torch.zeros(1, 3, 7, 30))
+
+
+def test_coloured_speckle_is_chroma_excess_and_grey_grain_is_not():
+    """Noise in one channel is colour detail the photo lacks; the same noise in all three is brightness alone
+    (Cb and Cr sum their weights to 0), and a blur of the photo adds none."""
+    image = _half_flat_half_textured()
+    noise = np.random.default_rng(1).integers(-12, 13, size=(64, 64), dtype=np.int16)
+    coloured, grey = image.astype(np.int16), image.astype(np.int16)
+    coloured[..., 0] += noise
+    grey += noise[..., None]
+    coloured, grey = (x.clip(0, 255).astype(np.uint8) for x in (coloured, grey))
+    assert chroma_excess(image, image) == 0.0
+    assert chroma_excess(image, coloured) > 3.0  # |Laplacian| of ±12 noise ≈ 24 on R, weighed 0.5 and 0.17
+    assert chroma_excess(image, grey) < 0.05  # clipping at 40…216 grey never happens: only rounding is left
+    assert texture_statistics(image, grey)[0] > 5.0  # while the luma map sees that grain
+    colourful = image.copy()
+    colourful[:, 32:] = np.random.default_rng(2).integers(40, 216, size=(64, 32, 3), dtype=np.uint8)
+    blurred = colourful.astype(np.float32)
+    blurred[:, 1:-1] = (blurred[:, :-2] + blurred[:, 1:-1] + blurred[:, 2:]) / 3
+    assert chroma_excess(colourful, blurred.round().astype(np.uint8)) < 0.5  # colour only spills onto the border
+    assert chroma_excess(blurred.round().astype(np.uint8), colourful) > 3.0  # and the other way round it is
+    with pytest.raises(ValueError, match="planes"):
+        local_energy(torch.zeros(1, 3, 8, 8), planes="rgb")
 
 
 def test_batch_statistics_equal_the_uint8_ones():
@@ -109,3 +132,19 @@ def test_flat_energy_keeps_the_heavy_factor_on_flat_regions_and_drops_it_on_text
         texture_energy_l1(on_texture, x, f, flat_energy=t) for f, t in ((8.0, 0), (8.0, 4.0), (1.0, 0))
     )
     assert by_flatness.item() == pytest.approx(plain.item(), rel=0.02) and constant.item() > 2 * plain.item()
+
+
+def test_the_chroma_loss_charges_coloured_speckle_only():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from sodec_training.losses import chroma_excess_l1
+
+    x = torch.from_numpy(_half_flat_half_textured()).permute(2, 0, 1)[None].float() / 255
+    noise = 0.05 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    grey = (x + noise).requires_grad_(True)
+    coloured = (x + noise * x.new_tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)).requires_grad_(True)
+    assert chroma_excess_l1(x, x).item() == 0.0
+    assert chroma_excess_l1(grey, x).item() < 1e-3  # grey grain is brightness alone
+    loss = chroma_excess_l1(coloured, x)
+    loss.backward()
+    assert loss.item() > 1.0 and coloured.grad.abs().sum() > 0
+    assert chroma_excess_l1(x, coloured.detach()).item() == 0.0  # colour detail missing costs nothing

@@ -84,6 +84,7 @@ def test_every_stage_runs_and_logs(full_run):
     assert [v["step"] for v in validations] == [4, 8]
     for v in validations:
         assert v["validation/bpp"] > 0 and 0 < v["validation/ms_ssim"] <= 1 and 0 < v["validation/psnr"] < 60
+        assert v["validation/chroma_excess"] >= 0 and v["validation/flat_excess"] >= 0
     images = list((full_run / "logs" / "train_sodec" / "images").glob("*.png"))
     assert len(images) == 2 and PIL.Image.open(images[0]).size == (96, 64)
     # --checkpoints_total_limit 2: of the checkpoints at steps 2, 4, 6, 8 the last two remain
@@ -426,8 +427,9 @@ def test_realism_control_trains_the_unet_at_each_images_timestep(tiny_pipeline_d
     output_dir = tmp_path / "realism"
     train(
         tiny_pipeline_dir, train_dir, output_dir, stage=2, max_train_steps=3, train_batch_size=4, realism_control=True,
-        texture_weight=0.1, checkpointing_steps=3,
+        texture_weight=0.1, chroma_weight=0.1, checkpointing_steps=3,
     )  # fmt: skip
+    assert all(r["train/chroma"] >= 0 for r in train_records(output_dir)[0].values())  # the chroma loss is logged
     training_timesteps = seen[: 3 * 4]
     assert len(set(training_timesteps)) > 3 and all(0 <= t <= 999 for t in training_timesteps)
     released = SODECPipeline.from_pretrained(output_dir)

@@ -262,16 +262,20 @@ def test_realism_weighs_the_perceptual_and_gan_losses_of_each_image(train_sodec)
 
     torch.manual_seed(0)
     dists = DISTS().eval().requires_grad_(False)
-    loss = DistortionLoss(mse_weight=2.0, dists_weight=0.5, dists_model=dists, colour_weight=3.0, texture_weight=0.1)
+    loss = DistortionLoss(
+        mse_weight=2.0, dists_weight=0.5, dists_model=dists, colour_weight=3.0, texture_weight=0.1, chroma_weight=0.2
+    )
     x, x_hat = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
     plain = loss(x_hat, x)
     torch.testing.assert_close(loss(x_hat, x, torch.ones(2))["distortion"], plain["distortion"])
     zero = loss(x_hat, x, torch.zeros(2))
-    torch.testing.assert_close(zero["distortion"], 2.0 * plain["mse"] + 3.0 * plain["colour"])
+    fidelity_terms = 2.0 * plain["mse"] + 3.0 * plain["colour"] + 0.2 * plain["chroma"]  # chroma: whatever β
+    assert plain["chroma"] > 0
+    torch.testing.assert_close(zero["distortion"], fidelity_terms)
     assert zero["dists"] == plain["dists"] and zero["texture"] == plain["texture"]
     first_only = loss(x_hat, x, torch.tensor([1.0, 0.0]))["distortion"]
     alone = loss(x_hat[:1], x[:1])
-    expected = 2.0 * plain["mse"] + 3.0 * plain["colour"] + (0.5 * alone["dists"] + 0.1 * alone["texture"]) / 2
+    expected = fidelity_terms + (0.5 * alone["dists"] + 0.1 * alone["texture"]) / 2
     torch.testing.assert_close(first_only, expected)
     logits = torch.randn(2, 1, 4, 6)
     torch.testing.assert_close(generator_adversarial_loss(logits, torch.ones(2)), generator_adversarial_loss(logits))

@@ -312,6 +312,14 @@ def add_loss_arguments(group) -> None:
         "0: f everywhere.",
     )
     group.add_argument(
+        "--chroma_weight",
+        type=float,
+        default=0.0,
+        help="k_χ: weight of the mean max(0, E_c(output) − E_c(x)) over 8×8 windows, E_c the window's mean |Laplacian| "
+        "of Cb and Cr on the 0…255 scale (the chroma excess of sodec_pipeline.metrics.texture): no colour speckle "
+        "where the photograph's detail is brightness (0: off).",
+    )
+    group.add_argument(
         "--kl_weight",
         type=float,
         default=1e-6,

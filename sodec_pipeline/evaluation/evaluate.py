@@ -26,7 +26,7 @@ import PIL.Image
 
 from ..image_files import IMAGE_EXTENSIONS, read_image
 from ..image_processing import pil_to_rgb_array
-from ..metrics import colour_psnr, ms_ssim, ms_ssim_scales, psnr, texture_statistics
+from ..metrics import chroma_excess, colour_psnr, ms_ssim, ms_ssim_scales, psnr, texture_statistics
 from ..pipelines.coding import DECODERS
 from . import baselines as baselines_lib
 
@@ -74,7 +74,7 @@ class EvaluationResult:
 #: what every row has, whatever else was asked for: the fidelity metrics (higher is better, BD-rates are taken
 #: of them) and where the decode puts texture (:mod:`sodec_pipeline.metrics.texture`)
 RATE_DISTORTION_METRICS = ("psnr", "ms_ssim", "colour_psnr")
-TEXTURE_METRICS = ("flat_excess", "texture_recall")
+TEXTURE_METRICS = ("flat_excess", "texture_recall", "chroma_excess")
 BUILTIN_METRICS = RATE_DISTORTION_METRICS + TEXTURE_METRICS
 
 
@@ -86,6 +86,7 @@ def _quality(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict) -> di
         "colour_psnr": colour_psnr(reference, decoded),
     }
     out["flat_excess"], out["texture_recall"] = texture_statistics(reference, decoded)
+    out["chroma_excess"] = chroma_excess(reference, decoded)
     for name, metric in perceptual.items():
         out[name] = metric(reference, decoded)
     return out

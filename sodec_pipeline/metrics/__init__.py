@@ -19,7 +19,7 @@ from .fidelity import (
     psnr,
 )
 from .perceptual import DISTS, LPIPS, PerceptualMetric
-from .texture import batch_texture_statistics, local_energy, texture_statistics
+from .texture import batch_texture_statistics, chroma_excess, local_energy, texture_statistics
 from .weights import (
     INSTALL_COMMAND,
     LPIPS_NETS,
@@ -44,6 +44,7 @@ __all__ = [
     "batch_ms_ssim",
     "batch_texture_statistics",
     "batch_psnr",
+    "chroma_excess",
     "colour_psnr",
     "finite_mean",
     "load_dists",

@@ -13,8 +13,15 @@ hair, bark). Both are read off one map, each 8×8 window's high-frequency energy
 - **texture recall** = Σ E_decode / Σ E_reference over the textured windows: about 1 for a decode with the
   photograph's amount of texture where it has some, near 0 for a blur.
 
-:func:`texture_statistics` takes two uint8 RGB images (H, W, 3), the reference first, as ``sodec eval`` does;
-:func:`local_energy` is the differentiable map on (B, 3, H, W) tensors in [0, 1], which the training's
+Both read luma. A decode can also paint its texture in colour: purple and green speckle on water, blotches on
+skin, where the photograph's fine detail is almost all brightness. The same map on the two colour-difference
+planes (BT.601 Cb and Cr, the mean of their |Laplacian|) gives E_c, and
+
+- **chroma excess** = mean over all windows of max(0, E_c,decode − E_c,reference): 0 for a decode whose colours
+  are no busier than the photograph's (a blur, or grain in brightness alone), large for coloured speckle.
+
+:func:`texture_statistics` and :func:`chroma_excess` take two uint8 RGB images (H, W, 3), the reference first, as
+``sodec eval`` does; :func:`local_energy` is the differentiable map on (B, 3, H, W) tensors in [0, 1], which the training's
 texture-energy loss uses too, so the loss and the metric are one implementation.
 """
 
@@ -31,23 +38,33 @@ TEXTURE_WINDOW = 8
 #: the share of the reference's windows called flat (lowest E) and textured (highest E)
 TEXTURE_FRACTION = 0.3
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: BT.601's colour differences Cb and Cr without their offset (each row sums to 0: grey detail has no chroma)
+CHROMA_WEIGHTS = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
-def local_energy(images: torch.Tensor, window: int = TEXTURE_WINDOW, peak: float = 255.0) -> torch.Tensor:
+def local_energy(
+    images: torch.Tensor, window: int = TEXTURE_WINDOW, peak: float = 255.0, planes: str = "luma"
+) -> torch.Tensor:
     """E per ``window``×``window`` window: (B, 3, H, W) RGB scaled so that ``peak`` is white → (B, H//w, W//w).
 
-    With the default ``peak`` the images are in [0, 1] and E is on the 0…255 scale of the metric."""
+    With the default ``peak`` the images are in [0, 1] and E is on the 0…255 scale of the metric. ``planes``:
+    ``"luma"`` (E) or ``"chroma"`` (E_c, the mean of Cb's and Cr's |Laplacian|)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected RGB images (B, 3, H, W); got shape {tuple(images.shape)}")
     if images.shape[-2] < window or images.shape[-1] < window:
         raise ValueError(f"images of {tuple(images.shape[-2:])} have no whole {window}×{window} window")
+    weights = {"luma": (LUMA_WEIGHTS,), "chroma": CHROMA_WEIGHTS}.get(planes)
+    if weights is None:
+        raise ValueError(f"planes must be 'luma' or 'chroma', not {planes!r}")
     with torch.autocast(images.device.type, enabled=False):  # a Laplacian of 0…255 values needs float32
         images = images.float()
-        luma = (images * images.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True) * peak
-        kernel = luma.new_tensor(_LAPLACIAN).view(1, 1, 3, 3)
-        laplacian = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernel).abs()
-        return F.avg_pool2d(laplacian, window)[:, 0]
+        kernel = images.new_tensor(_LAPLACIAN).view(1, 1, 3, 3)
+        laplacian = 0
+        for plane_weights in weights:
+            plane = (images * images.new_tensor(plane_weights).view(1, 3, 1, 1)).sum(1, keepdim=True) * peak
+            laplacian = laplacian + F.conv2d(F.pad(plane, (1, 1, 1, 1), mode="replicate"), kernel).abs()
+        return F.avg_pool2d(laplacian / len(weights), window)[:, 0]
 
 
 def window_masks(
@@ -82,6 +99,17 @@ def texture_statistics(reference: np.ndarray, test: np.ndarray) -> Tuple[float, 
     with torch.no_grad():
         energies = local_energy(torch.cat([uint8_to_tensor(reference), uint8_to_tensor(test)]), peak=1.0)
     return energy_statistics(energies[0], energies[1])
+
+
+def chroma_excess(reference: np.ndarray, test: np.ndarray) -> float:
+    """The chroma excess of ``test`` against ``reference``, uint8 RGB (H, W, 3) each: colour detail the decode
+    adds, mean over all windows of max(0, E_c(test) − E_c(reference))."""
+    reference, test = np.asarray(reference), np.asarray(test)
+    check_pair(reference, test)
+    with torch.no_grad():
+        pair = torch.cat([uint8_to_tensor(reference), uint8_to_tensor(test)])
+        energies = local_energy(pair, peak=1.0, planes="chroma")
+    return (energies[1] - energies[0]).clamp_min(0).mean().item()
 
 
 def batch_texture_statistics(x_hat: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,5 @@
-"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour + k_T·texture, the perceptual models
-of the loss, and the non-saturating GAN losses."""
+"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour + k_T·texture + k_χ·chroma, the
+perceptual models of the loss, and the non-saturating GAN losses."""
 
 from typing import Dict, Optional
 
@@ -60,6 +60,13 @@ def texture_energy_l1(
     return loss.flatten(1).mean(1) if per_image else loss.mean()
 
 
+def chroma_excess_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean over 8×8 windows of max(0, E_c(x̂) − E_c(x)), E_c the window's mean |Laplacian| of Cb and Cr on the
+    0…255 scale: the chroma excess of :mod:`sodec_pipeline.metrics.texture` as a loss. Colour detail the
+    photograph has costs nothing; coloured speckle added where its detail is brightness does."""
+    return (local_energy(x_hat, planes="chroma") - local_energy(x, planes="chroma")).clamp_min(0).mean()
+
+
 def realism_weighted_mean(per_image: torch.Tensor, realism: Optional[torch.Tensor]) -> torch.Tensor:
     """The batch mean of a per-image loss (any shape with the batch first), each image's weighed by its realism β
     when there is one (``train_sodec.py --realism_control``)."""
@@ -69,7 +76,8 @@ def realism_weighted_mean(per_image: torch.Tensor, realism: Optional[torch.Tenso
 
 class DistortionLoss(nn.Module):
     """d(x, x̂) = mse_weight · MSE + perceptual_weight · LPIPS + dists_weight · DISTS + colour_weight ·
-    MSE of 16×16 block means + texture_weight · :func:`texture_energy_l1`, images in [0, 1] (the LPIPS and
+    MSE of 16×16 block means + texture_weight · :func:`texture_energy_l1` + chroma_weight ·
+    :func:`chroma_excess_l1`, images in [0, 1] (the LPIPS and
     DISTS of :mod:`sodec_pipeline.metrics` take [0, 1] images). A term with weight 0 is neither computed nor
     logged.
 
@@ -88,6 +96,7 @@ class DistortionLoss(nn.Module):
         texture_weight: float = 0.0,
         texture_excess_factor: float = 1.0,
         texture_flat_energy: float = 0.0,
+        chroma_weight: float = 0.0,
     ):
         super().__init__()
         if perceptual_weight > 0 and lpips_model is None:
@@ -103,6 +112,7 @@ class DistortionLoss(nn.Module):
         self.texture_weight = texture_weight
         self.texture_excess_factor = texture_excess_factor
         self.texture_flat_energy = texture_flat_energy
+        self.chroma_weight = chroma_weight
 
     def forward(
         self, x_hat: torch.Tensor, x: torch.Tensor, realism: Optional[torch.Tensor] = None
@@ -126,13 +136,17 @@ class DistortionLoss(nn.Module):
             colour = block_mean_mse(x_hat, x)
             total = total + self.colour_weight * colour
             out["colour"] = colour
+        if self.chroma_weight > 0:
+            chroma = chroma_excess_l1(x_hat, x)
+            total = total + self.chroma_weight * chroma
+            out["chroma"] = chroma
         out["distortion"] = total
         return out
 
 
 def build_distortion_loss(args) -> DistortionLoss:
     """The distortion of ``train_sodec.py``'s arguments (``--mse_weight``, ``--perceptual_loss``/``--perceptual_weight``,
-    ``--dists_weight``, ``--colour_weight``, ``--texture_weight``), its LPIPS and DISTS loaded (once, by
+    ``--dists_weight``, ``--colour_weight``, ``--texture_weight``, ``--chroma_weight``), its LPIPS and DISTS loaded (once, by
     ``parse_args``). Raises :class:`~sodec_pipeline.metrics.MetricWeightsError` where their weights are missing."""
     lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
     dists_model = load_dists_loss(args.dists_weights) if args.dists_weight > 0 else None
@@ -146,6 +160,7 @@ def build_distortion_loss(args) -> DistortionLoss:
         texture_weight=args.texture_weight,
         texture_excess_factor=args.texture_excess_factor,
         texture_flat_energy=args.texture_flat_energy,
+        chroma_weight=args.chroma_weight,
     )
 
 

@@ -23,6 +23,7 @@ LOGGED_LOSSES = (
     "dists",
     "colour",
     "texture",
+    "chroma",
     "kl",
     "latent",
     "aux_loss",

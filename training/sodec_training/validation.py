@@ -10,7 +10,7 @@ import torch
 from accelerate.logging import get_logger
 
 from sodec_pipeline.codec.bitstream import bits_per_pixel
-from sodec_pipeline.metrics import batch_ms_ssim, batch_psnr, batch_texture_statistics, finite_mean
+from sodec_pipeline.metrics import batch_ms_ssim, batch_psnr, batch_texture_statistics, chroma_excess, finite_mean
 
 from .data import list_images
 
@@ -36,6 +36,7 @@ def evaluate(pipe, images, accelerator, autocast: bool = True) -> tuple:
     The released float32 pipeline is evaluated without it."""
     streams = []
     results = {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": [], "flat_excess": [], "texture_recall": []}
+    results["chroma_excess"] = []
     decoded_images = []
     with accelerator.autocast() if autocast else contextlib.nullcontext():
         for _, image in images:
@@ -51,6 +52,8 @@ def evaluate(pipe, images, accelerator, autocast: bool = True) -> tuple:
             excess, recall = batch_texture_statistics((decoded * 255).round() / 255, reference)
             results["flat_excess"].append(excess.item())
             results["texture_recall"].append(recall.item())
+            decoded_uint8 = (decoded[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+            results["chroma_excess"].append(chroma_excess(np.asarray(image), decoded_uint8))
             decoded_images.append(decoded[0].permute(1, 2, 0).numpy())
     metrics = {f"validation/{k}": finite_mean(v) for k, v in results.items()}
     return metrics, decoded_images
@@ -62,7 +65,8 @@ def log_validation(pipe, images, accelerator, step):
     logger.info(
         f"validation at step {step}: bpp {metrics['validation/bpp']:.4f}, PSNR {metrics['validation/psnr']:.2f} dB, "
         f"MS-SSIM {metrics['validation/ms_ssim']:.4f}, fidelity PSNR {metrics['validation/fidelity_psnr']:.2f} dB, "
-        f"flat-window excess {metrics['validation/flat_excess']:.2f}, texture recall {metrics['validation/texture_recall']:.2f}"
+        f"flat-window excess {metrics['validation/flat_excess']:.2f}, texture recall {metrics['validation/texture_recall']:.2f}, "
+        f"chroma excess {metrics['validation/chroma_excess']:.2f}"
     )
     accelerator.log(metrics, step=step)
     for tracker in accelerator.trackers:
