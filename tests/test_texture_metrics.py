@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sodec_pipeline.metrics import batch_texture_statistics, chroma_excess, local_energy, texture_statistics
+from sodec_pipeline.metrics.texture import peak_power_ratio
 
 
 def _half_flat_half_textured(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -148,3 +149,38 @@ def test_the_chroma_loss_charges_coloured_speckle_only():
     loss.backward()
     assert loss.item() > 1.0 and coloured.grad.abs().sum() > 0
     assert chroma_excess_l1(x, coloured.detach()).item() == 0.0  # colour detail missing costs nothing
+
+
+def _hatched(image: np.ndarray, frequency: float = 0.40625, amplitude: float = 12.0) -> np.ndarray:
+    """``image`` with vertical stripes of ``frequency`` cycles per pixel added to every row (a hatching)."""
+    stripes = amplitude * np.cos(2 * np.pi * frequency * np.arange(image.shape[1]))
+    return (image.astype(np.float64) + stripes[None, :, None]).round().clip(0, 255).astype(np.uint8)
+
+
+def _blurred(image: np.ndarray) -> np.ndarray:
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    blurred = torch.nn.functional.avg_pool2d(tensor, 3, 1, 1, count_include_pad=False)
+    return blurred[0].permute(1, 2, 0).round().byte().numpy()
+
+
+def test_a_hatching_is_a_peak_of_the_power_ratio_at_its_frequency():
+    photo = np.random.default_rng(3).integers(60, 196, size=(128, 128, 3), dtype=np.uint8)
+    ratio, fy, fx = peak_power_ratio(photo, _hatched(_blurred(photo)))
+    assert ratio > 5 and fy == 0.0 and fx == pytest.approx(0.40625)
+    assert peak_power_ratio(photo, photo)[0] == pytest.approx(1.0)
+    assert peak_power_ratio(photo, _blurred(photo))[0] < 1.1  # a blur adds no power (but rounding's)
+    with pytest.raises(ValueError, match="64×64 tile"):
+        peak_power_ratio(photo[:40], photo[:40])
+
+
+def test_the_grain_loss_charges_a_hatching_and_not_a_blur():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from sodec_training.losses import periodic_grain_l1
+
+    photo = np.random.default_rng(4).integers(60, 196, size=(64, 64, 3), dtype=np.uint8)
+    x, blurred = (torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255 for a in (photo, _blurred(photo)))
+    hatched = torch.from_numpy(_hatched(_blurred(photo))).permute(2, 0, 1)[None].float().div(255).requires_grad_(True)
+    assert periodic_grain_l1(x, x).item() == 0.0 and periodic_grain_l1(blurred, x).item() == 0.0
+    loss = periodic_grain_l1(hatched, x)
+    loss.backward()
+    assert loss.item() > 0.01 and hatched.grad.abs().sum() > 0

@@ -427,9 +427,10 @@ def test_realism_control_trains_the_unet_at_each_images_timestep(tiny_pipeline_d
     output_dir = tmp_path / "realism"
     train(
         tiny_pipeline_dir, train_dir, output_dir, stage=2, max_train_steps=3, train_batch_size=4, realism_control=True,
-        texture_weight=0.1, chroma_weight=0.1, checkpointing_steps=3,
+        texture_weight=0.1, chroma_weight=0.1, grain_weight=0.5, checkpointing_steps=3,
     )  # fmt: skip
-    assert all(r["train/chroma"] >= 0 for r in train_records(output_dir)[0].values())  # the chroma loss is logged
+    records = train_records(output_dir)[0].values()
+    assert all(r["train/chroma"] >= 0 and r["train/grain"] >= 0 for r in records)  # the chroma and grain losses
     training_timesteps = seen[: 3 * 4]
     assert len(set(training_timesteps)) > 3 and all(0 <= t <= 999 for t in training_timesteps)
     released = SODECPipeline.from_pretrained(output_dir)

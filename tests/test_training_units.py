@@ -263,14 +263,20 @@ def test_realism_weighs_the_perceptual_and_gan_losses_of_each_image(train_sodec)
     torch.manual_seed(0)
     dists = DISTS().eval().requires_grad_(False)
     loss = DistortionLoss(
-        mse_weight=2.0, dists_weight=0.5, dists_model=dists, colour_weight=3.0, texture_weight=0.1, chroma_weight=0.2
+        mse_weight=2.0,
+        dists_weight=0.5,
+        dists_model=dists,
+        colour_weight=3.0,
+        texture_weight=0.1,
+        chroma_weight=0.2,
+        grain_weight=0.3,
     )
     x, x_hat = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
     plain = loss(x_hat, x)
     torch.testing.assert_close(loss(x_hat, x, torch.ones(2))["distortion"], plain["distortion"])
     zero = loss(x_hat, x, torch.zeros(2))
-    fidelity_terms = 2.0 * plain["mse"] + 3.0 * plain["colour"] + 0.2 * plain["chroma"]  # chroma: whatever β
-    assert plain["chroma"] > 0
+    fidelity_terms = 2.0 * plain["mse"] + 3.0 * plain["colour"] + 0.2 * plain["chroma"] + 0.3 * plain["grain"]
+    assert plain["chroma"] > 0 and plain["grain"] > 0  # the chroma and grain terms count whatever β
     torch.testing.assert_close(zero["distortion"], fidelity_terms)
     assert zero["dists"] == plain["dists"] and zero["texture"] == plain["texture"]
     first_only = loss(x_hat, x, torch.tensor([1.0, 0.0]))["distortion"]

@@ -320,6 +320,14 @@ def add_loss_arguments(group) -> None:
         "where the photograph's detail is brightness (0: off).",
     )
     group.add_argument(
+        "--grain_weight",
+        type=float,
+        default=0.0,
+        help="k_G: weight of the periodic-grain loss: the mean over frequencies of max(0, log(P(output) / P(x)) − log 2), "
+        "P the luma power spectrum summed over 32×32 Hann tiles (sodec_pipeline.metrics.texture): no hatching, one "
+        "frequency painted stronger than the photograph has it (0: off).",
+    )
+    group.add_argument(
         "--kl_weight",
         type=float,
         default=1e-6,

@@ -20,6 +20,11 @@ planes (BT.601 Cb and Cr, the mean of their |Laplacian|) gives E_c, and
 - **chroma excess** = mean over all windows of max(0, E_c,decode − E_c,reference): 0 for a decode whose colours
   are no busier than the photograph's (a blur, or grain in brightness alone), large for coloured speckle.
 
+A hatching is one frequency painted everywhere. :func:`tile_power_spectrum` sums the luma power spectra of
+half-overlapping Hann-windowed tiles; the **peak power ratio** (:func:`peak_power_ratio`) is the largest ratio of a
+decode's to the photograph's over the frequencies: about 1 or less for a faithful decode or a blur, many times
+more at the hatching's frequency.
+
 :func:`texture_statistics` and :func:`chroma_excess` take two uint8 RGB images (H, W, 3), the reference first, as
 ``sodec eval`` does; :func:`local_energy` is the differentiable map on (B, 3, H, W) tensors in [0, 1], which the training's
 texture-energy loss uses too, so the loss and the metric are one implementation.
@@ -110,6 +115,33 @@ def chroma_excess(reference: np.ndarray, test: np.ndarray) -> float:
         pair = torch.cat([uint8_to_tensor(reference), uint8_to_tensor(test)])
         energies = local_energy(pair, peak=1.0, planes="chroma")
     return (energies[1] - energies[0]).clamp_min(0).mean().item()
+
+
+def tile_power_spectrum(images: torch.Tensor, tile: int = 64) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] → (B, tile, tile // 2 + 1): the sum over the tiles (``tile``², half
+    overlapping, whole ones only) of |rfft2(Hann · (luma − the tile's mean))|², luma on the 0…255 scale."""
+    if images.shape[-2] < tile or images.shape[-1] < tile:
+        raise ValueError(f"images of {tuple(images.shape[-2:])} have no whole {tile}×{tile} tile")
+    with torch.autocast(images.device.type, enabled=False):
+        luma = (images.float() * images.new_tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)).sum(1) * 255
+        tiles = luma.unfold(1, tile, tile // 2).unfold(2, tile, tile // 2)
+        tiles = tiles - tiles.mean((-2, -1), keepdim=True)
+        hann = torch.hann_window(tile, periodic=False, dtype=torch.float32, device=images.device)
+        power = torch.fft.rfft2(tiles * (hann[:, None] * hann[None])).abs().square()
+        return power.sum((1, 2))
+
+
+def peak_power_ratio(reference: np.ndarray, test: np.ndarray, tile: int = 64) -> Tuple[float, float, float]:
+    """The largest ratio of ``test``'s :func:`tile_power_spectrum` to ``reference``'s (uint8 RGB (H, W, 3) each)
+    and its frequency (vertical, horizontal; cycles per pixel, the horizontal one ≥ 0), the zero frequency left out."""
+    reference, test = np.asarray(reference), np.asarray(test)
+    check_pair(reference, test)
+    with torch.no_grad():
+        spectra = tile_power_spectrum(torch.cat([uint8_to_tensor(reference), uint8_to_tensor(test)]) / 255, tile)
+    ratio = spectra[1] / spectra[0].clamp_min(1e-12)
+    ratio[0, 0] = 0.0  # each tile's mean is removed: no power at 0 but rounding
+    fy, fx = divmod(int(torch.argmax(ratio)), ratio.shape[-1])
+    return ratio[fy, fx].item(), float(np.fft.fftfreq(tile)[fy]), fx / tile
 
 
 def batch_texture_statistics(x_hat: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

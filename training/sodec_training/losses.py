@@ -1,6 +1,7 @@
-"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour + k_T·texture + k_χ·chroma, the
-perceptual models of the loss, and the non-saturating GAN losses."""
+"""The distortion d(x, x̂) = k_M·MSE + k_P·LPIPS + k_D·DISTS + k_C·colour + k_T·texture + k_χ·chroma + k_G·grain,
+the perceptual models of the loss, and the non-saturating GAN losses."""
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -9,7 +10,7 @@ from torch.nn import functional as F
 
 from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_dists, load_lpips
 from sodec_pipeline.metrics.fidelity import COLOUR_BLOCK
-from sodec_pipeline.metrics.texture import local_energy
+from sodec_pipeline.metrics.texture import local_energy, tile_power_spectrum
 
 
 #: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
@@ -67,6 +68,23 @@ def chroma_excess_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (local_energy(x_hat, planes="chroma") - local_energy(x, planes="chroma")).clamp_min(0).mean()
 
 
+#: the periodic-grain loss's tiles (a 128² training crop holds 7 × 7 half-overlapping ones) and the ratio of the
+#: photograph's power that a frequency may reach before it costs
+GRAIN_TILE = 32
+GRAIN_MARGIN = 2.0
+
+
+def periodic_grain_l1(x_hat: torch.Tensor, x: torch.Tensor, tile: int = GRAIN_TILE, margin: float = GRAIN_MARGIN):
+    """Mean over the frequencies of max(0, log(P(x̂) / P(x)) − log ``margin``), P each image's
+    :func:`~sodec_pipeline.metrics.texture.tile_power_spectrum` plus a floor of 10⁻³ of its mean (a flat
+    photograph's near-zero power is not divided by): a hatching, one frequency painted many times stronger than
+    the photograph has it, costs; texture at the photograph's own frequencies does not."""
+    spectrum_hat, spectrum = tile_power_spectrum(x_hat, tile), tile_power_spectrum(x, tile)
+    floor = 1e-3 * spectrum.mean((-2, -1), keepdim=True) + 1e-6
+    excess = (torch.log((spectrum_hat + floor) / (spectrum + floor)) - math.log(margin)).clamp_min(0)
+    return excess.flatten(1)[:, 1:].mean()  # the zero frequency (each tile's mean is removed) left out
+
+
 def realism_weighted_mean(per_image: torch.Tensor, realism: Optional[torch.Tensor]) -> torch.Tensor:
     """The batch mean of a per-image loss (any shape with the batch first), each image's weighed by its realism β
     when there is one (``train_sodec.py --realism_control``)."""
@@ -77,7 +95,7 @@ def realism_weighted_mean(per_image: torch.Tensor, realism: Optional[torch.Tenso
 class DistortionLoss(nn.Module):
     """d(x, x̂) = mse_weight · MSE + perceptual_weight · LPIPS + dists_weight · DISTS + colour_weight ·
     MSE of 16×16 block means + texture_weight · :func:`texture_energy_l1` + chroma_weight ·
-    :func:`chroma_excess_l1`, images in [0, 1] (the LPIPS and
+    :func:`chroma_excess_l1` + grain_weight · :func:`periodic_grain_l1`, images in [0, 1] (the LPIPS and
     DISTS of :mod:`sodec_pipeline.metrics` take [0, 1] images). A term with weight 0 is neither computed nor
     logged.
 
@@ -97,6 +115,7 @@ class DistortionLoss(nn.Module):
         texture_excess_factor: float = 1.0,
         texture_flat_energy: float = 0.0,
         chroma_weight: float = 0.0,
+        grain_weight: float = 0.0,
     ):
         super().__init__()
         if perceptual_weight > 0 and lpips_model is None:
@@ -113,6 +132,7 @@ class DistortionLoss(nn.Module):
         self.texture_excess_factor = texture_excess_factor
         self.texture_flat_energy = texture_flat_energy
         self.chroma_weight = chroma_weight
+        self.grain_weight = grain_weight
 
     def forward(
         self, x_hat: torch.Tensor, x: torch.Tensor, realism: Optional[torch.Tensor] = None
@@ -140,13 +160,17 @@ class DistortionLoss(nn.Module):
             chroma = chroma_excess_l1(x_hat, x)
             total = total + self.chroma_weight * chroma
             out["chroma"] = chroma
+        if self.grain_weight > 0:
+            grain = periodic_grain_l1(x_hat, x)
+            total = total + self.grain_weight * grain
+            out["grain"] = grain
         out["distortion"] = total
         return out
 
 
 def build_distortion_loss(args) -> DistortionLoss:
     """The distortion of ``train_sodec.py``'s arguments (``--mse_weight``, ``--perceptual_loss``/``--perceptual_weight``,
-    ``--dists_weight``, ``--colour_weight``, ``--texture_weight``, ``--chroma_weight``), its LPIPS and DISTS loaded (once, by
+    ``--dists_weight``, ``--colour_weight``, ``--texture_weight``, ``--chroma_weight``, ``--grain_weight``), its LPIPS and DISTS loaded (once, by
     ``parse_args``). Raises :class:`~sodec_pipeline.metrics.MetricWeightsError` where their weights are missing."""
     lpips_model = load_lpips_loss(args.lpips_net, args.lpips_weights) if args.perceptual_loss == "lpips" else None
     dists_model = load_dists_loss(args.dists_weights) if args.dists_weight > 0 else None
@@ -161,6 +185,7 @@ def build_distortion_loss(args) -> DistortionLoss:
         texture_excess_factor=args.texture_excess_factor,
         texture_flat_energy=args.texture_flat_energy,
         chroma_weight=args.chroma_weight,
+        grain_weight=args.grain_weight,
     )
 
 

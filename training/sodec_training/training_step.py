@@ -24,6 +24,7 @@ LOGGED_LOSSES = (
     "colour",
     "texture",
     "chroma",
+    "grain",
     "kl",
     "latent",
     "aux_loss",
