@@ -22,6 +22,19 @@ from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, ms_ssim, ps
 from sodec_pipeline.pipelines import SODECPipeline
 
 
+#: the metrics of a report, in order: the built-in ones, then LPIPS and DISTS where their weights are found
+REPORTED_METRICS = [
+    "psnr",
+    "ms_ssim",
+    "colour_psnr",
+    "flat_excess",
+    "texture_recall",
+    "chroma_excess",
+    "lpips",
+    "dists",
+]
+
+
 def _rgb(path):
     return np.asarray(PIL.Image.open(path).convert("RGB"), dtype=np.uint8)
 
@@ -230,7 +243,7 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(
         assert float(row["psnr"]) == pytest.approx(max(fitting))
 
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr", "flat_excess", "texture_recall", "chroma_excess"]
+    assert report["metrics"] == REPORTED_METRICS[:-2]
     for row in rows:  # where each decode puts texture, per image (sodec_pipeline.metrics.texture)
         assert float(row["flat_excess"]) >= 0 and 0 <= float(row["texture_recall"]) < 10
     assert any("MS-SSIM" in n and "3 scales" in n for n in report["notes"])
@@ -307,16 +320,7 @@ def test_eval_with_perceptual_weights_and_a_missing_codec(
     for row in rows:
         assert math.isfinite(float(row["lpips"])) and math.isfinite(float(row["dists"]))
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == [
-        "psnr",
-        "ms_ssim",
-        "colour_psnr",
-        "flat_excess",
-        "texture_recall",
-        "chroma_excess",
-        "lpips",
-        "dists",
-    ]
+    assert report["metrics"] == REPORTED_METRICS
     assert report["codecs_available"] == {"jpeg": True, "avif": False}
     assert any(n.startswith("avif: not available") for n in report["notes"])
     assert "avif: not available" in captured.out
@@ -347,16 +351,7 @@ def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(
     ]
     assert main(argv + ["--out", str(out)]) == 0
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == [
-        "psnr",
-        "ms_ssim",
-        "colour_psnr",
-        "flat_excess",
-        "texture_recall",
-        "chroma_excess",
-        "lpips",
-        "dists",
-    ]
+    assert report["metrics"] == REPORTED_METRICS
     assert report["settings"]["perceptual_weights"] == {"lpips": "test weights", "dists": "test weights"}
     for row in _read_csv(out / "summary.csv"):
         assert math.isfinite(float(row["lpips"])) and math.isfinite(float(row["dists"]))
@@ -372,7 +367,7 @@ def test_eval_reports_lpips_and_dists_by_default_or_says_how_to_get_them(
     err = capsys.readouterr().err
     assert "LPIPS left out" in err and "DISTS left out" in err and "pip install" in err
     report = json.loads((out / "results.json").read_text())
-    assert report["metrics"] == ["psnr", "ms_ssim", "colour_psnr", "flat_excess", "texture_recall", "chroma_excess"]
+    assert report["metrics"] == REPORTED_METRICS[:-2]
     assert any(n.startswith("LPIPS left out") for n in report["notes"])
 
 
