@@ -30,8 +30,12 @@ def decode_uint8(pipe, stream: bytes, decoder: str, realism=None) -> np.ndarray:
 
 def score(reference: np.ndarray, decoded: np.ndarray, perceptual) -> dict:
     excess, recall = texture_statistics(reference, decoded)
-    row = {"flat_excess": excess, "texture_recall": recall, "chroma_excess": chroma_excess(reference, decoded)}
-    row["psnr"] = psnr(reference, decoded)
+    row = {
+        "flat_excess": excess,
+        "texture_recall": recall,
+        "chroma_excess": chroma_excess(reference, decoded),
+        "psnr": psnr(reference, decoded),
+    }
     for name, metric in perceptual.items():
         row[name] = metric(reference, decoded)
     return row

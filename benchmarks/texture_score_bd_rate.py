@@ -8,6 +8,7 @@ lower is better: taken of their negatives) and PSNR (negative: the test needs fe
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ BD_METRICS = (("dists", -1), ("lpips", -1), ("psnr", 1))
 def level_means(spec: str) -> dict:
     """``FILE:METHOD`` → {level: {metric: mean over the images}} of that method's rows."""
     path, _, method = spec.rpartition(":")
-    rows = [r for r in json.loads(open(path).read())["rows"] if r["method"] == method]
+    rows = [r for r in json.loads(Path(path).read_text())["rows"] if r["method"] == method]
     if not rows:
         raise SystemExit(f"no rows of {method!r} in {path}")
     levels = sorted({r["quality"] for r in rows})

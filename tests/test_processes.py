@@ -8,6 +8,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -57,17 +58,13 @@ def test_merged_shares_are_the_one_process_result(tmp_path, three_images, tiny_p
 def one_thread():
     """One torch thread, and ``OMP_NUM_THREADS=1`` as accelerate gives each launched process: without it the CLI's
     loader sets one thread per physical core again."""
-    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        yield
+        with patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
+            yield
     finally:
         torch.set_num_threads(threads)
-        if variable is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = variable
 
 
 def _launch(commands, tmp_path, processes=2):

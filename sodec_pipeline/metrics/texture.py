@@ -67,9 +67,14 @@ def local_energy(
         kernel = images.new_tensor(_LAPLACIAN).view(1, 1, 3, 3)
         laplacian = 0
         for plane_weights in weights:
-            plane = (images * images.new_tensor(plane_weights).view(1, 3, 1, 1)).sum(1, keepdim=True) * peak
+            plane = _weighted_plane(images, plane_weights, peak)
             laplacian = laplacian + F.conv2d(F.pad(plane, (1, 1, 1, 1), mode="replicate"), kernel).abs()
         return F.avg_pool2d(laplacian / len(weights), window)[:, 0]
+
+
+def _weighted_plane(images: torch.Tensor, weights, peak: float) -> torch.Tensor:
+    """Σ_c weights[c] · images[:, c] · peak of float32 (B, 3, H, W) images → (B, 1, H, W)."""
+    return (images * images.new_tensor(weights).view(1, 3, 1, 1)).sum(1, keepdim=True) * peak
 
 
 def window_masks(
@@ -106,15 +111,20 @@ def texture_statistics(reference: np.ndarray, test: np.ndarray) -> Tuple[float, 
     return energy_statistics(energies[0], energies[1])
 
 
+def added_chroma_energy(test: torch.Tensor, reference: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
+    """Mean over all windows and images of max(0, E_c(test) − E_c(reference)), (B, 3, H, W) batches scaled as
+    for :func:`local_energy`: the chroma excess, differentiable (the training's ``--chroma_weight`` loss)."""
+    added = local_energy(test, peak=peak, planes="chroma") - local_energy(reference, peak=peak, planes="chroma")
+    return added.clamp_min(0).mean()
+
+
 def chroma_excess(reference: np.ndarray, test: np.ndarray) -> float:
     """The chroma excess of ``test`` against ``reference``, uint8 RGB (H, W, 3) each: colour detail the decode
     adds, mean over all windows of max(0, E_c(test) − E_c(reference))."""
     reference, test = np.asarray(reference), np.asarray(test)
     check_pair(reference, test)
     with torch.no_grad():
-        pair = torch.cat([uint8_to_tensor(reference), uint8_to_tensor(test)])
-        energies = local_energy(pair, peak=1.0, planes="chroma")
-    return (energies[1] - energies[0]).clamp_min(0).mean().item()
+        return added_chroma_energy(uint8_to_tensor(test), uint8_to_tensor(reference), peak=1.0).item()
 
 
 def tile_power_spectrum(images: torch.Tensor, tile: int = 64) -> torch.Tensor:
@@ -123,7 +133,7 @@ def tile_power_spectrum(images: torch.Tensor, tile: int = 64) -> torch.Tensor:
     if images.shape[-2] < tile or images.shape[-1] < tile:
         raise ValueError(f"images of {tuple(images.shape[-2:])} have no whole {tile}×{tile} tile")
     with torch.autocast(images.device.type, enabled=False):
-        luma = (images.float() * images.new_tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)).sum(1) * 255
+        luma = _weighted_plane(images.float(), LUMA_WEIGHTS, 255.0)[:, 0]
         tiles = luma.unfold(1, tile, tile // 2).unfold(2, tile, tile // 2)
         tiles = tiles - tiles.mean((-2, -1), keepdim=True)
         hann = torch.hann_window(tile, periodic=False, dtype=torch.float32, device=images.device)

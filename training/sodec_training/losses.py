@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from sodec_pipeline.metrics import LPIPS_NETS, MetricWeightsError, load_dists, load_lpips
 from sodec_pipeline.metrics.fidelity import COLOUR_BLOCK
-from sodec_pipeline.metrics.texture import local_energy, tile_power_spectrum
+from sodec_pipeline.metrics.texture import added_chroma_energy, local_energy, tile_power_spectrum
 
 
 #: --lpips_net choices: the metrics module's backbones, and "squeeze", which only explains what replaced it.
@@ -65,7 +65,7 @@ def chroma_excess_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean over 8×8 windows of max(0, E_c(x̂) − E_c(x)), E_c the window's mean |Laplacian| of Cb and Cr on the
     0…255 scale: the chroma excess of :mod:`sodec_pipeline.metrics.texture` as a loss. Colour detail the
     photograph has costs nothing; coloured speckle added where its detail is brightness does."""
-    return (local_energy(x_hat, planes="chroma") - local_energy(x, planes="chroma")).clamp_min(0).mean()
+    return added_chroma_energy(x_hat, x)
 
 
 #: the periodic-grain loss's tiles (a 128² training crop holds 7 × 7 half-overlapping ones) and the ratio of the

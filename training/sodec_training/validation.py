@@ -10,7 +10,8 @@ import torch
 from accelerate.logging import get_logger
 
 from sodec_pipeline.codec.bitstream import bits_per_pixel
-from sodec_pipeline.metrics import batch_ms_ssim, batch_psnr, batch_texture_statistics, chroma_excess, finite_mean
+from sodec_pipeline.metrics import batch_ms_ssim, batch_psnr, batch_texture_statistics, finite_mean
+from sodec_pipeline.metrics.texture import added_chroma_energy
 
 from .data import list_images
 
@@ -35,8 +36,8 @@ def evaluate(pipe, images, accelerator, autocast: bool = True) -> tuple:
     are in fp16/bf16) wraps the decoder networks; the codec's entropy coding always runs in float32.
     The released float32 pipeline is evaluated without it."""
     streams = []
-    results = {"bpp": [], "psnr": [], "ms_ssim": [], "fidelity_psnr": [], "flat_excess": [], "texture_recall": []}
-    results["chroma_excess"] = []
+    names = ("bpp", "psnr", "ms_ssim", "fidelity_psnr", "flat_excess", "texture_recall", "chroma_excess")
+    results = {name: [] for name in names}
     decoded_images = []
     with accelerator.autocast() if autocast else contextlib.nullcontext():
         for _, image in images:
@@ -49,11 +50,11 @@ def evaluate(pipe, images, accelerator, autocast: bool = True) -> tuple:
             results["psnr"].append(batch_psnr(decoded, reference).item())
             results["ms_ssim"].append(batch_ms_ssim(decoded, reference).item())
             results["fidelity_psnr"].append(batch_psnr(fidelity, reference).item())
-            excess, recall = batch_texture_statistics((decoded * 255).round() / 255, reference)
+            decoded_8bit = (decoded * 255).round() / 255  # as the file holds it
+            excess, recall = batch_texture_statistics(decoded_8bit, reference)
             results["flat_excess"].append(excess.item())
             results["texture_recall"].append(recall.item())
-            decoded_uint8 = (decoded[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-            results["chroma_excess"].append(chroma_excess(np.asarray(image), decoded_uint8))
+            results["chroma_excess"].append(added_chroma_energy(decoded_8bit, reference).item())
             decoded_images.append(decoded[0].permute(1, 2, 0).numpy())
     metrics = {f"validation/{k}": finite_mean(v) for k, v in results.items()}
     return metrics, decoded_images
