@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Scores diffusion decodes for the texture pilot (issue 29): for each pipeline folder and each photograph, at
-each quality level, the diffusion decode's flat-window excess, texture recall, chroma excess, DISTS, LPIPS-alex and PSNR
-(real streams; the metrics of ``sodec_pipeline.metrics``), means per level, and the fidelity decode once (the
-pilots freeze the codec and D_a, so it is the same for every pipeline).
+each quality level, the diffusion decode's flat-window excess, texture recall, chroma excess, peak power ratio (a
+hatching's spectral line: ``benchmarks/periodic_grain.py``), DISTS, LPIPS-alex and PSNR (real streams; the
+metrics of ``sodec_pipeline.metrics``), means per level, and the fidelity decode once (the pilots freeze the codec
+and D_a, so it is the same for every pipeline).
 
     python benchmarks/texture_pilot.py --images pilotset/ --levels 1,5,9 \
         --pipeline shipped=pretrained/sodec-small --pipeline gan=runs/gan ... --out scores.json
@@ -21,6 +22,7 @@ import torch
 from sodec_pipeline import SODECPipeline
 from sodec_pipeline.evaluation.evaluate import find_images, load_image
 from sodec_pipeline.metrics import chroma_excess, load_perceptual_metrics, psnr, texture_statistics
+from sodec_pipeline.metrics.texture import peak_power_ratio
 
 
 def decode_uint8(pipe, stream: bytes, decoder: str, realism=None) -> np.ndarray:
@@ -34,6 +36,7 @@ def score(reference: np.ndarray, decoded: np.ndarray, perceptual) -> dict:
         "flat_excess": excess,
         "texture_recall": recall,
         "chroma_excess": chroma_excess(reference, decoded),
+        "peak_power_ratio": peak_power_ratio(reference, decoded)[0],
         "psnr": psnr(reference, decoded),
     }
     for name, metric in perceptual.items():
@@ -74,7 +77,7 @@ def main():
                     results["rows"].append(
                         {"method": method, "image": path.name, "quality": quality, "bytes": len(stream), **row}
                     )
-    metrics = ["flat_excess", "texture_recall", "chroma_excess", "dists", "lpips", "psnr"]
+    metrics = ["flat_excess", "texture_recall", "chroma_excess", "peak_power_ratio", "dists", "lpips", "psnr"]
     summary = []
     for method in dict.fromkeys(r["method"] for r in results["rows"]):
         for quality in levels:

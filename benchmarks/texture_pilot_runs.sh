@@ -34,7 +34,7 @@ for name in "$@"; do
     asym-flat3b) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.016 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03" ;; # asym-flat3 carried on with twice the energy weight (texture against MSE's blur)
     realism) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --realism_control" ;; # asym-flat3 with the realism control (issue 29 item 4): each image's perceptual and GAN terms weighed by its realism
     asym-flat3-chroma) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05" ;; # asym-flat3 and a charge on colour detail the photo lacks (coloured speckle)
-    asym-flat3-grain) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05 --grain_weight 5" ;; # asym-flat3-chroma and a charge on any one frequency painted stronger than the photo has it (hatching)
+    asym-flat3-grain) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05 --grain_weight 20" ;; # asym-flat3-chroma and a charge on any one frequency painted stronger than the photo has it (hatching)
     *) echo "unknown pilot $name" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
