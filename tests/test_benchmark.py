@@ -86,9 +86,10 @@ def _check_stats(stats, runs):
 
 def test_benchmark_command_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
+    # float32 named: --dtype auto is bfloat16 on a CPU with native bfloat16 (the next test's case)
     rc = main([
         "benchmark", "--config", str(TINY_CONFIG), "--size", "96x64", "--warmup", "1", "--repeats", "2",
-        "--baseline-steps", "3", "--out", str(out),
+        "--baseline-steps", "3", "--dtype", "float32", "--out", str(out),
     ])  # fmt: skip
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -154,9 +155,8 @@ def test_benchmark_command_writes_every_field(tmp_path, capsys):
         )
         assert s["times_floor"] == pytest.approx(s["median_s"] / s["floor_s"])
     assert "compute floor" in captured.out
-    # --dtype auto is float32 on a CPU without native bfloat16 (this one): nothing beside it, and a note says so
-    if result["dtype"] == "float32":
-        assert result["versus_float32"] is None and any("no other dtype" in n for n in result["notes"])
+    # float32 alone: nothing beside it, and a note says so
+    assert result["versus_float32"] is None and any("no other dtype" in n for n in result["notes"])
 
 
 def test_benchmark_sets_bfloat16_beside_float32(tmp_path, capsys):
@@ -255,7 +255,7 @@ def test_scaling_benchmark_writes_round_trips_and_batching(tmp_path, capsys):
     out = tmp_path / "scaling.json"
     rc = main([
         "benchmark", "--config", str(TINY_CONFIG), "--size", "96x64,200x300", "--scaling", "--batch-speedup", "2",
-        "--out", str(out),
+        "--dtype", "float32", "--out", str(out),
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())

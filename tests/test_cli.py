@@ -350,18 +350,23 @@ def test_compress_batch_survives_bad_files(tiny_pipeline_dir, workdir, capsys, t
 
 
 def test_decompress_realism(tiny_pipeline_dir, tiny_pipeline, streams, capsys, tmp_path):
-    """--realism 0 is --fidelity's decode; 1 the default decode under its own name; a value between is refused in
+    """--realism 0 is --fidelity's decode; 1 the default decode under its own name (float32, as the in-process pipeline
+    here: --dtype auto is bfloat16 on a CPU with native bfloat16); a value between is refused in
     one line by a model trained without a realism control and decoded by one trained with it; a bad value and
     --realism with --fidelity are refused by argparse."""
     from sodec_pipeline import SODECPipeline
     from sodec_pipeline.schedulers import SODECScheduler
 
     stream, out = streams[0], tmp_path / "out"
-    code, _, err = _run(capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "0")
+    code, _, err = _run(
+        capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "0", "--dtype", "float32"
+    )
     assert code == 0, err
     fidelity = tiny_pipeline.decompress(stream.read_bytes(), decoder="fidelity").images[0]
     assert np.array_equal(np.asarray(PIL.Image.open(out / "bsds_crop0_96x64.fidelity.png")), np.asarray(fidelity))
-    code, stdout, err = _run(capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "1")
+    code, stdout, err = _run(
+        capsys, "decompress", stream, "--model", tiny_pipeline_dir, "-o", out, "--realism", "1", "--dtype", "float32"
+    )
     assert code == 0 and stdout.rstrip().endswith("realism 1"), err
     diffusion = tiny_pipeline.decompress(stream.read_bytes()).images[0]
     assert np.array_equal(np.asarray(PIL.Image.open(out / "bsds_crop0_96x64.realism-1.png")), np.asarray(diffusion))

@@ -15,11 +15,10 @@ import PIL.Image
 import pytest
 import torch
 
-from sodec_pipeline.cli import main
+from sodec_pipeline.cli import load_pipeline, main
 from sodec_pipeline.evaluation import baselines
 from sodec_pipeline.evaluation.baselines import CODECS, Variant, reconstruct, run_codec, select_best
-from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, ms_ssim, psnr
-from sodec_pipeline.pipelines import SODECPipeline
+from sodec_pipeline.metrics import DISTS, LPIPS, MetricWeightsError, ms_ssim, peak_power_ratio, psnr
 
 
 #: the metrics of a report, in order: the built-in ones, then LPIPS and DISTS where their weights are found
@@ -30,6 +29,7 @@ REPORTED_METRICS = [
     "flat_excess",
     "texture_recall",
     "chroma_excess",
+    "peak_power_ratio",
     "lpips",
     "dists",
 ]
@@ -214,14 +214,16 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(
             stream = out / row["file"]
             assert int(row["bytes"]) == stream.stat().st_size  # bpp from the file on disk
             sodec_bpp[row["image"]] = float(row["bpp"])
-    as_the_cli_loads_it = SODECPipeline.from_pretrained(tiny_pipeline_dir).enable_channels_last()
+    # the CLI's own loader: channels-last decoders, and --dtype auto's choice (bfloat16 decoder networks on a CPU
+    # with native bfloat16, float32 elsewhere)
+    as_the_cli_loads_it = load_pipeline(str(tiny_pipeline_dir))
     for name in images:
         stream_file = out / "streams" / (Path(name).stem + ".sodec")
         for decoder in ("diffusion", "fidelity"):
             png = out / "decoded" / f"{Path(name).stem}.{decoder}.png"
             decoded = _rgb(png)
-            # The saved PNG is the pipeline's decode of the file (loaded as the CLI loads it on the CPU:
-            # channels-last decoders), and the CSV's PSNR is that PNG's.
+            # The saved PNG is the pipeline's decode of the file (loaded as the CLI loads it), and the CSV's
+            # PSNR is that PNG's.
             expected = as_the_cli_loads_it.decompress(
                 stream_file.read_bytes(), output_type="pil", decoder=decoder
             ).images[0]
@@ -229,6 +231,7 @@ def test_eval_two_images_writes_every_file_with_sane_numbers(
             (row,) = [r for r in rows if r["image"] == name and r["method"] == f"sodec-{decoder}"]
             assert float(row["psnr"]) == pytest.approx(psnr(originals[name], decoded))
             assert float(row["ms_ssim"]) == pytest.approx(ms_ssim(originals[name], decoded))
+            assert float(row["peak_power_ratio"]) == pytest.approx(peak_power_ratio(originals[name], decoded)[0])
 
     # Each baseline choice is at or under its target and the best PSNR of the grid there.
     grid = _read_csv(out / "baseline_grid.csv")
@@ -442,3 +445,17 @@ def test_eval_without_matplotlib_fails_early_in_one_line(tmp_path, two_images, t
         "pip install matplotlib",
     )
     assert not out.exists()
+
+
+def test_a_photo_smaller_than_a_spectrum_tile_has_no_peak_power_ratio_and_keeps_its_other_metrics(photo_paths):
+    """The peak power ratio needs one whole 64×64 tile: below it a row's value is NaN (no mean, no point), not an
+    error, and the row's other metrics are still there."""
+    from sodec_pipeline.evaluation.evaluate import BUILTIN_METRICS, _quality
+
+    photo = np.asarray(PIL.Image.open(photo_paths[0]).convert("RGB"))
+    noisy = np.clip(photo.astype(int) + np.random.default_rng(0).integers(-9, 10, photo.shape), 0, 255).astype(
+        np.uint8
+    )
+    whole, small = _quality(photo[:64], noisy[:64], {}), _quality(photo[:63], noisy[:63], {})
+    assert math.isfinite(whole["peak_power_ratio"]) and math.isnan(small["peak_power_ratio"])
+    assert all(math.isfinite(small[m]) for m in BUILTIN_METRICS if m != "peak_power_ratio")

@@ -26,7 +26,8 @@ import PIL.Image
 
 from ..image_files import IMAGE_EXTENSIONS, read_image
 from ..image_processing import pil_to_rgb_array
-from ..metrics import chroma_excess, colour_psnr, ms_ssim, ms_ssim_scales, psnr, texture_statistics
+from ..metrics import chroma_excess, colour_psnr, ms_ssim, ms_ssim_scales, peak_power_ratio, psnr, texture_statistics
+from ..metrics.texture import PEAK_POWER_TILE
 from ..pipelines.coding import DECODERS
 from . import baselines as baselines_lib
 
@@ -74,7 +75,7 @@ class EvaluationResult:
 #: what every row has, whatever else was asked for: the fidelity metrics (higher is better, BD-rates are taken
 #: of them) and where the decode puts texture (:mod:`sodec_pipeline.metrics.texture`)
 RATE_DISTORTION_METRICS = ("psnr", "ms_ssim", "colour_psnr")
-TEXTURE_METRICS = ("flat_excess", "texture_recall", "chroma_excess")
+TEXTURE_METRICS = ("flat_excess", "texture_recall", "chroma_excess", "peak_power_ratio")
 BUILTIN_METRICS = RATE_DISTORTION_METRICS + TEXTURE_METRICS
 
 
@@ -87,6 +88,9 @@ def _quality(reference: np.ndarray, decoded: np.ndarray, perceptual: Dict) -> di
     }
     out["flat_excess"], out["texture_recall"] = texture_statistics(reference, decoded)
     out["chroma_excess"] = chroma_excess(reference, decoded)
+    # a hatching's spectral line; NaN (no mean, no point) for an image with no whole tile
+    whole_tile = min(reference.shape[:2]) >= PEAK_POWER_TILE
+    out["peak_power_ratio"] = peak_power_ratio(reference, decoded)[0] if whole_tile else float("nan")
     for name, metric in perceptual.items():
         out[name] = metric(reference, decoded)
     return out

@@ -31,7 +31,7 @@ from .evaluate import BUILTIN_METRICS, RATE_DISTORTION_METRICS, SODEC_TARGET, Ev
 ROW_FIELDS = [
     "image", "width", "height", "method", "target", "quality", "setting", "downscale", "upscale_filter",
     "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_scales", "colour_psnr", "flat_excess", "texture_recall",
-    "chroma_excess",
+    "chroma_excess", "peak_power_ratio",
 ]  # fmt: skip
 
 
@@ -226,6 +226,7 @@ PLOT_PANELS = (
     ("flat_excess", "flat-window excess (texture added where the photo is flat) — lower is better"),
     ("texture_recall", "texture recall (of the photo's texture where it has some) — nearer 1 is better"),
     ("chroma_excess", "chroma excess (colour speckle the photo does not have) — lower is better"),
+    ("peak_power_ratio", "peak power ratio (a hatching's one frequency against the photo's) — near 1 is better"),
 )
 
 

@@ -19,7 +19,7 @@ from .fidelity import (
     psnr,
 )
 from .perceptual import DISTS, LPIPS, PerceptualMetric
-from .texture import batch_texture_statistics, chroma_excess, local_energy, texture_statistics
+from .texture import batch_texture_statistics, chroma_excess, local_energy, peak_power_ratio, texture_statistics
 from .weights import (
     INSTALL_COMMAND,
     LPIPS_NETS,
@@ -51,6 +51,7 @@ __all__ = [
     "load_lpips",
     "load_numpy_pickle",
     "load_perceptual_metrics",
+    "peak_power_ratio",
     "local_energy",
     "ms_ssim",
     "ms_ssim_per_image",

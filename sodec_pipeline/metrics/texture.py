@@ -48,6 +48,10 @@ CHROMA_WEIGHTS = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
+#: the side of the tiles of :func:`tile_power_spectrum` and :func:`peak_power_ratio` (an image needs one whole)
+PEAK_POWER_TILE = 64
+
+
 def local_energy(
     images: torch.Tensor, window: int = TEXTURE_WINDOW, peak: float = 255.0, planes: str = "luma"
 ) -> torch.Tensor:
@@ -127,7 +131,7 @@ def chroma_excess(reference: np.ndarray, test: np.ndarray) -> float:
         return added_chroma_energy(uint8_to_tensor(test), uint8_to_tensor(reference), peak=1.0).item()
 
 
-def tile_power_spectrum(images: torch.Tensor, tile: int = 64) -> torch.Tensor:
+def tile_power_spectrum(images: torch.Tensor, tile: int = PEAK_POWER_TILE) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] → (B, tile, tile // 2 + 1): the sum over the tiles (``tile``², half
     overlapping, whole ones only) of |rfft2(Hann · (luma − the tile's mean))|², luma on the 0…255 scale."""
     if images.shape[-2] < tile or images.shape[-1] < tile:
@@ -141,7 +145,9 @@ def tile_power_spectrum(images: torch.Tensor, tile: int = 64) -> torch.Tensor:
         return power.sum((1, 2))
 
 
-def peak_power_ratio(reference: np.ndarray, test: np.ndarray, tile: int = 64) -> Tuple[float, float, float]:
+def peak_power_ratio(
+    reference: np.ndarray, test: np.ndarray, tile: int = PEAK_POWER_TILE
+) -> Tuple[float, float, float]:
     """The largest ratio of ``test``'s :func:`tile_power_spectrum` to ``reference``'s (uint8 RGB (H, W, 3) each)
     and its frequency (vertical, horizontal; cycles per pixel, the horizontal one ≥ 0), the zero frequency left out."""
     reference, test = np.asarray(reference), np.asarray(test)
