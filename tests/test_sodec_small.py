@@ -81,7 +81,7 @@ def test_quality_levels_grow_the_stream_and_the_fidelity(pipe, card_check):
     assert fidelity == sorted(fidelity), fidelity
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v5"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4", "v5", "v6"])
 def test_a_stream_of_a_replaced_model_is_refused_with_a_clear_message(pipe, tmp_path, capsys, version):
     """The earlier sodec-smalls' streams carry their fingerprints: the model that replaced them refuses them, in
     the API and on the command line, before decoding anything."""
