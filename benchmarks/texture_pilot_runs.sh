@@ -4,6 +4,7 @@
 # by benchmarks/texture_pilot.py on BSDS500 test photos outside the held-out 20.
 #   DATA="bsds500/train bsds500/val" OUT=/root/ckpt/tp MINUTES=13 bash benchmarks/texture_pilot_runs.sh NAME...
 # RESUME=1 continues a stopped run from its last checkpoint (the same MINUTES: the clock and lr go on from there).
+# CORE=1 runs on core 1 (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DATA:?}" "${OUT:?}" "${MINUTES:=13}" "${BASE_MODEL:=pretrained/sodec-small}" "${RESUME:=}"
@@ -35,9 +36,11 @@ for name in "$@"; do
     realism) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --realism_control" ;; # asym-flat3 with the realism control (issue 29 item 4): each image's perceptual and GAN terms weighed by its realism
     asym-flat3-chroma) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05" ;; # asym-flat3 and a charge on colour detail the photo lacks (coloured speckle)
     asym-flat3-grain) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05 --grain_weight 20" ;; # asym-flat3-chroma and a charge on any one frequency painted stronger than the photo has it (hatching)
+    grain-texture2) extra="$GAN --mse_weight 5 --dists_weight 0.1 --texture_weight 0.016 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05 --grain_weight 20" ;; # sodec-small 7's recipe with twice the energy weight: real texture back where the photo has it, the grid kept off by the grain term
+    grain-dists25) extra="$GAN --mse_weight 5 --dists_weight 0.25 --texture_weight 0.008 --texture_excess_factor 32 --texture_flat_energy 6 --adversarial_weight 0.03 --chroma_weight 0.05 --grain_weight 20" ;; # sodec-small 7's recipe with the DISTS weight of sodec-small 5
     *) echo "unknown pilot $name" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
-  taskset -c 0 env OMP_NUM_THREADS=1 python training/train_sodec.py $COMMON $extra --output_dir "$OUT/$name" \
+  taskset -c "${CORE:-0}" env OMP_NUM_THREADS=1 python training/train_sodec.py $COMMON $extra --output_dir "$OUT/$name" \
     >> "$OUT/$name.log" 2>&1
 done
