@@ -21,8 +21,13 @@ import torch
 
 from sodec_pipeline import SODECPipeline
 from sodec_pipeline.evaluation.evaluate import find_images, load_image
-from sodec_pipeline.metrics import chroma_excess, load_perceptual_metrics, psnr, texture_statistics
-from sodec_pipeline.metrics.texture import peak_power_ratio
+from sodec_pipeline.metrics import (
+    chroma_excess,
+    load_perceptual_metrics,
+    peak_power_ratio,
+    psnr,
+    texture_statistics,
+)
 
 
 def decode_uint8(pipe, stream: bytes, decoder: str, realism=None) -> np.ndarray:

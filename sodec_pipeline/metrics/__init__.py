@@ -51,11 +51,11 @@ __all__ = [
     "load_lpips",
     "load_numpy_pickle",
     "load_perceptual_metrics",
-    "peak_power_ratio",
     "local_energy",
     "ms_ssim",
     "ms_ssim_per_image",
     "ms_ssim_scales",
+    "peak_power_ratio",
     "psnr",
     "texture_statistics",
 ]
